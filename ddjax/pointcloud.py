@@ -1,0 +1,78 @@
+"""Point-cloud tokenization: FPS centers and kNN neighbourhoods (spec sections 1.1 and 6.2).
+
+`group` is ReCon's `Group`: G centers by farthest point sampling, the K nearest cloud points of each
+center, each neighbourhood centred on its center (no scaling). `group_noisy` is the Dual Denoising
+variant (spec trap 16): FPS runs on the clean cloud, the noisy centers are the noisy points at those same
+indices, the noisy tokens are kNN neighbourhoods in the noisy cloud, and the clean target tokens are kNN
+neighbourhoods of the clean centers in the clean cloud.
+
+Indices come from `kernels` and are never differentiated; all gathers are plain jnp indexing, so gradients
+with respect to the input coordinates flow through the gathered values (spec D4), as attacks require.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from kernels import fps, knn
+from kernels import validation
+
+
+class Groups(NamedTuple):
+    neighborhoods: jax.Array  # f32[B, G, K, 3], each group minus its center
+    centers: jax.Array  # f32[B, G, 3], absolute coordinates
+
+
+class NoisyGroups(NamedTuple):
+    noisy: Groups  # kNN of the noisy centers in the noisy cloud: the model's input tokens
+    clean: Groups  # kNN of the clean centers in the clean cloud: the reconstruction targets
+
+
+def gather_points(points: jax.Array, idx: jax.Array) -> jax.Array:
+    """points f32[B, N, C], idx int[B, ...] -> f32[B, ..., C] (differentiable in `points`)."""
+    b, _, c = points.shape
+    flat = idx.reshape(b, -1)  # (B, P)
+    out = jnp.take_along_axis(points, flat[..., None], axis=1)  # (B, P, C)
+    return out.reshape(*idx.shape, c)  # (B, ..., C)
+
+
+def _neighborhoods(cloud: jax.Array, centers: jax.Array, group_size: int, knn_implementation,
+                   check_finite: bool) -> jax.Array:
+    """kNN groups of `centers` in `cloud`, minus their center: f32[B, G, K, 3]."""
+    nbr = knn(centers, cloud, group_size, implementation=knn_implementation,
+              check_finite=check_finite)  # (B, G, K)
+    return gather_points(cloud, nbr) - centers[:, :, None, :]  # (B, G, K, 3)
+
+
+def group(points: jax.Array, num_groups: int, group_size: int, *, fps_implementation: str | None = None,
+          knn_implementation: str | None = None, check_finite: bool = False) -> Groups:
+    """ReCon's grouping. points f32[B, N, 3] -> Groups(neighborhoods [B, G, K, 3], centers [B, G, 3])."""
+    idx = fps(points, num_groups, implementation=fps_implementation, check_finite=check_finite)  # (B, G)
+    centers = gather_points(points, idx)  # (B, G, 3)
+    return Groups(_neighborhoods(points, centers, group_size, knn_implementation, False), centers)
+
+
+def group_noisy(clean: jax.Array, noisy: jax.Array, num_groups: int, group_size: int, *,
+                fps_implementation: str | None = None, knn_implementation: str | None = None,
+                check_finite: bool = False) -> NoisyGroups:
+    """Dual Denoising grouping: FPS indices from `clean`, shared by both clouds.
+
+    clean, noisy: f32[B, N, 3] with the same point order (noisy = clean + sigma_t * eps).
+    """
+    if jnp.shape(clean) != jnp.shape(noisy):
+        raise ValueError(f"group_noisy: `clean` and `noisy` must have the same shape, got "
+                         f"{tuple(jnp.shape(clean))} and {tuple(jnp.shape(noisy))}")
+    if check_finite:
+        validation.check_finite("group_noisy", "clean", clean)
+        validation.check_finite("group_noisy", "noisy", noisy)
+    idx = fps(clean, num_groups, implementation=fps_implementation)  # (B, G)
+    clean_centers = gather_points(clean, idx)  # (B, G, 3)
+    noisy_centers = gather_points(noisy, idx)  # (B, G, 3), same indices
+    return NoisyGroups(
+        noisy=Groups(_neighborhoods(noisy, noisy_centers, group_size, knn_implementation, False),
+                     noisy_centers),
+        clean=Groups(_neighborhoods(clean, clean_centers, group_size, knn_implementation, False),
+                     clean_centers),
+    )
