@@ -1,0 +1,132 @@
+"""Kernel benchmark: FPS, kNN and grouping, every implementation on this backend, against the CPU libraries.
+
+  python benchmarks/kernels.py            # table of medians and ratios (about 2 minutes on a 2-core CPU)
+  python benchmarks/kernels.py --json     # the same as JSON
+
+Sizes: (B=32, N=1024, 64 centers, k=32), the pretraining tokenizer, and (B=32, N=8192, 512 centers, k=32).
+Baselines, run in the same process on the same clouds: `fpsample.fps_sampling` (a loop over the batch) for
+FPS, `scipy.spatial.cKDTree` (build + query, a loop over the batch) for kNN, and both plus a numpy gather
+for grouping. Ours are called under `jax.jit` on device-resident inputs; the ratio is ours / baseline, so
+<= 1.0 means no slower. Pallas interpret mode is a correctness tool and is timed on the small size only.
+Always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import fpsample
+import jax
+import numpy as np
+from scipy.spatial import cKDTree
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ddjax import pointcloud  # noqa: E402
+from ddjax.demo import procedural_clouds  # noqa: E402
+from kernels import backend, fps, knn  # noqa: E402
+
+SIZES = [dict(B=32, N=1024, G=64, K=32), dict(B=32, N=8192, G=512, K=32)]
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (compilation for jitted functions)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def implementations(n: int) -> list[str]:
+    impls = ["xla"]
+    if backend.platform() == "gpu":
+        impls.append("pallas")
+    if n <= 1024:
+        impls.append("pallas_interpret")
+    return impls
+
+
+def bench_size(size: dict, repeats: int) -> list[dict]:
+    b, n, g, k = size["B"], size["N"], size["G"], size["K"]
+    clouds = procedural_clouds(np.random.default_rng(0), b, n)
+    centers_idx = np.stack([fpsample.fps_sampling(c, g, start_idx=0) for c in clouds])
+    centers = np.take_along_axis(clouds, centers_idx[..., None], axis=1)
+    dev_clouds, dev_centers = jax.device_put(clouds), jax.device_put(centers)
+
+    def base_fps():
+        return [fpsample.fps_sampling(c, g, start_idx=0) for c in clouds]
+
+    def base_knn():
+        return [cKDTree(c).query(q, k)[1] for c, q in zip(clouds, centers)]
+
+    def base_group():
+        out = []
+        for c in clouds:
+            ctr = c[fpsample.fps_sampling(c, g, start_idx=0)]
+            out.append(c[cKDTree(c).query(ctr, k)[1]] - ctr[:, None])
+        return out
+
+    baselines = {"fps": ("fpsample", median_time(base_fps, repeats)),
+                 "knn": ("cKDTree", median_time(base_knn, repeats)),
+                 "group": ("fpsample+cKDTree", median_time(base_group, repeats))}
+    rows = []
+    for impl in implementations(n):
+        reps = 1 if impl == "pallas_interpret" else repeats
+        ops = {
+            "fps": jax.jit(lambda p, impl=impl: fps(p, g, implementation=impl)),
+            "knn": jax.jit(lambda q, p, impl=impl: knn(q, p, k, implementation=impl)),
+            "group": jax.jit(lambda p, impl=impl: pointcloud.group(
+                p, g, k, fps_implementation=impl, knn_implementation=impl)),
+        }
+        args = {"fps": (dev_clouds,), "knn": (dev_centers, dev_clouds), "group": (dev_clouds,)}
+        for op, fn in ops.items():
+            seconds = median_time(lambda: jax.block_until_ready(fn(*args[op])), reps)
+            base_name, base_seconds = baselines[op]
+            rows.append(dict(op=op, B=b, N=n, centers=g, k=k, implementation=impl,
+                             default=impl == backend.resolve("knn" if op == "knn" else "fps", None),
+                             ms=1e3 * seconds, baseline=base_name, baseline_ms=1e3 * base_seconds,
+                             ratio=seconds / base_seconds))
+    return rows
+
+
+def machine() -> dict:
+    return dict(backend=jax.default_backend(), devices=[d.device_kind for d in jax.devices()],
+                cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine(),
+                jax=jax.__version__, python=platform.python_version())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per measurement")
+    args = parser.parse_args()
+    rows = []
+    for size in SIZES:
+        rows.extend(bench_size(size, args.repeats))
+    info = machine()
+    if args.json:
+        print(json.dumps(dict(machine=info, results=rows), indent=2))
+        return 0
+    print(f"machine: {info}")
+    print(f"{'op':6s} {'B':>3s} {'N':>5s} {'ctr':>4s} {'k':>3s}  {'implementation':17s} {'ms':>9s}  "
+          f"{'baseline':17s} {'ms':>9s}  {'ratio':>6s}")
+    for r in rows:
+        mark = " (default)" if r["default"] else ""
+        print(f"{r['op']:6s} {r['B']:3d} {r['N']:5d} {r['centers']:4d} {r['k']:3d}  "
+              f"{r['implementation']:17s} {r['ms']:9.2f}  {r['baseline']:17s} {r['baseline_ms']:9.2f}  "
+              f"{r['ratio']:6.2f}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as e:  # the benchmark reports, it never fails the caller
+        print(f"benchmark error: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(0)

@@ -1,0 +1,82 @@
+"""The kernels demo job: group a batch of clouds with every kernel implementation, check, time, report."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from ddjax import pointcloud
+from ddjax.data import readers
+from kernels import backend
+
+
+def procedural_clouds(rng: np.random.Generator, batch: int, num_points: int) -> np.ndarray:
+    """Random ellipsoid surfaces with surface noise, f32[batch, num_points, 3], in the unit ball."""
+    v = rng.normal(size=(batch, num_points, 3))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    v *= rng.uniform(0.3, 1.0, size=(batch, 1, 3))
+    v += 0.01 * rng.normal(size=v.shape)
+    return (v / np.abs(v).max(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def modelnet_clouds(data_dir: str, batch: int, num_points: int) -> np.ndarray:
+    """The first `batch` test shapes of a modelnet40_normal_resampled folder, first `num_points` points."""
+    root = pathlib.Path(data_dir)
+    split = root / "modelnet40_test.txt"
+    if not split.is_file():
+        raise FileNotFoundError(f"{split} not found: config.data_dir must be a modelnet40_normal_resampled "
+                                "folder (the official archive from the PointNet++ authors)")
+    names = split.read_text().split()[:batch]
+    clouds = [readers.read_modelnet_txt(root / n.rsplit("_", 1)[0] / f"{n}.txt")[:num_points, :3]
+              for n in names]
+    return np.stack(clouds)
+
+
+def _median_seconds(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run(config, workdir: str | None) -> dict:
+    rng = np.random.default_rng(config.seed)
+    if config.data_dir:
+        clouds = modelnet_clouds(config.data_dir, config.batch_size, config.num_points)
+    else:
+        clouds = procedural_clouds(rng, config.batch_size, config.num_points)
+    b, n, _ = clouds.shape
+    print(f"ddjax kernels demo on {jax.default_backend()}: {b} clouds x {n} points -> "
+          f"{config.num_groups} groups x {config.group_size} points")
+    impls = ["xla", "pallas_interpret"] + (["pallas"] if backend.platform() == "gpu" else [])
+    results = {}
+    expected = None
+    for impl in impls:
+        batch = clouds[: config.interpret_batch_size] if impl == "pallas_interpret" else clouds
+        fn = jax.jit(lambda p, impl=impl: pointcloud.group(
+            p, config.num_groups, config.group_size, fps_implementation=impl, knn_implementation=impl))
+        seconds = _median_seconds(fn, batch, repeats=config.repeats)
+        groups = jax.device_get(fn(batch))
+        if expected is None:
+            expected = groups
+        same = all(np.array_equal(np.asarray(a), np.asarray(e)[: len(batch)]) for a, e in zip(groups, expected))
+        results[impl] = {"clouds": len(batch), "ms_per_cloud": 1e3 * seconds / len(batch), "equals_xla": same}
+        print(f"  {impl:17s} {1e3 * seconds / len(batch):9.3f} ms/cloud   equals xla: {same}")
+    summary = {"backend": jax.default_backend(), "num_points": n, "num_groups": config.num_groups,
+               "group_size": config.group_size, "implementations": results}
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+        path = os.path.join(workdir, "kernels_demo.json")
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2)
+        print(f"wrote {path}")
+    if not all(r["equals_xla"] for r in results.values()):
+        raise RuntimeError("kernel implementations disagree; see the table above")
+    return summary

@@ -1,0 +1,32 @@
+"""ddjax entry point: `python main.py --config=configs/<name>.py[:arg] --workdir=DIR`.
+
+Parses flags and hands the config to its job; all work happens in the job's module.
+"""
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from ddjax import demo
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).")
+
+JOBS = {
+    "kernels_demo": demo.run,
+}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
+    if config.job not in JOBS:
+        raise app.UsageError(f"config.job={config.job!r} is not one of {sorted(JOBS)}")
+    JOBS[config.job](config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,41 @@
+"""main.py end to end: the demo job through absl flags and the config file, as a user runs it."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import common
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_demo_job_runs_and_reports(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py:smoke", f"--workdir={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "kernels_demo.json").read_text())
+    assert summary["num_groups"] == 16 and summary["group_size"] == 8
+    assert set(summary["implementations"]) >= {"xla", "pallas_interpret"}
+    assert all(r["equals_xla"] for r in summary["implementations"].values())
+    assert "equals xla: True" in proc.stdout
+
+
+def test_unknown_job_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py:smoke", "--config.job=nope"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode != 0
+    assert "config.job='nope' is not one of" in proc.stderr
+
+
+def test_parse_arg():
+    arg = common.parse_arg("smoke,seed=3", smoke=False, seed=0, name="x")
+    assert arg.smoke is True and arg.seed == 3 and arg.name == "x"
+    with pytest.raises(ValueError, match=r"unknown config argument 'sede'"):
+        common.parse_arg("sede=3", seed=0)
+    with pytest.raises(ValueError, match=r"needs a value"):
+        common.parse_arg("seed", seed=0)
