@@ -76,3 +76,19 @@ def group_noisy(clean: jax.Array, noisy: jax.Array, num_groups: int, group_size:
         clean=Groups(_neighborhoods(clean, clean_centers, group_size, knn_implementation, False),
                      clean_centers),
     )
+
+
+def noise_sigma(t: jax.Array, *, noise_scale: float, num_timesteps: int) -> jax.Array:
+    """The linear schedule sigma_t = s * t / (T - 1): 0 at t = 0, s at t = T - 1 (spec section 6.1)."""
+    return noise_scale * jnp.asarray(t, jnp.float32) / (num_timesteps - 1)
+
+
+def loss_weight(sigma: jax.Array) -> jax.Array:
+    """lambda_t = 1 / (1 + sigma_t^2): in [0.9936, 1] for s = 0.08 (spec trap 17: sigma squared, not t)."""
+    return 1.0 / (1.0 + sigma * sigma)
+
+
+def add_noise(points: jax.Array, sigma: jax.Array, key: jax.Array) -> jax.Array:
+    """z_t = z_0 + sigma_t * eps on the xyz coordinates. points f32[B, N, 3], sigma f32[B] or scalar."""
+    eps = jax.random.normal(key, points.shape, points.dtype)
+    return points + jnp.reshape(sigma, jnp.shape(sigma) + (1, 1)) * eps

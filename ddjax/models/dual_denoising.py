@@ -1,0 +1,334 @@
+"""Dual Denoising: the model (PointDAE + feature-denoising branch), its config, the training loss and the
+parallel-noise inference function (paper section 3; spec sections 1, 2 and 6).
+
+    config = model_config("base")                 # or "small", "tiny"; every ablation is a field
+    model = build_model(config)
+    variables = init_variables(config, key)       # {'params', 'batch_stats'}
+    loss_fn = make_train_loss(config)             # (variables, batch, key) -> (loss, (metrics, batch_stats))
+    infer = make_inference(config)                # (variables, points, key, t, num_paths) -> f32[B, k, D]
+
+The model never draws random numbers itself: noise comes in as arguments, and drop path reads the
+'drop_path' rng passed to `apply`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ddjax import losses
+from ddjax import pointcloud
+from ddjax.models import blocks
+from ddjax.models.feature_denoiser import FEATURE_INPUTS, FeatureDenoiser
+from ddjax.models.point_dae import PointDAEDecoder, PointDAEEncoder
+from ddjax.models.tokenizer import MiniPointNet, PositionMlp
+
+TARGET_FRAMES = ("clean", "noisy")
+
+# Model sizes. `base` is the paper's (ReCon's backbone); `tiny` is for tests and smoke runs.
+VARIANTS = {
+    "base": dict(width=384, depth=12, num_heads=6, mlp_ratio=4.0, decoder_depth=4, teacher_dim=512,
+                 num_groups=64, group_size=32),
+    "small": dict(width=256, depth=8, num_heads=4, mlp_ratio=4.0, decoder_depth=2, teacher_dim=512,
+                  num_groups=64, group_size=32),
+    "tiny": dict(width=32, depth=2, num_heads=2, mlp_ratio=2.0, decoder_depth=1, teacher_dim=16,
+                 num_groups=16, group_size=8),
+}
+
+
+def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDict:
+    """The model's config: a size from VARIANTS plus the method's settings, each switchable for ablations.
+
+    Fields beyond the size (defaults from spec section 6):
+      noise_scale s = 0.08 (sigma_t = s t / (T - 1); 0 removes the point noise), num_timesteps T = 1000,
+      delta = 100 (t' = t // delta; 1 = no merging, T = no timestep conditioning),
+      feature_input 'noise' | 'learned' ('learned' = ReCon's query tokens = "remove feature denoising"),
+      stop_gradient True (feature branch K/V), target_frame 'clean' | 'noisy' (the clean target relative
+      to the clean or the noisy center), mask_ratio 0 (masking-versus-denoising ablation), alpha = 1
+      (weight of the feature loss), drop_path 0.1, feature_types ('image', 'text'), dtype 'float32'.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"model variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    config = ml_collections.ConfigDict(dict(
+        variant=variant, **VARIANTS[variant],
+        drop_path=0.1, feature_types=("image", "text"), feature_input="noise", stop_gradient=True,
+        noise_scale=0.08, num_timesteps=1000, delta=100, target_frame="clean", mask_ratio=0.0, alpha=1.0,
+        dtype="float32"))
+    config.update(overrides)
+    validate_config(config)
+    return config
+
+
+def validate_config(config) -> None:
+    """Raises ValueError naming the field for any bad value."""
+    def need(ok: bool, field: str, what: str):
+        if not ok:
+            raise ValueError(f"model config: `{field}` {what}, got {config[field]!r}")
+
+    for field in ("width", "depth", "num_heads", "decoder_depth", "teacher_dim", "num_groups", "group_size",
+                  "num_timesteps", "delta"):
+        need(isinstance(config[field], (int, np.integer)) and config[field] >= 1, field, "must be an integer >= 1")
+    need(config.width % config.num_heads == 0, "width", f"must be divisible by num_heads={config.num_heads}")
+    need(config.mlp_ratio > 0, "mlp_ratio", "must be > 0")
+    need(0 <= config.drop_path < 1, "drop_path", "must be in [0, 1)")
+    need(config.noise_scale >= 0, "noise_scale", "must be >= 0")
+    need(config.delta <= config.num_timesteps, "delta", f"must be <= num_timesteps={config.num_timesteps}")
+    need(config.feature_input in FEATURE_INPUTS, "feature_input", f"must be one of {FEATURE_INPUTS}")
+    need(config.target_frame in TARGET_FRAMES, "target_frame", f"must be one of {TARGET_FRAMES}")
+    need(0 <= config.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
+    need(len(config.feature_types) >= 1, "feature_types", "must name at least one type")
+    need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
+
+
+def num_visible(config) -> int:
+    """Tokens the encoder sees: all of them, or G - int(mask_ratio * G) with masking (ReCon: 64 - 38)."""
+    return config.num_groups - int(config.mask_ratio * config.num_groups)
+
+
+class DualDenoising(nn.Module):
+    """PointDAE (tokenizer, AdaLN-Zero encoder and decoder on t') plus the feature-denoising branch."""
+    feature_types: Sequence[str]
+    teacher_dim: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    decoder_depth: int
+    drop_path: float
+    group_size: int
+    num_visible: int
+    masking: bool = False
+    feature_input: str = "noise"
+    stop_gradient: bool = True
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        enc_rates = tuple(float(r) for r in np.linspace(0.0, self.drop_path, self.depth))
+        dec_rates = tuple(float(r) for r in np.linspace(0.0, self.drop_path, self.decoder_depth))
+        self.patch_embed = MiniPointNet(self.width, dtype=self.dtype)
+        self.pos_embed = PositionMlp(self.width, dtype=self.dtype)
+        self.timestep_embedder = blocks.TimestepEmbedder(self.width, dtype=self.dtype)
+        self.encoder = PointDAEEncoder(self.depth, self.num_heads, self.mlp_ratio, enc_rates, self.dtype)
+        self.decoder_pos_embed = PositionMlp(self.width, kernel_init=blocks.torch_linear_kernel_init(),
+                                             bias_init_fan_in=True, dtype=self.dtype)
+        self.decoder = PointDAEDecoder(self.decoder_depth, self.num_heads, self.mlp_ratio, dec_rates,
+                                       self.group_size, self.dtype)
+        self.feature_branch = FeatureDenoiser(self.feature_types, self.teacher_dim, self.width, self.num_heads,
+                                              self.mlp_ratio, enc_rates, self.feature_input, self.stop_gradient,
+                                              self.dtype)
+        if self.masking:
+            self.mask_token = self.param("mask_token", blocks.normal_002, (1, 1, self.width))
+
+    def encode(self, neighborhoods: jax.Array, centers: jax.Array, t_merged: jax.Array, *, train: bool = False,
+               visible: jax.Array | None = None) -> dict:
+        """neighborhoods (B, G, K, 3), centers (B, G, 3), t_merged int[B]; visible int[B, V] or None.
+
+        Returns {'tokens': (B, V, C) after the final LayerNorm, 'layers': [(B, V, C)] * depth (the tokens
+        entering each block, incl. position), 'cond': (B, C) timestep embedding}.
+        """
+        tokens = self.patch_embed(neighborhoods, train)  # (B, G, C)
+        pos = self.pos_embed(centers)  # (B, G, C)
+        if visible is not None:
+            tokens = jnp.take_along_axis(tokens, visible[..., None], axis=1)  # (B, V, C)
+            pos = jnp.take_along_axis(pos, visible[..., None], axis=1)
+        cond = self.timestep_embedder(t_merged)  # (B, C)
+        out, layers = self.encoder(tokens, pos, cond, not train)
+        return {"tokens": out, "layers": layers, "cond": cond}
+
+    def denoise_features(self, layers: Sequence[jax.Array], noise: jax.Array, *, train: bool = False) -> jax.Array:
+        """layers from `encode`, noise f32[B, k, D] -> features f32[B, k, D]."""
+        return self.feature_branch(noise, layers, not train)
+
+    def reconstruct(self, encoded: dict, centers: jax.Array, *, train: bool = False,
+                    order: jax.Array | None = None) -> jax.Array:
+        """Decoder on all tokens -> (B, G, K, 3). With masking (`order` int[B, G]: visible first), the
+        masked positions get the learned mask token and the output follows `order`."""
+        x, cond = encoded["tokens"], encoded["cond"]
+        pos = self.decoder_pos_embed(centers)  # (B, G, C)
+        if order is not None:
+            if not self.masking:
+                raise ValueError("reconstruct: `order` (masking) given to a model built with mask_ratio = 0")
+            pos = jnp.take_along_axis(pos, order[..., None], axis=1)  # (B, G, C) in `order`
+            b, v, c = x.shape
+            masked = jnp.broadcast_to(self.mask_token.astype(x.dtype), (b, pos.shape[1] - v, c))
+            x = jnp.concatenate([x, masked], axis=1)  # (B, G, C)
+        return self.decoder(x, pos, cond, not train)
+
+    def __call__(self, neighborhoods: jax.Array, centers: jax.Array, t_merged: jax.Array, noise: jax.Array, *,
+                 train: bool = False, order: jax.Array | None = None):
+        """Returns ((reconstruction (B, G, K, 3), features (B, k, D)), aux) with named intermediates."""
+        visible = None if order is None else order[:, : self.num_visible]
+        encoded = self.encode(neighborhoods, centers, t_merged, train=train, visible=visible)
+        features = self.denoise_features(encoded["layers"], noise, train=train)
+        recon = self.reconstruct(encoded, centers, train=train, order=order)
+        aux = {"tokens": encoded["tokens"], "denoised_feat": features}
+        aux.update({f"enc/block{i:02d}": x for i, x in enumerate(encoded["layers"])})
+        return (recon, features), aux
+
+
+def build_model(config) -> DualDenoising:
+    validate_config(config)
+    return DualDenoising(
+        feature_types=tuple(config.feature_types), teacher_dim=config.teacher_dim, width=config.width,
+        depth=config.depth, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+        decoder_depth=config.decoder_depth, drop_path=config.drop_path, group_size=config.group_size,
+        num_visible=num_visible(config), masking=config.mask_ratio > 0, feature_input=config.feature_input, stop_gradient=config.stop_gradient,
+        dtype=jnp.dtype(config.dtype))
+
+
+def _dummy_inputs(config, batch: int = 2):
+    g, k, d = config.num_groups, config.group_size, config.teacher_dim
+    return (jnp.zeros((batch, g, k, 3)), jnp.zeros((batch, g, 3)), jnp.zeros((batch,), jnp.int32),
+            jnp.zeros((batch, len(config.feature_types), d)))
+
+
+def init_variables(config, key: jax.Array) -> dict:
+    """{'params', 'batch_stats'} for `config`, initialised from `key`."""
+    return build_model(config).init({"params": key}, *_dummy_inputs(config))
+
+
+def parameter_counts(config) -> dict[str, int]:
+    """Parameter counts per component, from shapes only (`jax.eval_shape`, nothing is initialised)."""
+    shapes = jax.eval_shape(lambda k: init_variables(config, k), jax.random.key(0))["params"]
+    size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+    branch = dict(shapes["feature_branch"])
+    heads = {n: branch.pop(n) for n in list(branch) if n.endswith("_proj")}
+    decoder = dict(shapes["decoder"])
+    head = decoder.pop("reconstruction_head")
+    counts = {
+        "patch_embed": size(shapes["patch_embed"]),
+        "position_mlps": size(shapes["pos_embed"]) + size(shapes["decoder_pos_embed"]),
+        "timestep_embedder": size(shapes["timestep_embedder"]),
+        "encoder": size(shapes["encoder"]),
+        "decoder": size(decoder) + size(shapes.get("mask_token", ())),
+        "reconstruction_head": size(head),
+        "feature_branch": size(branch),
+        "feature_heads": size(heads),
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def check_points(points, config, where: str) -> None:
+    """points must be f32[B, N, 3] with N >= the tokenizer's needs; ValueError naming the sizes if not."""
+    shape = tuple(jnp.shape(points))
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"{where}: points must have shape [B, N, 3], got {shape}")
+    need = max(config.num_groups, config.group_size)
+    if shape[1] < need:
+        raise ValueError(f"{where}: clouds have N={shape[1]} points, fewer than the tokenizer needs "
+                         f"(num_groups={config.num_groups} centers, group_size={config.group_size} neighbours)")
+
+
+def merged_timestep(t: jax.Array, delta: int) -> jax.Array:
+    """The network's time input t' = floor(t / delta) (the noise level uses the full t: spec trap 16)."""
+    return jnp.asarray(t, jnp.int32) // delta
+
+
+def make_train_loss(config) -> Callable:
+    """The training loss `(variables, batch, key) -> (loss, (metrics, new_batch_stats))`.
+
+    batch: {'points': f32[B, N, 3] clean clouds, '<type>_features': f32[B, D] raw teacher features for each
+    feature type ('image_features', 'text_features')}. Per sample: t ~ U{0..T-1}, noisy = clean + sigma_t
+    eps, FPS on clean, grouped as `pointcloud.group_noisy`. loss = mean_b lambda_t CD_b + alpha sum_types
+    SmoothL1(type). Drop path and BatchNorm run in training mode.
+    """
+    model = build_model(config)
+    types = tuple(config.feature_types)
+    frame_noisy = config.target_frame == "noisy"
+
+    def loss_fn(variables, batch, key):
+        points = batch["points"]
+        check_points(points, config, "train loss")
+        b = points.shape[0]
+        k_t, k_noise, k_feat, k_drop, k_mask = jax.random.split(key, 5)
+        t = jax.random.randint(k_t, (b,), 0, config.num_timesteps)
+        sigma = pointcloud.noise_sigma(t, noise_scale=config.noise_scale, num_timesteps=config.num_timesteps)
+        noisy = pointcloud.add_noise(points, sigma, k_noise)
+        groups = pointcloud.group_noisy(points, noisy, config.num_groups, config.group_size)
+        noise = jax.random.normal(k_feat, (b, len(types), config.teacher_dim))
+        order = None
+        if config.mask_ratio > 0:
+            order = jax.vmap(lambda k: jax.random.permutation(k, config.num_groups))(jax.random.split(k_mask, b))
+        ((recon, features), _), new_state = model.apply(
+            variables, groups.noisy.neighborhoods, groups.noisy.centers, merged_timestep(t, config.delta), noise,
+            train=True, order=order, rngs={"drop_path": k_drop}, mutable=["batch_stats"])
+        target = groups.clean.neighborhoods  # (B, G, K, 3) relative to the clean centers
+        if frame_noisy:
+            target = target + (groups.clean.centers - groups.noisy.centers)[:, :, None, :]
+        if order is not None:
+            target = jnp.take_along_axis(target, order[:, :, None, None], axis=1)
+        chamfer = losses.chamfer_l2_per_sample(recon, target)  # (B,)
+        weight = pointcloud.loss_weight(sigma)  # (B,)
+        loss_recon = jnp.mean(weight * chamfer)
+        teacher = jnp.stack([batch[f"{name}_features"] for name in types], axis=1)  # (B, k, D)
+        per_type = {name: losses.smooth_l1(features[:, i], teacher[:, i]) for i, name in enumerate(types)}
+        loss_features = sum(per_type.values())
+        loss = loss_recon + config.alpha * loss_features
+        metrics = {"loss": loss, "loss_recon": loss_recon, "loss_features": loss_features,
+                   "chamfer": jnp.mean(chamfer), "lambda_t": jnp.mean(weight), "sigma_t": jnp.mean(sigma)}
+        metrics.update({f"loss_{name}": v for name, v in per_type.items()})
+        return loss, (metrics, new_state["batch_stats"])
+
+    return loss_fn
+
+
+def make_inference(config) -> tuple[Callable, Callable]:
+    """Parallel noise inference (paper Eq. 4): returns (infer, infer_path).
+
+    infer(variables, points, key, t, num_paths) -> f32[B, k, D]: the mean over `num_paths` paths of
+      `infer_path`, with path j using `jax.random.split(key, num_paths)[j]`, computed by `jax.vmap`.
+      At t = 0 every path sees the same clean tokens, so the encoder runs once and only the feature branch
+      is vmapped (spec D8); `share_encoder_at_t0=False` forces the general path (same result).
+    infer_path(variables, points, path_key, t) -> f32[B, k, D]: one path. FPS on the (clean) test cloud,
+      eps1 on xyz at sigma_t, noisy centers by the clean indices, kNN in the noisy cloud, encoder on
+      t' = t // delta, eps2 through the feature branch. BatchNorm uses running statistics.
+    `t` and `num_paths` are static: jit with `static_argnames=('t', 'num_paths')`.
+    """
+    model = build_model(config)
+    k_types, dim = len(config.feature_types), config.teacher_dim
+
+    def tokenize(points, idx, sigma, key):
+        noisy = points if key is None else pointcloud.add_noise(points, sigma, key)
+        centers = pointcloud.gather_points(noisy, idx)  # (B, G, 3)
+        nbr = pointcloud.knn(centers, noisy, config.group_size)  # (B, G, K)
+        return pointcloud.gather_points(noisy, nbr) - centers[:, :, None, :], centers
+
+    def encode(variables, points, idx, t, key):
+        sigma = pointcloud.noise_sigma(t, noise_scale=config.noise_scale, num_timesteps=config.num_timesteps)
+        neighborhoods, centers = tokenize(points, idx, sigma, key)
+        t_merged = jnp.full((points.shape[0],), t // config.delta, jnp.int32)
+        return model.apply(variables, neighborhoods, centers, t_merged, method=DualDenoising.encode)
+
+    def features(variables, layers, key, batch):
+        noise = jax.random.normal(key, (batch, k_types, dim))
+        return model.apply(variables, layers, noise, method=DualDenoising.denoise_features)
+
+    def infer_path(variables, points, path_key, t: int):
+        check_points(points, config, "inference")
+        idx = pointcloud.fps(points, config.num_groups)  # (B, G), on the clean test cloud
+        k_points, k_feat = jax.random.split(path_key)
+        encoded = encode(variables, points, idx, t, k_points)
+        return features(variables, encoded["layers"], k_feat, points.shape[0])
+
+    def infer(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True):
+        check_points(points, config, "inference")
+        if not isinstance(num_paths, int) or num_paths < 1:
+            raise ValueError(f"inference: num_paths must be a positive int, got {num_paths!r}")
+        if not isinstance(t, int) or not 0 <= t < config.num_timesteps:
+            raise ValueError(f"inference: t must be an int in [0, {config.num_timesteps}), got {t!r}")
+        keys = jax.random.split(key, num_paths)  # (N,)
+        if t == 0 and share_encoder_at_t0:
+            idx = pointcloud.fps(points, config.num_groups)
+            encoded = encode(variables, points, idx, 0, None)  # sigma_0 = 0: every path's tokens are equal
+            feat_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+            outs = jax.vmap(lambda k: features(variables, encoded["layers"], k, points.shape[0]))(feat_keys)
+        else:
+            outs = jax.vmap(lambda k: infer_path(variables, points, k, t))(keys)  # (N, B, k, D)
+        return jnp.mean(outs, axis=0)
+
+    return infer, infer_path

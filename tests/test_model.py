@@ -1,0 +1,226 @@
+"""The Dual Denoising model, its loss and its inference function, on the tiny config."""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax.models import blocks
+from ddjax.models import dual_denoising as dd
+
+CONFIG = dd.model_config("tiny")
+B, N = 3, 96
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return jax.jit(lambda k: dd.init_variables(CONFIG, k))(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    return {"points": jnp.asarray(rng.normal(size=(B, N, 3)).astype(np.float32)),
+            "image_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32)),
+            "text_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32))}
+
+
+@pytest.fixture(scope="module")
+def inference():
+    infer, infer_path = dd.make_inference(CONFIG)
+    return (jax.jit(infer, static_argnames=("t", "num_paths", "share_encoder_at_t0")),
+            jax.jit(infer_path, static_argnames=("t",)))
+
+
+def perturbed(variables, scale=0.05):
+    """Every parameter plus noise, so that zero-initialised modulations become active."""
+    leaves, treedef = jax.tree_util.tree_flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(42), len(leaves))
+    leaves = [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    return {**variables, "params": jax.tree_util.tree_unflatten(treedef, leaves)}
+
+
+def inputs(batch, t=500):
+    from ddjax import pointcloud
+    groups = pointcloud.group(batch["points"], CONFIG.num_groups, CONFIG.group_size)
+    noise = jax.random.normal(jax.random.key(1), (B, 2, CONFIG.teacher_dim))
+    return groups.neighborhoods, groups.centers, jnp.full((B,), t // CONFIG.delta), noise
+
+
+def test_every_pointdae_block_is_the_identity_at_init(variables, batch):
+    model = dd.build_model(CONFIG)
+    (_, _), aux = model.apply(variables, *inputs(batch))
+    pos = model.apply(variables, inputs(batch)[1], method=lambda m, c: m.pos_embed(c))
+    layers = [aux[f"enc/block{i:02d}"] for i in range(CONFIG.depth)]
+    for i in range(1, CONFIG.depth):  # block i-1 returned its input unchanged: layer_i = layer_{i-1} + pos
+        np.testing.assert_allclose(np.asarray(layers[i]), np.asarray(layers[i - 1] + pos), rtol=1e-6, atol=1e-6)
+    # The block class itself, with either init (encoder: normal 0.02; decoder: Xavier), exactly.
+    x = jax.random.normal(jax.random.key(2), (2, 5, 32))
+    c = jax.random.normal(jax.random.key(3), (2, 32))
+    for init in (blocks.normal_002, blocks.xavier_uniform):
+        block = blocks.AdaLNZeroBlock(num_heads=2, kernel_init=init)
+        params = block.init(jax.random.key(4), x, c, True)
+        np.testing.assert_array_equal(np.asarray(block.apply(params, x, c, True)), np.asarray(x))
+    for name in ("encoder", "decoder"):  # and the model's own blocks start with zero modulation
+        for blk, p in variables["params"][name].items():
+            if blk.startswith("block"):
+                assert not np.any(np.asarray(p["adaLN_modulation"]["kernel"]))
+
+
+def test_feature_block_ffn_is_gated_to_zero_at_init_but_cross_attention_is_not():
+    block = blocks.FeatureBlock(num_heads=2)
+    h = jax.random.normal(jax.random.key(0), (2, 2, 32))
+    pts = jax.random.normal(jax.random.key(1), (2, 7, 32))
+    emb = jax.random.normal(jax.random.key(2), (2, 32))
+    params = block.init(jax.random.key(3), h, pts, emb, True)
+    out = block.apply(params, h, pts, emb, True)
+    assert not np.allclose(np.asarray(out), np.asarray(h))  # the cross-attention acts at init
+    p = flax.core.unfreeze(params)
+    proj = p["params"]["cross_attn"]["proj"]
+    proj["kernel"] = jnp.zeros_like(proj["kernel"])
+    proj["bias"] = jnp.zeros_like(proj["bias"])
+    np.testing.assert_array_equal(np.asarray(block.apply(p, h, pts, emb, True)), np.asarray(h))  # FFN gated off
+
+
+POINT_DAE = ("patch_embed", "pos_embed", "timestep_embedder", "encoder", "decoder_pos_embed", "decoder")
+
+
+def _grads(config, variables, batch, which):
+    loss_fn = dd.make_train_loss(config)
+    f = lambda p: loss_fn({**variables, "params": p}, batch, jax.random.key(5))[1][0][which]
+    return jax.jit(jax.grad(f))(variables["params"])
+
+
+def _max_abs(tree):
+    return max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_stop_gradient(variables, batch):
+    variables = perturbed(variables)
+    g_feat = _grads(CONFIG, variables, batch, "loss_features")
+    for name in POINT_DAE:  # the feature loss never reaches PointDAE
+        assert _max_abs(g_feat[name]) == 0.0, name
+    assert _max_abs(g_feat["feature_branch"]) > 0
+    g_rec = _grads(CONFIG, variables, batch, "loss_recon")
+    assert _max_abs(g_rec["feature_branch"]) == 0.0  # and the reconstruction loss never reaches the branch
+    assert _max_abs(g_rec["encoder"]) > 0
+    # Switched off (ablation), the feature loss does train the encoder.
+    g_open = _grads(dd.model_config("tiny", stop_gradient=False), variables, batch, "loss_features")
+    assert _max_abs(g_open["encoder"]) > 0 and _max_abs(g_open["patch_embed"]) > 0
+
+
+def test_timesteps_merge_by_delta(variables, batch):
+    model = dd.build_model(CONFIG)
+    variables = perturbed(variables)
+    nbh, centers, _, _ = inputs(batch)
+    enc = jax.jit(lambda t: model.apply(variables, nbh, centers, dd.merged_timestep(t, 100),
+                                        method=dd.DualDenoising.encode)["tokens"])
+    t500, t599, t600 = (np.asarray(enc(jnp.full((B,), t))) for t in (500, 599, 600))
+    np.testing.assert_array_equal(t500, t599)
+    assert np.abs(t600 - t500).max() > 1e-4
+    assert dd.merged_timestep(600, 100) == 6 and dd.merged_timestep(100, 100) == 1
+    assert dd.merged_timestep(999, 1000) == 0  # delta = T: no timestep conditioning
+
+
+def test_parallel_noise_inference(variables, batch, inference):
+    infer, infer_path = inference
+    variables = perturbed(variables)
+    points, key = batch["points"], jax.random.key(7)
+    out = np.asarray(infer(variables, points, key, t=600, num_paths=3))
+    assert out.shape == (B, 2, CONFIG.teacher_dim)
+    # The vmapped mean equals the paths run one by one and averaged.
+    loop = np.mean([np.asarray(infer_path(variables, points, k, t=600)) for k in jax.random.split(key, 3)], 0)
+    np.testing.assert_allclose(out, loop, rtol=1e-5, atol=1e-6)
+    # Same keys, same output; other keys, other output.
+    np.testing.assert_array_equal(out, np.asarray(infer(variables, points, key, t=600, num_paths=3)))
+    assert not np.allclose(out, np.asarray(infer(variables, points, jax.random.key(8), t=600, num_paths=3)))
+    # t = 0: the shared-encoder fast path equals the general path.
+    fast = np.asarray(infer(variables, points, key, t=0, num_paths=3))
+    general = np.asarray(infer(variables, points, key, t=0, num_paths=3, share_encoder_at_t0=False))
+    np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_group_sizes_come_from_the_config(variables):
+    # ScanObjectNN-style tokenization: other G x K than training, same weights (max-pool over K).
+    config = dd.model_config("tiny", num_groups=8, group_size=16)
+    infer, _ = dd.make_inference(config)
+    points = jax.random.normal(jax.random.key(0), (2, 64, 3))
+    out = jax.jit(infer, static_argnames=("t", "num_paths"))(variables, points, jax.random.key(1), t=100, num_paths=2)
+    assert out.shape == (2, 2, config.teacher_dim) and np.all(np.isfinite(np.asarray(out)))
+
+
+def test_train_loss(variables, batch):
+    loss_fn = jax.jit(dd.make_train_loss(CONFIG))
+    loss, (metrics, new_stats) = loss_fn(variables, batch, jax.random.key(3))
+    np.testing.assert_allclose(float(loss), float(metrics["loss_recon"] + metrics["loss_features"]), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["loss_features"]),
+                               float(metrics["loss_image"] + metrics["loss_text"]), rtol=1e-6)
+    assert 0.9936 <= float(metrics["lambda_t"]) <= 1.0
+    # BatchNorm statistics move in training.
+    assert _max_abs(jax.tree_util.tree_map(jnp.subtract, new_stats, variables["batch_stats"])) > 0
+    # Same key, same loss.
+    assert float(loss_fn(variables, batch, jax.random.key(3))[0]) == float(loss)
+
+
+def test_reconstruction_head_is_not_zero_initialised(variables, batch):
+    (recon, _), _ = dd.build_model(CONFIG).apply(variables, *inputs(batch))
+    spread = np.asarray(jnp.std(recon, axis=2))  # (B, G, 3): the K predicted points of a token differ
+    assert spread.min() > 1e-3
+
+
+def test_ablation_switches(batch):
+    key = jax.random.key(0)
+    # Masking: the encoder sees G - int(0.6 G) tokens; the loss still runs on all G reconstructions.
+    masked = dd.model_config("tiny", mask_ratio=0.6)
+    v = dd.init_variables(masked, key)
+    assert v["params"]["mask_token"].shape == (1, 1, masked.width)
+    loss, (metrics, _) = jax.jit(dd.make_train_loss(masked))(v, batch, key)
+    assert np.isfinite(float(loss)) and dd.num_visible(masked) == 16 - 9
+    # Learned feature tokens (ReCon's queries): the output does not depend on the noise.
+    learned = dd.model_config("tiny", feature_input="learned")
+    model = dd.build_model(learned)
+    v = dd.init_variables(learned, key)
+    nbh, centers, t, noise = inputs(batch)
+    a = model.apply(v, nbh, centers, t, noise)[0][1]
+    b = model.apply(v, nbh, centers, t, noise + 1.0)[0][1]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # s = 0: no point noise, so every timestep sees the clean cloud (sigma_t = 0).
+    clean = dd.model_config("tiny", noise_scale=0.0)
+    v = dd.init_variables(clean, key)
+    _, (metrics, _) = jax.jit(dd.make_train_loss(clean))(v, batch, key)
+    assert float(metrics["sigma_t"]) == 0.0 and float(metrics["lambda_t"]) == 1.0
+
+
+def test_parameter_counts_match_the_architecture():
+    counts = dd.parameter_counts(CONFIG)
+    v = dd.init_variables(CONFIG, jax.random.key(0))
+    assert counts["total"] == sum(x.size for x in jax.tree_util.tree_leaves(v["params"]))
+    c, hidden, depth = CONFIG.width, int(CONFIG.width * CONFIG.mlp_ratio), CONFIG.depth
+    # An AdaLN-Zero block by the formula: qkv 3C^2, proj C^2 + C, MLP 2 C H + H + C, modulation 6C^2 + 6C.
+    block = 3 * c * c + c * c + c + 2 * c * hidden + hidden + c + 6 * c * c + 6 * c
+    assert counts["encoder"] == depth * block + 2 * c  # + the final LayerNorm
+    base = dd.parameter_counts(dd.model_config("base"))
+    assert base["encoder"] == 12 * (18 * 384 ** 2 + 8 * 384 + 1536) + 2 * 384
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(noise_scale=-0.1), r"`noise_scale` must be >= 0"),
+    (dict(delta=0), r"`delta` must be an integer >= 1"),
+    (dict(delta=2000), r"`delta` must be <= num_timesteps"),
+    (dict(feature_input="zeros"), r"`feature_input` must be one of"),
+    (dict(target_frame="x"), r"`target_frame` must be one of"),
+    (dict(mask_ratio=1.0), r"`mask_ratio` must be in \[0, 1\)"),
+    (dict(num_heads=3), r"`width` must be divisible by num_heads=3"),
+])
+def test_bad_config_values_name_the_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        dd.model_config("tiny", **overrides)
+
+
+def test_too_few_points_is_a_clear_error(variables, inference):
+    infer, _ = inference
+    few = jnp.zeros((2, 10, 3))  # tiny needs 16 centers
+    with pytest.raises(ValueError, match=r"N=10 points, fewer than the tokenizer needs \(num_groups=16"):
+        infer(variables, few, jax.random.key(0), t=0, num_paths=1)
+    with pytest.raises(ValueError, match=r"fewer than the tokenizer needs"):
+        dd.make_train_loss(CONFIG)(variables, {"points": few}, jax.random.key(0))
