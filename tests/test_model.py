@@ -28,7 +28,7 @@ def batch():
 @pytest.fixture(scope="module")
 def inference():
     infer, infer_path = dd.make_inference(CONFIG)
-    return (jax.jit(infer, static_argnames=("t", "num_paths", "share_encoder_at_t0")),
+    return (jax.jit(infer, static_argnames=("t", "num_paths", "share_encoder_at_t0", "paths_per_step")),
             jax.jit(infer_path, static_argnames=("t",)))
 
 
@@ -131,6 +131,9 @@ def test_parallel_noise_inference(variables, batch, inference):
     # The vmapped mean equals the paths run one by one and averaged.
     loop = np.mean([np.asarray(infer_path(variables, points, k, t=600)) for k in jax.random.split(key, 3)], 0)
     np.testing.assert_allclose(out, loop, rtol=1e-5, atol=1e-6)
+    for step in (3, 2, 1):  # one vmap over all 3 paths, or chunks of 2 (with a remainder) or 1: same mean
+        chunked = np.asarray(infer(variables, points, key, t=600, num_paths=3, paths_per_step=step))
+        np.testing.assert_allclose(chunked, loop, rtol=1e-5, atol=1e-6)
     # Same keys, same output; other keys, other output.
     np.testing.assert_array_equal(out, np.asarray(infer(variables, points, key, t=600, num_paths=3)))
     assert not np.allclose(out, np.asarray(infer(variables, points, jax.random.key(8), t=600, num_paths=3)))
@@ -224,3 +227,20 @@ def test_too_few_points_is_a_clear_error(variables, inference):
         infer(variables, few, jax.random.key(0), t=0, num_paths=1)
     with pytest.raises(ValueError, match=r"fewer than the tokenizer needs"):
         dd.make_train_loss(CONFIG)(variables, {"points": few}, jax.random.key(0))
+
+
+def test_concat_dense_equals_dense_on_the_concatenation():
+    from ddjax.models.tokenizer import ConcatDense
+    g = jax.random.normal(jax.random.key(0), (2, 3, 1, 4))
+    f = jax.random.normal(jax.random.key(1), (2, 3, 5, 6))
+    layer = ConcatDense(7)
+    params = layer.init(jax.random.key(2), g, f)
+    params = jax.tree_util.tree_map(lambda x: x + 0.1, params)  # non-zero bias too
+    concat = jnp.concatenate([jnp.broadcast_to(g, (2, 3, 5, 4)), f], axis=-1)
+    np.testing.assert_allclose(np.asarray(layer.apply(params, g, f)),
+                               np.asarray(nn_dense_apply(params, concat)), rtol=1e-5, atol=1e-6)
+
+
+def nn_dense_apply(params, x):
+    import flax.linen as nn
+    return nn.Dense(7).apply(params, x)

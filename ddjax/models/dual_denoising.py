@@ -277,6 +277,17 @@ def make_train_loss(config) -> Callable:
     return loss_fn
 
 
+def default_paths_per_step() -> int | None:
+    """How many noise paths one vmap step evaluates when the caller does not say (None: all of them).
+
+    Measured with benchmarks/model.py (base model, batch 32, t = 600, 2-core CPU): 8 paths in one vmap
+    took 8.6-13.8x one path (the per-path working set, above all the mini-PointNet's (B, G, K, 512)
+    activations, falls out of cache), 2 paths per step 7.4-8.8x, one path per step 6.9-7.4x. So on CPU
+    the vmapped path function runs one key at a time; accelerators take all paths in one vmap.
+    """
+    return 1 if jax.default_backend() == "cpu" else None
+
+
 def make_inference(config) -> tuple[Callable, Callable]:
     """Parallel noise inference (paper Eq. 4): returns (infer, infer_path).
 
@@ -284,6 +295,8 @@ def make_inference(config) -> tuple[Callable, Callable]:
       `infer_path`, with path j using `jax.random.split(key, num_paths)[j]`, computed by `jax.vmap`.
       At t = 0 every path sees the same clean tokens, so the encoder runs once and only the feature branch
       is vmapped (spec D8); `share_encoder_at_t0=False` forces the general path (same result).
+      `paths_per_step` vmaps that many paths at a time (a `lax.map` over chunks; same values); None takes
+      `default_paths_per_step()`.
     infer_path(variables, points, path_key, t) -> f32[B, k, D]: one path. FPS on the (clean) test cloud,
       eps1 on xyz at sigma_t, noisy centers by the clean indices, kNN in the noisy cloud, encoder on
       t' = t // delta, eps2 through the feature branch. BatchNorm uses running statistics.
@@ -315,7 +328,8 @@ def make_inference(config) -> tuple[Callable, Callable]:
         encoded = encode(variables, points, idx, t, k_points)
         return features(variables, encoded["layers"], k_feat, points.shape[0])
 
-    def infer(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True):
+    def infer(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True,
+              paths_per_step: int | None = None):
         check_points(points, config, "inference")
         if not isinstance(num_paths, int) or num_paths < 1:
             raise ValueError(f"inference: num_paths must be a positive int, got {num_paths!r}")
@@ -327,8 +341,13 @@ def make_inference(config) -> tuple[Callable, Callable]:
             encoded = encode(variables, points, idx, 0, None)  # sigma_0 = 0: every path's tokens are equal
             feat_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
             outs = jax.vmap(lambda k: features(variables, encoded["layers"], k, points.shape[0]))(feat_keys)
-        else:
-            outs = jax.vmap(lambda k: infer_path(variables, points, k, t))(keys)  # (N, B, k, D)
+            return jnp.mean(outs, axis=0)
+        step = default_paths_per_step() if paths_per_step is None else paths_per_step
+        path = lambda k: infer_path(variables, points, k, t)
+        if step is None or step >= num_paths:
+            outs = jax.vmap(path)(keys)  # (N, B, k, D)
+        else:  # vmap over `step` keys at a time, the chunks one after another (same values)
+            outs = jax.lax.map(path, keys, batch_size=step)
         return jnp.mean(outs, axis=0)
 
     return infer, infer_path

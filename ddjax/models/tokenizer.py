@@ -8,6 +8,26 @@ import jax.numpy as jnp
 from ddjax.models import blocks
 
 
+class ConcatDense(nn.Module):
+    """Dense([broadcast(g) ; f]) without building the concatenation: g @ W[:Dg] + f @ W[Dg:] + b.
+
+    The same parameters as `nn.Dense` on the concatenation (kernel (Dg + Df, out), bias (out,)), so ReCon's
+    1x1 conv weights convert unchanged; the g half runs once per group instead of once per point.
+    """
+    features: int
+    kernel_init: blocks.Initializer = blocks.normal_002
+    dtype: blocks.Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, g: jax.Array, f: jax.Array) -> jax.Array:
+        """g (..., 1, Dg) per group, f (..., K, Df) per point -> (..., K, features)."""
+        dg, df = g.shape[-1], f.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (dg + df, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel, g, f = kernel.astype(self.dtype), g.astype(self.dtype), f.astype(self.dtype)
+        return g @ kernel[:dg] + f @ kernel[dg:] + bias.astype(self.dtype)
+
+
 class MiniPointNet(nn.Module):
     """Embeds each group of K points into one token, independently of K (max-pools over the points).
 
@@ -28,8 +48,7 @@ class MiniPointNet(nn.Module):
         f = dense(128, "conv1a")(neighborhoods)  # (B, G, K, 128)
         f = dense(256, "conv1b")(nn.relu(bn("bn1")(f)))  # (B, G, K, 256)
         g = jnp.max(f, axis=2, keepdims=True)  # (B, G, 1, 256)
-        f = jnp.concatenate([jnp.broadcast_to(g, f.shape), f], axis=-1)  # (B, G, K, 512)
-        f = dense(512, "conv2a")(f)
+        f = ConcatDense(512, self.kernel_init, self.dtype, name="conv2a")(g, f)  # Dense([g ; f]): (B, G, K, 512)
         f = dense(self.width, "conv2b")(nn.relu(bn("bn2")(f)))  # (B, G, K, C)
         return jnp.max(f, axis=2)  # (B, G, C)
 
