@@ -194,6 +194,28 @@ def test_ablation_switches(batch):
     assert float(metrics["sigma_t"]) == 0.0 and float(metrics["lambda_t"]) == 1.0
 
 
+def test_reconstruction_target_frames():
+    from ddjax import pointcloud
+    rng = np.random.default_rng(3)
+    clean = rng.normal(size=(2, 40, 3)).astype(np.float32)
+    noisy = clean + 0.05 * rng.normal(size=clean.shape).astype(np.float32)
+    groups = pointcloud.group_noisy(clean, noisy, 5, 4)
+    clean_abs = np.asarray(groups.clean.neighborhoods + groups.clean.centers[:, :, None])  # absolute clean points
+    np.testing.assert_allclose(np.asarray(dd.reconstruction_target(groups, "clean")),
+                               clean_abs - np.asarray(groups.clean.centers)[:, :, None], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dd.reconstruction_target(groups, "noisy")),
+                               clean_abs - np.asarray(groups.noisy.centers)[:, :, None], atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_parameters(variables, batch):
+    config = dd.model_config("tiny", dtype="bfloat16")
+    key = jax.random.key(4)
+    loss16, _ = jax.jit(dd.make_train_loss(config))(variables, batch, key)
+    loss32, _ = jax.jit(dd.make_train_loss(CONFIG))(variables, batch, key)
+    assert loss16.dtype == jnp.float32
+    np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.05)  # same model, lower precision
+
+
 def test_parameter_counts_match_the_architecture():
     counts = dd.parameter_counts(CONFIG)
     v = dd.init_variables(CONFIG, jax.random.key(0))

@@ -229,6 +229,15 @@ def merged_timestep(t: jax.Array, delta: int) -> jax.Array:
     return jnp.asarray(t, jnp.int32) // delta
 
 
+def reconstruction_target(groups: pointcloud.NoisyGroups, frame: str) -> jax.Array:
+    """The clean tokens to reconstruct, f32[B, G, K, 3]: the clean kNN groups relative to the clean
+    center ('clean', the default) or to the noisy center the model sees ('noisy': also denoises the center)."""
+    target = groups.clean.neighborhoods  # clean points minus clean centers
+    if frame == "noisy":
+        target = target + (groups.clean.centers - groups.noisy.centers)[:, :, None, :]
+    return target
+
+
 def make_train_loss(config) -> Callable:
     """The training loss `(variables, batch, key) -> (loss, (metrics, new_batch_stats))`.
 
@@ -239,7 +248,6 @@ def make_train_loss(config) -> Callable:
     """
     model = build_model(config)
     types = tuple(config.feature_types)
-    frame_noisy = config.target_frame == "noisy"
 
     def loss_fn(variables, batch, key):
         points = batch["points"]
@@ -257,9 +265,7 @@ def make_train_loss(config) -> Callable:
         ((recon, features), _), new_state = model.apply(
             variables, groups.noisy.neighborhoods, groups.noisy.centers, merged_timestep(t, config.delta), noise,
             train=True, order=order, rngs={"drop_path": k_drop}, mutable=["batch_stats"])
-        target = groups.clean.neighborhoods  # (B, G, K, 3) relative to the clean centers
-        if frame_noisy:
-            target = target + (groups.clean.centers - groups.noisy.centers)[:, :, None, :]
+        target = reconstruction_target(groups, config.target_frame)  # (B, G, K, 3)
         if order is not None:
             target = jnp.take_along_axis(target, order[:, :, None, None], axis=1)
         chamfer = losses.chamfer_l2_per_sample(recon, target)  # (B,)
