@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 import fpsample
 import jax
@@ -26,21 +25,13 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
+
 from ddjax import pointcloud  # noqa: E402
 from ddjax.demo import procedural_clouds  # noqa: E402
 from kernels import backend, fps, knn  # noqa: E402
 
 SIZES = [dict(B=32, N=1024, G=64, K=32), dict(B=32, N=8192, G=512, K=32)]
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation for jitted functions)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def implementations(n: int) -> list[str]:
@@ -72,9 +63,9 @@ def bench_size(size: dict, repeats: int) -> list[dict]:
             out.append(c[cKDTree(c).query(ctr, k)[1]] - ctr[:, None])
         return out
 
-    baselines = {"fps": ("fpsample", median_time(base_fps, repeats)),
-                 "knn": ("cKDTree", median_time(base_knn, repeats)),
-                 "group": ("fpsample+cKDTree", median_time(base_group, repeats))}
+    baselines = {"fps": ("fpsample", common.median_time(base_fps, repeats)),
+                 "knn": ("cKDTree", common.median_time(base_knn, repeats)),
+                 "group": ("fpsample+cKDTree", common.median_time(base_group, repeats))}
     rows = []
     for impl in implementations(n):
         reps = 1 if impl == "pallas_interpret" else repeats
@@ -86,7 +77,7 @@ def bench_size(size: dict, repeats: int) -> list[dict]:
         }
         args = {"fps": (dev_clouds,), "knn": (dev_centers, dev_clouds), "group": (dev_clouds,)}
         for op, fn in ops.items():
-            seconds = median_time(lambda: jax.block_until_ready(fn(*args[op])), reps)
+            seconds = common.median_time(lambda: jax.block_until_ready(fn(*args[op])), reps)
             base_name, base_seconds = baselines[op]
             rows.append(dict(op=op, B=b, N=n, centers=g, k=k, implementation=impl,
                              default=impl == backend.resolve("knn" if op == "knn" else "fps", None),
@@ -125,8 +116,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # the benchmark reports, it never fails the caller
-        print(f"benchmark error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(0)
+    common.run(main)

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,19 +25,11 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
+
 from ddjax.models import dual_denoising as dd  # noqa: E402
 
 RECON_STEP_SECONDS_2CORE = 3.9  # ReCon's PyTorch step (batch 32, 1024 points, all 64 tokens, fp32)
-
-
-def median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def peak_bytes(compiled) -> int | None:
@@ -82,13 +73,13 @@ def main() -> int:
                "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(), "jax": jax.__version__,
                "parameters": dd.parameter_counts(config)["total"]}
     forward = jax.jit(loss_fn)
-    results["forward_s"] = median_time(lambda: forward(variables, batch, jax.random.key(1))[0], args.repeats)
+    results["forward_s"] = common.median_time(lambda: forward(variables, batch, jax.random.key(1))[0], args.repeats)
 
     step = jax.jit(train_step)
     opt_state = tx.init(variables["params"])
     step_args = (variables["params"], variables["batch_stats"], opt_state, batch, jax.random.key(1))
     results["train_step_peak_bytes"] = peak_bytes(step.lower(*step_args).compile())
-    results["train_step_s"] = median_time(lambda: step(*step_args)[3], args.repeats)
+    results["train_step_s"] = common.median_time(lambda: step(*step_args)[3], args.repeats)
     results["samples_per_s"] = b / results["train_step_s"]
     results["train_step_vs_recon_2core"] = results["train_step_s"] / RECON_STEP_SECONDS_2CORE
 
@@ -101,7 +92,7 @@ def main() -> int:
             continue  # the default already is one vmap over all paths
         base = None
         for paths in (1, 8, 16):
-            seconds = median_time(lambda: infer(variables, batch["points"], jax.random.key(2), t=t, num_paths=paths,
+            seconds = common.median_time(lambda: infer(variables, batch["points"], jax.random.key(2), t=t, num_paths=paths,
                                                  paths_per_step=step), args.repeats)
             base = seconds if paths == 1 else base
             rows.append({"t": t, "N": paths, "paths_per_step": "all" if step is None else step, "s": seconds,
@@ -128,8 +119,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # the benchmark reports, it never fails the caller
-        print(f"benchmark error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(0)
+    common.run(main)
