@@ -7,6 +7,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from ddjax import demo
+from ddjax.data import prepare
+from ddjax.teachers import cache
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
                                           lock_config=True)
@@ -14,6 +16,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoi
 
 JOBS = {
     "kernels_demo": demo.run,
+    "prepare": prepare.run,
+    "teacher_cache": cache.run,
 }
 
 

@@ -1,0 +1,376 @@
+"""tensorflow-datasets builders for the datasets the paper uses, writing array_record (no TensorFlow).
+
+Each builder reads the official downloads from a manual directory, checks every file it reads, and says
+exactly which file, line or key is missing or malformed and where the official files come from:
+
+  modelnet40, modelnet10  the `modelnet40_normal_resampled` folder (per-shape txt, name and split lists);
+                          8192 of the 10,000 points per shape by FPS from index 0 (deterministic, where
+                          ReCon's pickled caches used a random start), with their normals; stored raw.
+  scanobjectnn            configs obj_only, obj_bg, pb_t50_rs: the official h5 files (keys data, label).
+  shapenet55              ReCon's layout: shapenet_pc/*.npy (8192 x 3), shapenet_img/*.png, split lists
+                          ShapeNet-55/{train,test}.txt, shapenet55.json (category texts).
+  synthetic_shapes        procedural shapes with renders and texts (ddjax/data/synthetic.py): no download.
+
+Images are stored as encoded PNG bytes (`Tensor(shape=(), dtype=object)`): `tfds.features.Image` needs
+TensorFlow (spec D7). Read prepared data with `builder.as_data_source(split)`. Shuffling is disabled, so
+records keep the order of the official lists. Prepare with `ddjax.data.prepare` (or main.py's prepare job).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ddjax.data import readers
+from ddjax.data import synthetic
+
+MODELNET_POINTS = 8192
+SCANOBJECTNN_POINTS = 2048
+SHAPENET_POINTS = 8192
+
+MODELNET_SOURCE = ("the `modelnet40_normal_resampled` archive of the PointNet++ authors "
+                   "(modelnet40_normal_resampled.zip, linked from Point-BERT's and ReCon's DATASET.md)")
+SCANOBJECTNN_SOURCE = ("the official ScanObjectNN h5 files (h5_files.zip, from the ScanObjectNN project page "
+                       "hkust-vgd.github.io/scanobjectnn, obtained through its terms-of-use form)")
+SHAPENET_SOURCE = ("ShapeNet55-34 from Point-BERT's DATASET.md (shapenet_pc/*.npy and the ShapeNet-55 split "
+                   "lists) plus ReCon's rendered images and its modified lists and shapenet55.json "
+                   "(ReCon's DATASET.md)")
+
+
+class DataError(ValueError):
+    """A user's data file is missing or malformed; the message names the file and what is wrong."""
+
+
+def _require_file(path: pathlib.Path, source: str) -> pathlib.Path:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; it comes from {source}")
+    return path
+
+
+def _read_list(path: pathlib.Path, source: str) -> list[str]:
+    """Non-empty stripped lines of a list file."""
+    lines = [line.strip() for line in _require_file(path, source).read_text().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"{path} is empty; it comes from {source}")
+    return lines
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_png(path: pathlib.Path) -> bytes:
+    from PIL import Image
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG":
+                raise DataError(f"{path} is a {img.format} file, not a PNG")
+            img.verify()
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path} is not a readable PNG image ({e})") from None
+    return data
+
+
+def _point_features(num_points: int, normals: bool = False) -> dict:
+    feats = {"points": tfds.features.Tensor(shape=(num_points, 3), dtype=np.float32)}
+    if normals:
+        feats["normals"] = tfds.features.Tensor(shape=(num_points, 3), dtype=np.float32)
+    return feats
+
+
+def _fps_subsample(clouds: list[np.ndarray], num_samples: int) -> list[np.ndarray]:
+    """FPS indices (start 0) for clouds of equal size, batched on the JAX default device."""
+    import jax
+    from kernels import fps
+    batch = np.stack(clouds)[..., :3]  # (B, N, 3)
+    idx = np.asarray(jax.jit(lambda p: fps(p, num_samples))(batch))  # (B, S)
+    return [c[i] for c, i in zip(clouds, idx)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ModelNet40 / ModelNet10
+
+
+class Modelnet40(tfds.core.GeneratorBasedBuilder):
+    """ModelNet40 from the official `modelnet40_normal_resampled` folder (the PointNet++ resampled shapes)."""
+    VERSION = tfds.core.Version("1.0.0")
+    NUM_CLASSES = 40
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Extract {MODELNET_SOURCE} and pass its folder `modelnet40_normal_resampled` (holding "
+        "<class>/<class>_NNNN.txt, modelnet40_shape_names.txt, modelnet40_{train,test}.txt and, for "
+        "ModelNet10, modelnet10_shape_names.txt and modelnet10_{train,test}.txt) as the manual directory.")
+
+    @property
+    def _prefix(self) -> str:
+        return f"modelnet{self.NUM_CLASSES}"
+
+    def _class_names(self) -> list[str]:
+        manual = pathlib.Path(self._manual_dir)
+        return _read_list(manual / f"{self._prefix}_shape_names.txt", MODELNET_SOURCE)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self, description=self.__doc__, disable_shuffling=True,
+            features=tfds.features.FeaturesDict({
+                **_point_features(MODELNET_POINTS, normals=True),
+                "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
+                "id": tfds.features.Text(),
+            }))
+
+    def _split_generators(self, dl_manager):
+        self._manual_dir = dl_manager.manual_dir
+        names = self._class_names()
+        if len(names) != self.NUM_CLASSES:
+            raise DataError(f"{self._manual_dir}/{self._prefix}_shape_names.txt lists {len(names)} classes, "
+                            f"expected {self.NUM_CLASSES}")
+        self.info.features["label"].names = names
+        return {split: self._generate_examples(split, names) for split in ("train", "test")}
+
+    def _generate_examples(self, split: str, names: list[str]):
+        manual = pathlib.Path(self._manual_dir)
+        ids = _read_list(manual / f"{self._prefix}_{split}.txt", MODELNET_SOURCE)
+        label_of = {name: i for i, name in enumerate(names)}
+        chunk: list[tuple[str, int, np.ndarray]] = []
+
+        def flush():
+            sizes = {len(c[2]) for c in chunk}
+            groups = [[c for c in chunk if len(c[2]) == n] for n in sorted(sizes)]
+            for group in groups:
+                sampled = _fps_subsample([g[2] for g in group], MODELNET_POINTS)
+                for (shape_id, label, _), data in zip(group, sampled):
+                    yield shape_id, {"points": data[:, :3], "normals": data[:, 3:], "label": label, "id": shape_id}
+            chunk.clear()
+
+        for line_no, shape_id in enumerate(ids, 1):
+            cls = shape_id.rsplit("_", 1)[0]
+            if cls not in label_of:
+                raise DataError(f"{manual}/{self._prefix}_{split}.txt:{line_no}: shape {shape_id!r} has class "
+                                f"{cls!r}, which is not in {self._prefix}_shape_names.txt")
+            path = _require_file(manual / cls / f"{shape_id}.txt", MODELNET_SOURCE)
+            data = readers.read_modelnet_txt(path)  # (N, 6), checked
+            if len(data) < MODELNET_POINTS:
+                raise DataError(f"{path} has {len(data)} points, fewer than the {MODELNET_POINTS} to keep")
+            chunk.append((shape_id, label_of[cls], data))
+            if len(chunk) == 32:
+                yield from flush()
+        if chunk:
+            yield from flush()
+
+
+class Modelnet10(Modelnet40):
+    """ModelNet10: the ten-class subset, from the same folder and its modelnet10 lists."""
+    NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ScanObjectNN
+
+SCANOBJECTNN_FILES = {  # config -> (train file, test file), relative to the manual directory
+    "obj_only": ("main_split_nobg/training_objectdataset.h5", "main_split_nobg/test_objectdataset.h5"),
+    "obj_bg": ("main_split/training_objectdataset.h5", "main_split/test_objectdataset.h5"),
+    "pb_t50_rs": ("main_split/training_objectdataset_augmentedrot_scale75.h5",
+                  "main_split/test_objectdataset_augmentedrot_scale75.h5"),
+}
+SCANOBJECTNN_NUM_CLASSES = 15
+
+
+def read_scanobjectnn_h5(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """The `data` (M, 2048, 3) float32 and `label` (M,) int arrays of an official h5 file, checked."""
+    import h5py
+    _require_file(path, SCANOBJECTNN_SOURCE)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DataError(f"{path} is not a readable HDF5 file ({e})") from None
+    with f:
+        for key in ("data", "label"):
+            if key not in f:
+                raise DataError(f"{path} has no key {key!r} (keys: {sorted(f.keys())})")
+        data = np.asarray(f["data"], np.float32)
+        label = np.asarray(f["label"]).reshape(-1)
+    if data.ndim != 3 or data.shape[1:] != (SCANOBJECTNN_POINTS, 3):
+        raise DataError(f"{path}: key 'data' has shape {data.shape}, expected (M, {SCANOBJECTNN_POINTS}, 3)")
+    if len(label) != len(data):
+        raise DataError(f"{path}: key 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
+    bad = (label < 0) | (label >= SCANOBJECTNN_NUM_CLASSES) | (label != np.round(label))
+    if bad.any():
+        raise DataError(f"{path}: key 'label' entry {int(np.argmax(bad))} is {label[bad][0]}, "
+                        f"not a class in [0, {SCANOBJECTNN_NUM_CLASSES})")
+    finite = np.isfinite(data).all(axis=(1, 2))
+    if not finite.all():
+        raise DataError(f"{path}: key 'data' cloud {int(np.argmin(finite))} has non-finite coordinates")
+    return data, label.astype(np.int64)
+
+
+class Scanobjectnn(tfds.core.GeneratorBasedBuilder):
+    """ScanObjectNN (OBJ_ONLY, OBJ_BG, PB_T50_RS) from the official h5 files, stored as read (no
+    normalisation, as ReCon's loader)."""
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name, description=f"files {files}")
+                       for name, files in SCANOBJECTNN_FILES.items()]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Extract {SCANOBJECTNN_SOURCE} and pass the folder holding main_split/ and main_split_nobg/ as the "
+        "manual directory.")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        from ddjax.teachers import prompts
+        return tfds.core.DatasetInfo(
+            builder=self, description=self.__doc__, disable_shuffling=True,
+            features=tfds.features.FeaturesDict({
+                **_point_features(SCANOBJECTNN_POINTS),
+                "label": tfds.features.ClassLabel(names=list(prompts.scanobjectnn_classes("toilet"))),
+            }))
+
+    def _split_generators(self, dl_manager):
+        train, test = SCANOBJECTNN_FILES[self.builder_config.name]
+        manual = pathlib.Path(dl_manager.manual_dir)
+        return {"train": self._generate_examples(manual / train), "test": self._generate_examples(manual / test)}
+
+    def _generate_examples(self, path: pathlib.Path):
+        data, label = read_scanobjectnn_h5(path)
+        for i in range(len(data)):
+            yield i, {"points": data[i], "label": int(label[i])}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ShapeNet-55 (ReCon's layout)
+
+
+def read_shapenet_categories(path: pathlib.Path) -> list[tuple[str, str]]:
+    """(synset, text) per class in label order from ReCon's shapenet55.json (a pandas table).
+
+    Accepts pandas' default column orientation {"catalogue": {"0": 2691156, ...}, "describe": {...}} and a
+    list of records [{"catalogue": ..., "describe": ...}, ...]. Synsets stored as integers get their
+    leading zero back (2691156 -> "02691156"), as ReCon's loader does.
+    """
+    _require_file(path, SHAPENET_SOURCE)
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e})") from None
+    if isinstance(table, dict):
+        for key in ("catalogue", "describe"):
+            if key not in table:
+                raise DataError(f"{path} has no column {key!r} (columns: {sorted(table)})")
+        rows = sorted(table["catalogue"], key=int)
+        records = [{"catalogue": table["catalogue"][r], "describe": table["describe"].get(r)} for r in rows]
+    elif isinstance(table, list):
+        records = table
+    else:
+        raise DataError(f"{path}: expected a table (object of columns or list of records)")
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or rec.get("catalogue") is None or not rec.get("describe"):
+            raise DataError(f"{path}: row {i} lacks 'catalogue' or 'describe'")
+        synset = str(rec["catalogue"])
+        out.append((synset.zfill(8), str(rec["describe"])))
+    return out
+
+
+class Shapenet55(tfds.core.GeneratorBasedBuilder):
+    """ShapeNet-55 with one rendered image and the category text per object (ReCon's pretraining data).
+
+    Pretraining uses train and test together (ReCon's `whole = True`): see `ddjax.data.pipelines`.
+    """
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Assemble {SHAPENET_SOURCE} in one folder: shapenet_pc/<synset>-<model>.npy, "
+        "shapenet_img/<synset>-<model>.png, ShapeNet-55/train.txt, ShapeNet-55/test.txt, shapenet55.json.")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self, description=self.__doc__, disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),  # class_texts: the category text of each label
+            features=tfds.features.FeaturesDict({
+                **_point_features(SHAPENET_POINTS),
+                "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # PNG bytes
+                "label": tfds.features.ClassLabel(num_classes=55),
+                "text": tfds.features.Text(),
+                "id": tfds.features.Text(),
+            }))
+
+    def _split_generators(self, dl_manager):
+        manual = pathlib.Path(dl_manager.manual_dir)
+        categories = read_shapenet_categories(manual / "shapenet55.json")
+        if len(categories) != 55:
+            raise DataError(f"{manual / 'shapenet55.json'} lists {len(categories)} categories, expected 55")
+        self.info.features["label"].names = [synset for synset, _ in categories]
+        self.info.metadata["class_texts"] = [text for _, text in categories]
+        return {split: self._generate_examples(manual, split, categories) for split in ("train", "test")}
+
+    def _generate_examples(self, manual: pathlib.Path, split: str, categories):
+        label_of = {synset: (i, text) for i, (synset, text) in enumerate(categories)}
+        list_path = manual / "ShapeNet-55" / f"{split}.txt"
+        for line_no, name in enumerate(_read_list(list_path, SHAPENET_SOURCE), 1):
+            stem = name[:-4] if name.endswith(".npy") else name
+            synset = stem.split("-", 1)[0]
+            if synset not in label_of:
+                raise DataError(f"{list_path}:{line_no}: synset {synset!r} of {name!r} is not in shapenet55.json")
+            pc_path = _require_file(manual / "shapenet_pc" / f"{stem}.npy", SHAPENET_SOURCE)
+            try:
+                points = np.load(pc_path, allow_pickle=False)
+            except ValueError as e:
+                raise DataError(f"{pc_path} is not a plain .npy array ({e})") from None
+            if points.shape != (SHAPENET_POINTS, 3):
+                raise DataError(f"{pc_path} has shape {points.shape}, expected ({SHAPENET_POINTS}, 3)")
+            if not np.isfinite(points).all():
+                raise DataError(f"{pc_path} has non-finite coordinates")
+            image = _check_png(_require_file(manual / "shapenet_img" / f"{stem}.png", SHAPENET_SOURCE))
+            label, text = label_of[synset]
+            yield stem, {"points": points.astype(np.float32), "image": image, "label": label, "text": text,
+                         "id": stem}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic shapes (no download)
+
+
+@dataclasses.dataclass
+class SyntheticShapesConfig(tfds.core.BuilderConfig):
+    """How many objects per class each split holds."""
+    train_per_class: int = 40
+    test_per_class: int = 10
+
+
+class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
+    """Procedural shapes (ddjax/data/synthetic.py): 8192 surface points, a render and a class text each.
+
+    Needs no manual directory. Deterministic: the same version and config give the same data everywhere.
+    Configs: `default` (40 train / 10 test objects per class) and `tiny` (4 / 2, for tests).
+    """
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [SyntheticShapesConfig(name="default"),
+                       SyntheticShapesConfig(name="tiny", train_per_class=4, test_per_class=2)]
+    SEED = 0
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self, description=self.__doc__, disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(class_texts=[synthetic.CLASS_TEXTS[c] for c in synthetic.CLASSES]),
+            features=tfds.features.FeaturesDict({
+                **_point_features(MODELNET_POINTS),
+                "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # PNG bytes
+                "label": tfds.features.ClassLabel(names=list(synthetic.CLASSES)),
+                "text": tfds.features.Text(),
+                "id": tfds.features.Text(),
+            }))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in ("train", "test")}
+
+    def _generate_examples(self, split: str):
+        per_class = getattr(self.builder_config, f"{split}_per_class")
+        for ex in synthetic.generate(split, seed=self.SEED, per_class=per_class):
+            yield ex["id"], {"points": ex["points"].astype(np.float32), "image": _png_bytes(ex["image"]),
+                             "label": ex["label"], "text": ex["text"], "id": ex["id"]}

@@ -1,0 +1,141 @@
+"""Teacher features for pretraining (spec D5): the `cached` bank and the per-batch targets of both modes.
+
+`online`: the frozen image tower runs on each step's freshly augmented view (`online_targets`), exactly as
+ReCon. `cached`: `build` runs the image tower once on V augmented views per object and stores them beside
+the text features of every (class, prefix, suffix); a step then looks targets up (`cached_targets`). The
+bank carries a manifest (teacher, dimensions, preprocessing, views, dataset and version) that `load` checks
+against what the run expects, so a bank built for another teacher or dataset is never used silently.
+
+Text features are the same in both modes: the bank f32[C, 20, 3, D] of raw CLIP text features, indexed by
+the class and the random prompt (prefix p, suffix s; prompt index p + 20 s) the pipeline drew.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddjax.data import image_augment
+from ddjax.data import pipelines
+from ddjax.teachers import clip
+
+MANIFEST, TEXT_FILE, IMAGE_FILE = "manifest.json", "text_features.npy", "image_features.npy"
+NUM_PREFIXES = pipelines.NUM_PREFIXES
+
+
+def class_texts(builder) -> list[str]:
+    """The text of each label: the dataset's stored category texts, else its label names."""
+    texts = builder.info.metadata.get("class_texts") if builder.info.metadata is not None else None
+    return list(texts) if texts else list(builder.info.features["label"].names)
+
+
+def text_targets(text_bank: jax.Array, label: jax.Array, prompt: jax.Array) -> jax.Array:
+    """bank f32[C, 20, 3, D], label int[B], prompt int[B] (p + 20 s) -> f32[B, D]."""
+    return text_bank[label, prompt % NUM_PREFIXES, prompt // NUM_PREFIXES]
+
+
+def online_targets(teacher: clip.Teacher, teacher_params, text_bank: jax.Array, batch: dict) -> dict:
+    """Targets from the frozen image tower on batch['image'] (B, S, S, 3) and the text bank. Jittable."""
+    image = jax.lax.stop_gradient(teacher.encode_image(teacher_params, batch["image"]))
+    return {"image_features": image, "text_features": text_targets(text_bank, batch["label"], batch["prompt"])}
+
+
+def cached_targets(image_bank: jax.Array, text_bank: jax.Array, batch: dict) -> dict:
+    """Targets looked up in the banks: image_bank f32[R, V, D] at (record, view). Jittable."""
+    return {"image_features": image_bank[batch["record"], batch["view"]],
+            "text_features": text_targets(text_bank, batch["label"], batch["prompt"])}
+
+
+def build(teacher: clip.Teacher, builder, out_dir: str | os.PathLike, *, splits=("train", "test"), views: int = 8,
+          image_pipeline: str = "recon", batch_size: int = 64, seed: int = 0, log=print) -> dict:
+    """Computes and writes the bank for `builder`'s `splits` (in IndexedSource order); returns the manifest.
+
+    View v of record r uses `np.random.default_rng([seed, r, v])` for its augmentation, so the bank is
+    reproducible. The directory is written atomically (a temporary sibling renamed into place).
+    """
+    if views < 1:
+        raise ValueError(f"teacher cache: views must be >= 1, got {views}")
+    if image_pipeline not in image_augment.PIPELINES:
+        raise ValueError(f"teacher cache: image_pipeline must be one of {image_augment.PIPELINES}, "
+                         f"got {image_pipeline!r}")
+    texts = class_texts(builder)
+    text_bank = np.asarray(clip.prompt_bank(teacher, texts), np.float32)  # (C, 20, 3, D)
+    source = pipelines.IndexedSource([builder.as_data_source(s) for s in splits])
+    image_bank = np.zeros((len(source), views, teacher.dim), np.float32)  # (R, V, D)
+    jobs = [(r, v) for r in range(len(source)) for v in range(views)]
+    start = time.time()
+    for i in range(0, len(jobs), batch_size):
+        chunk = jobs[i:i + batch_size]
+        images = np.stack([
+            image_augment.preprocess(image_augment.decode_png(source[r]["image"]), image_pipeline,
+                                     np.random.default_rng([seed, r, v]), size=teacher.image_size)
+            for r, v in chunk])  # (b, S, S, 3)
+        feats = np.asarray(clip.image_features(teacher, images))  # (b, D)
+        for (r, v), f in zip(chunk, feats):
+            image_bank[r, v] = f
+        done = i + len(chunk)
+        if log and (done == len(jobs) or (i // batch_size) % 50 == 0):
+            log(f"teacher cache: {done}/{len(jobs)} views ({done / max(time.time() - start, 1e-9):.1f}/s)")
+    manifest = {
+        "teacher": teacher.source, "dim": teacher.dim, "image_size": teacher.image_size,
+        "image_pipeline": image_pipeline, "views": views, "seed": seed,
+        "dataset": builder.info.full_name, "dataset_version": str(builder.version), "splits": list(splits),
+        "num_records": len(source), "class_texts": texts, "prompts": [NUM_PREFIXES, text_bank.shape[2]],
+    }
+    out = pathlib.Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    np.save(tmp / TEXT_FILE, text_bank)
+    np.save(tmp / IMAGE_FILE, image_bank)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return manifest
+
+
+def load(cache_dir: str | os.PathLike, **expected) -> tuple[jax.Array, jax.Array, dict]:
+    """(text_bank f32[C, 20, 3, D], image_bank f32[R, V, D], manifest); every `expected` manifest field is
+    checked (e.g. teacher=..., dataset=..., image_pipeline=...), ValueError naming the first mismatch."""
+    path = pathlib.Path(cache_dir)
+    if not (path / MANIFEST).is_file():
+        raise FileNotFoundError(f"no teacher cache at {path} (missing {MANIFEST}); build one with "
+                                f"python main.py --config=configs/teacher_cache.py --workdir={path}")
+    manifest = json.loads((path / MANIFEST).read_text())
+    for key, want in expected.items():
+        have = manifest.get(key)
+        if (list(have) if isinstance(have, (list, tuple)) else have) != (
+                list(want) if isinstance(want, (list, tuple)) else want):
+            raise ValueError(f"teacher cache {path}: manifest field {key!r} is {have!r}, this run expects {want!r}")
+    text_bank = np.load(path / TEXT_FILE, allow_pickle=False)
+    image_bank = np.load(path / IMAGE_FILE, allow_pickle=False)
+    if image_bank.shape != (manifest["num_records"], manifest["views"], manifest["dim"]):
+        raise ValueError(f"teacher cache {path}: {IMAGE_FILE} has shape {image_bank.shape}, the manifest says "
+                         f"({manifest['num_records']}, {manifest['views']}, {manifest['dim']})")
+    if text_bank.shape[0] != len(manifest["class_texts"]) or text_bank.shape[-1] != manifest["dim"]:
+        raise ValueError(f"teacher cache {path}: {TEXT_FILE} has shape {text_bank.shape}, inconsistent with "
+                         "the manifest")
+    return jnp.asarray(text_bank), jnp.asarray(image_bank), manifest
+
+
+def run(config, workdir: str | None) -> dict:
+    """The teacher_cache job: load the teacher and the prepared dataset, build the bank into `workdir`."""
+    from ddjax.data import prepare
+    if not workdir:
+        raise ValueError("the teacher_cache job writes the bank into --workdir; pass one")
+    builder = prepare.open_dataset(config.dataset, config.data_dir)
+    teacher = clip.load(config.teacher)
+    print(f"teacher cache: {config.dataset} ({', '.join(config.splits)}) x {config.views} views with "
+          f"{teacher.source} -> {workdir}")
+    manifest = build(teacher, builder, workdir, splits=tuple(config.splits), views=config.views,
+                     image_pipeline=config.image_pipeline, batch_size=config.batch_size, seed=config.seed)
+    print(f"teacher cache: wrote {manifest['num_records']} records x {manifest['views']} views, "
+          f"{len(manifest['class_texts'])} classes x 60 prompts, dim {manifest['dim']}")
+    return manifest
