@@ -2,13 +2,17 @@
 
 Parses flags and hands the config to its job; all work happens in the job's module.
 """
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from ddjax import demo
+from ddjax.data import builders
 from ddjax.data import prepare
 from ddjax.teachers import cache
+from ddjax.teachers import clip
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
                                           lock_config=True)
@@ -29,7 +33,10 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
     if config.job not in JOBS:
         raise app.UsageError(f"config.job={config.job!r} is not one of {sorted(JOBS)}")
-    JOBS[config.job](config, _WORKDIR.value)
+    try:
+        JOBS[config.job](config, _WORKDIR.value)
+    except (builders.DataError, clip.TeacherLoadError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")  # the user's data or weights: one clear line, no traceback
 
 
 if __name__ == "__main__":

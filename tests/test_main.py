@@ -39,3 +39,17 @@ def test_parse_arg():
         common.parse_arg("sede=3", seed=0)
     with pytest.raises(ValueError, match=r"needs a value"):
         common.parse_arg("seed", seed=0)
+
+
+def test_prepare_job(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/prepare.py:synthetic_shapes/tiny",
+                           f"--config.data_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prepared synthetic_shapes/tiny in" in proc.stdout and "train 48" in proc.stdout
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/prepare.py:modelnet40",
+                           f"--config.data_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "error: dataset 'modelnet40' is built from your downloaded files" in proc.stderr
+    assert "Traceback" not in proc.stderr
