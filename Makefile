@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-WORKDIR ?= runs/demo
+WORKDIR ?= runs/smoke
 
 .PHONY: setup run test bench clean
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python main.py --config=configs/demo.py --workdir=$(WORKDIR)
+	$(BIN)/python main.py --config=configs/pretrain.py:smoke --workdir=$(WORKDIR)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -9,6 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ddjax import demo
+from ddjax import train
 from ddjax.data import builders
 from ddjax.data import prepare
 from ddjax.teachers import cache
@@ -20,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoi
 
 JOBS = {
     "kernels_demo": demo.run,
+    "pretrain": train.train_and_evaluate,
     "prepare": prepare.run,
     "teacher_cache": cache.run,
 }

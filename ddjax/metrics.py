@@ -1,0 +1,38 @@
+"""Metrics: JSON lines in the workdir and a console progress line, written by process 0 only."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+
+
+class MetricWriter:
+    """`write(step, metrics)` appends one JSON object per logged step to WORKDIR/metrics.jsonl."""
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.total_steps = total_steps
+        self._last_time, self._last_step = time.time(), start_step
+        self.enabled = jax.process_index() == 0
+
+    def write(self, step: int, metrics: dict) -> dict:
+        now = time.time()
+        steps_per_sec = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_step = now, step
+        record = {"step": step, **{k: float(v) for k, v in metrics.items()}, "steps_per_sec": steps_per_sec}
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
+            print(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  rec {record['loss_rec']:.4f}  "
+                  f"img {record['loss_image']:.4f}  txt {record['loss_text']:.4f}  lr {record['lr']:.2e}  "
+                  f"{steps_per_sec:.2f} steps/s  ETA {eta / 60:.1f} min", flush=True)
+        return record
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,300 @@
+"""The one trainer: `train_and_evaluate(config, workdir)` pretrains Dual Denoising (configs/pretrain.py).
+
+Sections, in order: setup, data, teacher, model/opt, step, restore, evals, loop. Resume order: the
+workdir's own latest checkpoint, else `config.init_from` (another run's checkpoint: parameters and
+BatchNorm statistics only), else scratch. A finished run (its last checkpoint at the final step) only
+re-runs the evaluation if it is missing. Every random choice derives from `config.seed` and the step or
+record index (`fold_in(key, step)`; grain's per-record rngs and saved iterator state), so a resumed run
+equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ddjax import metrics as metrics_lib
+from ddjax import optim
+from ddjax import zeroshot
+from ddjax.data import pipelines
+from ddjax.data import prepare
+from ddjax.models import dual_denoising as dd
+from ddjax.teachers import cache
+from ddjax.teachers import clip
+
+# Every key the trainer reads; anything else in a config is reported (style: fail on unused config).
+CONSUMED = {
+    "": {"job", "seed", "model", "dataset", "data_dir", "splits", "auto_prepare", "num_points", "batch_size",
+         "epochs", "warmup_epochs", "total_steps", "lr", "weight_decay", "teacher", "teacher_mode", "teacher_cache",
+         "image_pipeline", "tiny_teacher", "log_every", "checkpoint_every", "keep_checkpoints", "init_from",
+         "worker_count", "eval", "distributed"},
+    "tiny_teacher": {"enabled", "steps", "width", "image_size", "projection_dim", "tokenizer_dir"},
+    "eval": {"dataset", "data_dir", "npoints", "point_all", "batch_size", "ratio", "num_paths", "t", "template",
+             "seed"},
+}
+TEACHER_MODES = ("online", "cached")
+
+
+def check_config(config) -> None:
+    """Clear errors for bad values and for keys that nothing reads."""
+    unread = [k for k in config.keys() if k not in CONSUMED[""]]
+    for section in ("tiny_teacher", "eval"):
+        unread += [f"{section}.{k}" for k in config[section].keys() if k not in CONSUMED[section]]
+    unread += [f"model.{k}" for k in config.model.keys() if k not in dd.model_config("tiny").keys()]
+    if unread:
+        raise ValueError(f"config keys that nothing reads: {sorted(unread)} (misspelt or stale?)")
+    dd.validate_config(config.model)
+    if config.dataset not in prepare.DATASETS:
+        raise ValueError(f"config.dataset={config.dataset!r} is not one of {sorted(prepare.DATASETS)}")
+    if config.eval.dataset and config.eval.dataset not in prepare.DATASETS:
+        raise ValueError(f"config.eval.dataset={config.eval.dataset!r} is not one of {sorted(prepare.DATASETS)}")
+    for key in ("batch_size", "num_points", "epochs", "log_every", "checkpoint_every", "keep_checkpoints"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}")
+    if not isinstance(config.total_steps, int) or config.total_steps < 0:
+        raise ValueError(f"config.total_steps must be >= 0 (0: derived from epochs), got {config.total_steps!r}")
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
+                         "devices of the data mesh")
+    if config.teacher_mode not in TEACHER_MODES:
+        raise ValueError(f"config.teacher_mode must be one of {TEACHER_MODES}, got {config.teacher_mode!r}")
+    if config.num_points < max(config.model.num_groups, config.model.group_size):
+        raise ValueError(f"config.num_points={config.num_points} is fewer than the tokenizer needs "
+                         f"(model.num_groups={config.model.num_groups}, model.group_size={config.model.group_size})")
+
+
+def _maybe_initialize_distributed(config) -> None:
+    multi_host_env = any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS"))
+    if config.distributed is True or (config.distributed == "auto" and multi_host_env):
+        jax.distributed.initialize()
+
+
+def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> clip.Teacher:
+    if config.tiny_teacher.enabled:
+        teacher_dir = workdir / "teacher"
+        if not (teacher_dir / "config.json").is_file():
+            from ddjax.teachers import tiny_clip
+            tiny_clip.train(teacher_dir, train_source, class_texts, image_size=config.tiny_teacher.image_size,
+                            width=config.tiny_teacher.width, projection_dim=config.tiny_teacher.projection_dim,
+                            steps=config.tiny_teacher.steps, seed=config.seed,
+                            tokenizer_dir=config.tiny_teacher.tokenizer_dir or None,
+                            image_pipeline=config.image_pipeline)
+        return clip.load(str(teacher_dir))
+    try:
+        return clip.load(config.teacher)
+    except clip.TeacherLoadError as e:
+        raise clip.TeacherLoadError(
+            f"{e}\nThe pretraining run needs the CLIP teacher {config.teacher!r}: on a machine with internet "
+            "it downloads on first use; offline, save it there with FlaxCLIPModel.from_pretrained(NAME)"
+            ".save_pretrained(DIR) (plus CLIPTokenizer...save_pretrained(DIR)) and pass --config.teacher=DIR."
+        ) from None
+
+
+def _save_json(path: pathlib.Path, obj) -> None:
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    # ------------------------------------------------------------------------------------------ setup
+    if not workdir:
+        raise ValueError("pretraining writes checkpoints and metrics: pass --workdir=DIR")
+    _maybe_initialize_distributed(config)
+    check_config(config)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+    # ------------------------------------------------------------------------------------------- data
+    if config.auto_prepare:
+        builder = prepare.prepare(config.dataset, config.data_dir)
+    else:
+        builder = prepare.open_dataset(config.dataset, config.data_dir)
+    source = pipelines.IndexedSource([builder.as_data_source(s) for s in config.splits])
+    steps_per_epoch = len(source) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"config.batch_size={config.batch_size} exceeds the {len(source)} records of "
+                         f"{config.dataset} {tuple(config.splits)}")
+    total_steps = config.total_steps or (config.epochs + 1) * steps_per_epoch  # ReCon runs epochs 0..300
+    class_texts = cache.class_texts(builder)
+
+    # ---------------------------------------------------------------------------------------- teacher
+    teacher = None
+    if config.teacher_mode == "online":
+        teacher = _load_teacher(config, workdir, builder.as_data_source("train"), class_texts)
+        text_bank = jnp.asarray(clip.prompt_bank(teacher, class_texts))  # (C, 20, 3, D)
+        image_bank, num_views, teacher_dim = None, 0, teacher.dim
+    else:
+        text_bank, image_bank, manifest = cache.load(
+            config.teacher_cache, dataset=builder.info.full_name, splits=list(config.splits),
+            image_pipeline=config.image_pipeline, num_records=len(source))
+        num_views, teacher_dim = manifest["views"], manifest["dim"]
+    if teacher_dim != config.model.teacher_dim:
+        raise ValueError(f"config.model.teacher_dim={config.model.teacher_dim} but the teacher's features have "
+                         f"{teacher_dim} dimensions")
+    image_size = teacher.image_size if teacher is not None else 224
+    transform = pipelines.PretrainTransform(
+        num_points=config.num_points, image_pipeline=config.image_pipeline if teacher is not None else None,
+        image_size=image_size, num_views=num_views)
+    local_batch = config.batch_size // jax.process_count()
+    loader = pipelines.pretrain_loader(source, batch_size=local_batch, seed=config.seed, transform=transform,
+                                       worker_count=config.worker_count)
+    data_iter = iter(loader)
+
+    # ------------------------------------------------------------------------------------- model/opt
+    loss_fn = dd.make_train_loss(config.model)
+    schedule = optim.epoch_schedule(base_lr=config.lr, warmup_epochs=config.warmup_epochs, epochs=config.epochs,
+                                    steps_per_epoch=steps_per_epoch)
+    tx = optim.adamw(schedule, weight_decay=config.weight_decay)
+    root_key = jax.random.key(config.seed)
+    init_key, loop_key = jax.random.split(root_key)
+
+    @jax.jit
+    def init_state(key):
+        variables = dd.init_variables(config.model, key)
+        return {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                "opt": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32)}
+
+    abstract_state = jax.eval_shape(init_state, init_key)
+    state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
+    _save_json(workdir / "config.json", json.loads(config.to_json_best_effort()) | {
+        "resolved": {"teacher": teacher.source if teacher is not None else config.teacher_cache,
+                     "teacher_dim": teacher_dim, "image_size": image_size, "class_texts": class_texts,
+                     "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+                     "dataset_full_name": builder.info.full_name}})
+    _save_json(workdir / "model_summary.json", dd.parameter_counts(config.model))
+
+    # ------------------------------------------------------------------------------------------ step
+    teacher_params = teacher.params if teacher is not None else None
+
+    def train_step(state, batch, teacher_params, text_bank, image_bank):
+        step = state["step"]
+        key = jax.random.fold_in(loop_key, step)
+        if teacher is not None:
+            targets = cache.online_targets(teacher, teacher_params, text_bank, batch)
+        else:
+            targets = cache.cached_targets(image_bank, text_bank, batch)
+        model_batch = {"points": batch["points"], **targets}
+
+        def objective(params):
+            return loss_fn({"params": params, "batch_stats": state["batch_stats"]}, model_batch, key)
+
+        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        params = jax.tree_util.tree_map(lambda p, u: p + u, state["params"], updates)
+        norm = lambda tree: jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+        metrics = {"loss": loss, "loss_rec": metrics["loss_recon"], "loss_image": metrics["loss_image"],
+                   "loss_text": metrics["loss_text"], "chamfer": metrics["chamfer"], "lr": schedule(step),
+                   "grad_norm": norm(grads), "param_norm": norm(params), "update_norm": norm(updates)}
+        return {"params": params, "batch_stats": batch_stats, "opt": opt, "step": step + 1}, metrics
+
+    step_fn = jax.jit(train_step, donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+
+    # --------------------------------------------------------------------------------------- restore
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True,
+                                             create=True))
+    restore_target = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding)
+    start = manager.latest_step()
+    if start is not None:
+        restored = manager.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(restore_target), data=grain.checkpoint.CheckpointRestore(data_iter)))
+        state = restored["state"]
+        print(f"resumed from {workdir / 'checkpoints' / str(start)}")
+    else:
+        start = 0
+        state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+        if config.init_from:
+            state = _init_from(config.init_from, state, restore_target)
+            print(f"initialised parameters from {config.init_from}")
+
+    # ----------------------------------------------------------------------------------------- evals
+    def run_eval() -> dict | None:
+        if not config.eval.dataset:
+            return None
+        result = evaluate_zeroshot(config, teacher, jax.device_get({"params": state["params"],
+                                                                     "batch_stats": state["batch_stats"]}))
+        result["checkpoint_step"] = int(state["step"])
+        _save_json(workdir / "zeroshot.json", result)
+        print(f"zero-shot {config.eval.dataset} (test split, N={result['N']}, t={result['t']}, "
+              f"ratio={result['ratio']}): top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+              f"mean class {result['mean_class_acc']:.4f}")
+        return result
+
+    if start >= total_steps:
+        print(f"run already finished at step {start} (of {total_steps})")
+        manager.close()
+        if config.eval.dataset and not (workdir / "zeroshot.json").is_file():
+            return {"step": start, "zeroshot": run_eval()}
+        return {"step": start}
+
+    # ------------------------------------------------------------------------------------------ loop
+    writer = metrics_lib.MetricWriter(str(workdir), total_steps, start)
+    print(f"pretraining {config.model.variant} Dual Denoising ({dd.parameter_counts(config.model)['total'] / 1e6:.2f}M "
+          f"parameters) on {config.dataset}: {total_steps} steps of batch {config.batch_size} "
+          f"({steps_per_epoch} steps/epoch) on {jax.device_count()} {jax.default_backend()} device(s)")
+    last = {}
+    for step in range(start, total_steps):
+        local = next(data_iter)
+        batch = {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v)) for k, v in local.items()}
+        state, metrics = step_fn(state, batch, teacher_params, text_bank, image_bank)
+        loss = float(metrics["loss"])  # one scalar per step: names the exact step of a non-finite loss
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss} at step {step} (steps {start}..{step} ran in this "
+                                     f"process); the last checkpoint is step {manager.latest_step()}")
+        done = step + 1
+        if done % config.log_every == 0 or done == total_steps:
+            last = writer.write(done, jax.device_get(metrics))
+        if done % config.checkpoint_every == 0 or done == total_steps:
+            manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       data=grain.checkpoint.CheckpointSave(data_iter)))
+    manager.wait_until_finished()
+    manager.close()
+    return {"step": total_steps, "metrics": last, "zeroshot": run_eval()}
+
+
+def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
+    """Parameters and BatchNorm statistics from another run's latest checkpoint (fresh optimiser, step 0)."""
+    other = ocp.CheckpointManager(pathlib.Path(run_dir) / "checkpoints")
+    step = other.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"config.init_from={run_dir}: no checkpoint in {run_dir}/checkpoints")
+    restored = other.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(restore_target)))
+    other.close()
+    return {**state, "params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
+
+
+def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:
+    """Zero-shot top-1/top-5 on `config.eval.dataset`'s test split with the paper's scoring."""
+    ev = config.eval
+    builder = prepare.prepare(ev.dataset, ev.data_dir) if ev.dataset.startswith("synthetic") else (
+        prepare.open_dataset(ev.dataset, ev.data_dir))
+    if teacher is None:
+        raise ValueError("zero-shot evaluation needs the text teacher: use teacher_mode='online' or the zeroshot job")
+    classnames = cache.class_texts(builder)
+    text_features = zeroshot.class_text_features(teacher, classnames, ev.template)
+    batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=ev.npoints, point_all=ev.point_all,
+                                         batch_size=ev.batch_size, seed=ev.seed,
+                                         normalize=not ev.dataset.startswith("scanobjectnn"))
+    infer, _ = dd.make_inference(config.model)
+    infer = jax.jit(infer, static_argnames=("t", "num_paths"))
+    result = zeroshot.evaluate(infer, variables, batches, text_features, ratio=ev.ratio, t=ev.t,
+                               num_paths=ev.num_paths, key=jax.random.key(ev.seed),
+                               feature_types=tuple(config.model.feature_types))
+    result.update({"dataset": ev.dataset, "teacher": teacher.source, "class_names": classnames})
+    return result

@@ -1,0 +1,170 @@
+"""The trainer end to end: main.py's smoke run, exact resume, multi-device equivalence, config errors."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import pretrain
+from ddjax import train
+from ddjax.metrics import read_metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+
+
+def tiny_run_config(data_dir, **overrides):
+    """The smoke config on the tiny synthetic set (72 records: 2 steps per epoch at batch 32)."""
+    config = pretrain.get_config(overrides.pop("arg", "smoke"))
+    config.dataset = "synthetic_shapes/tiny"
+    config.data_dir = str(data_dir)
+    config.tiny_teacher.steps = 10
+    config.tiny_teacher.width = 32  # small and fast: these tests check the mechanics, not the accuracy
+    for key, value in dict(width=32, depth=2, num_heads=2, num_groups=16, group_size=8).items():
+        config.model[key] = value
+    config.eval.dataset = ""
+    config.log_every = 1
+    config.epochs, config.warmup_epochs = 4, 1
+    for key, value in overrides.items():
+        target = config
+        *path, leaf = key.split(".")
+        for p in path:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def data_root(builder) -> str:
+    return str(pathlib.Path(builder.data_dir).parents[2])  # <data_dir>/synthetic_shapes/tiny/1.0.0
+
+
+def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
+    data_dir = data_root(synthetic_tiny)
+    cmd = [sys.executable, "main.py", "--config=configs/pretrain.py:smoke", f"--workdir={tmp_path}",
+           "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=4",
+           "--config.log_every=2", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
+           "--config.eval.dataset=synthetic_shapes/tiny", f"--config.eval.data_dir={data_dir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"]["width"] == 96 and config["resolved"]["teacher"] == str(tmp_path / "teacher")
+    summary = json.loads((tmp_path / "model_summary.json").read_text())
+    assert summary["total"] == sum(v for k, v in summary.items() if k != "total")
+    rows = read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == [2, 4]
+    for key in ("step", "loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm",
+                "steps_per_sec"):
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # orbax's numeric step folders
+    result = json.loads((tmp_path / "zeroshot.json").read_text())
+    assert 0 <= result["top1"] <= 1 and result["checkpoint_step"] == 4 and result["num_samples"] == 24
+    assert (tmp_path / "teacher" / "config.json").is_file()  # the run directory holds its own teacher
+    # The same command again: the run is finished, so it exits at once.
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "run already finished at step 4" in again.stdout
+
+
+def _params(workdir, step):
+    manager = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return restored["state"]
+
+
+def test_resume_is_exact(synthetic_tiny, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    cfg = lambda steps: tiny_run_config(synthetic_tiny.data_dir and data_root(synthetic_tiny), total_steps=steps,
+                                        checkpoint_every=3)
+    train.train_and_evaluate(cfg(6), str(straight))
+    resumed.mkdir()
+    shutil.copytree(straight / "teacher", resumed / "teacher")  # the same frozen teacher
+    train.train_and_evaluate(cfg(3), str(resumed))
+    train.train_and_evaluate(cfg(6), str(resumed))  # resumes from checkpoint 3
+    a, b = read_metrics(str(straight)), read_metrics(str(resumed))
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm"):
+            assert ra[key] == rb[key], (ra["step"], key)
+    pa, pb = _params(straight, 6), _params(resumed, 6)
+    for x, y in zip(__import__("jax").tree_util.tree_leaves(pa), __import__("jax").tree_util.tree_leaves(pb)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_combined_ablation_variant_runs(synthetic_tiny, tmp_path):
+    config = tiny_run_config(data_root(synthetic_tiny), arg="smoke,s=0,delta=1000,learned", total_steps=2)
+    assert config.model.noise_scale == 0 and config.model.delta == 1000 and config.model.feature_input == "learned"
+    out = train.train_and_evaluate(config, str(tmp_path))
+    assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
+
+
+MULTI_DEVICE_SCRIPT = """
+import json, sys
+import jax
+from ddjax import train
+from tests.test_train import tiny_run_config
+config = tiny_run_config(sys.argv[1], total_steps=1, batch_size=8, **{"tiny_teacher.steps": 2})
+out = train.train_and_evaluate(config, sys.argv[2])
+print("RESULT", json.dumps({"devices": jax.device_count(), "loss": out["metrics"]["loss"],
+                            "param_norm": out["metrics"]["param_norm"]}))
+bad = tiny_run_config(sys.argv[1], total_steps=1, batch_size=6)
+try:
+    train.check_config(bad)
+except ValueError as e:
+    print("ERROR", e)
+"""
+
+
+def test_four_devices_match_one(synthetic_tiny, tmp_path):
+    results = {}
+    for devices in (1, 4):
+        env = dict(ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT))
+        workdir = tmp_path / f"d{devices}"
+        workdir.mkdir()
+        if devices == 4:
+            shutil.copytree(tmp_path / "d1" / "teacher", workdir / "teacher")
+        proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, data_root(synthetic_tiny), str(workdir)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+        results[devices] = json.loads(line.split(" ", 1)[1])
+        errors = [l for l in proc.stdout.splitlines() if l.startswith("ERROR")]
+        if devices == 4:
+            assert errors and "batch_size=6 is not divisible by the 4 devices" in errors[0]
+    assert results[4]["devices"] == 4 and results[1]["devices"] == 1
+    np.testing.assert_allclose(results[4]["loss"], results[1]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(results[4]["param_norm"], results[1]["param_norm"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(dataset="shapenet56"), r"config.dataset='shapenet56' is not one of"),
+    (dict(total_steps=-1), r"config.total_steps must be >= 0"),
+    (dict(batch_size=0), r"config.batch_size must be a positive integer"),
+    (dict(teacher_mode="offline"), r"config.teacher_mode must be one of"),
+    (dict(num_points=8), r"config.num_points=8 is fewer than the tokenizer needs"),
+    (dict(**{"model.delta": 0}), r"`delta` must be an integer >= 1"),
+])
+def test_bad_config_values(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.check_config(tiny_run_config(tmp_path, **overrides))
+
+
+def test_unread_config_keys_are_reported(tmp_path):
+    config = tiny_run_config(tmp_path)
+    config.unlock()
+    config.learning_rate = 1e-3
+    config.eval.rato = 0.3
+    with pytest.raises(ValueError, match=r"config keys that nothing reads: \['eval.rato', 'learning_rate'\]"):
+        train.check_config(config)
+
+
+def test_missing_data_says_how_to_prepare(tmp_path):
+    config = pretrain.get_config()
+    config.data_dir = str(tmp_path)
+    with pytest.raises(Exception, match=r"not prepared .*configs/prepare.py:shapenet55"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
