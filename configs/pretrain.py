@@ -8,7 +8,7 @@
       Tables 1, 2 and 5 evaluate. Expected time: not yet measured on an accelerator (see README).
   python main.py --config=configs/pretrain.py:smoke --workdir=runs/smoke
       The built-in miniature, nothing to download: prepares synthetic_shapes, trains a tiny CLIP teacher on
-      its renders, pretrains a small model (1.0M parameters) for 738 steps, then zero-shot on the synthetic
+      its renders, pretrains a small model (1.5M parameters) for 738 steps, then zero-shot on the synthetic
       test split (12 classes, chance 0.083; measured top-1 0.38). About 5 minutes on a 2-core CPU.
 
 Arguments (combine with commas, e.g. `configs/pretrain.py:smoke,s=0`), the paper's ablations:

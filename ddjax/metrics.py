@@ -16,6 +16,13 @@ class MetricWriter:
         self.total_steps = total_steps
         self._last_time, self._last_step = time.time(), start_step
         self.enabled = jax.process_index() == 0
+        if self.enabled and os.path.exists(self.path):
+            # A resumed run replays the steps after its checkpoint: drop their old lines.
+            kept = [line for line in read_lines(self.path) if json.loads(line)["step"] <= start_step]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict) -> dict:
         now = time.time()
@@ -32,7 +39,14 @@ class MetricWriter:
         return record
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
+def read_lines(path: str) -> list[str]:
+    """Complete lines only: a run killed mid-write may leave a partial last line."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    return lines
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    return [json.loads(line) for line in read_lines(os.path.join(workdir, "metrics.jsonl"))]

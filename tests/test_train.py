@@ -103,6 +103,35 @@ def test_combined_ablation_variant_runs(synthetic_tiny, tmp_path):
     assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
 
 
+def test_sigkill_then_the_same_command_finishes(synthetic_tiny, tmp_path):
+    import signal
+    import time
+    data_dir = data_root(synthetic_tiny)
+    cmd = [sys.executable, "main.py", "--config=configs/pretrain.py:smoke", f"--workdir={tmp_path}",
+           "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=40",
+           "--config.log_every=1", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
+           "--config.tiny_teacher.width=32", "--config.model.width=32", "--config.model.depth=2",
+           "--config.model.num_heads=2", "--config.eval.dataset="]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        names = os.listdir(tmp_path / "checkpoints") if (tmp_path / "checkpoints").is_dir() else []
+        if any(int(d) >= 6 for d in names if d.isdigit()):  # (in-progress saves are '<step>.orbax-checkpoint-tmp')
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    proc.wait()
+    killed_at = max(r["step"] for r in read_metrics(str(tmp_path)))
+    assert killed_at < 40
+    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "resumed from" in again.stdout
+    rows = read_metrics(str(tmp_path))
+    assert [r["step"] for r in rows] == list(range(1, 41))  # replayed steps replace their old lines
+    assert "40" in os.listdir(tmp_path / "checkpoints")
+
+
 MULTI_DEVICE_SCRIPT = """
 import json, sys
 import jax
