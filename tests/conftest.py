@@ -44,21 +44,16 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 def make_tiny_clip(directory: pathlib.Path, *, image_size: int = 32, projection_dim: int = 16) -> pathlib.Path:
     """A random-weight tiny Flax CLIP saved to `directory`, with the real CLIP tokenizer files beside it."""
-    import shutil
+    from transformers import FlaxCLIPModel
 
-    from transformers import CLIPConfig, FlaxCLIPModel
+    from ddjax.teachers import tiny_clip
 
-    if not CLIP_TOKENIZER_DIR.is_dir():
+    if not all((CLIP_TOKENIZER_DIR / f).is_file() for f in TOKENIZER_FILES):
         pytest.skip(f"real CLIP tokenizer files not found at {CLIP_TOKENIZER_DIR} (they ship in ../shared/data)")
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
-                         vocab_size=49408, max_position_embeddings=77),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
-                           image_size=image_size, patch_size=8),
-        projection_dim=projection_dim)
+    config = tiny_clip.tiny_clip_config(image_size=image_size, width=32, layers=2, projection_dim=projection_dim,
+                                        vocab_size=49408)
     FlaxCLIPModel(config, seed=0).save_pretrained(directory)
-    for name in TOKENIZER_FILES:
-        shutil.copy(CLIP_TOKENIZER_DIR / name, directory / name)
+    assert tiny_clip.write_tokenizer(directory, CLIP_TOKENIZER_DIR) == "clip"
     return directory
 
 

@@ -94,3 +94,15 @@ def test_teacher_cache_job_through_main(tiny_clip_dir, synthetic_tiny, tmp_path)
     assert "teacher cache: wrote 24 records x 2 views" in proc.stdout
     _, image_bank, _ = cache.load(tmp_path / "bank", views=2)
     assert image_bank.shape[:2] == (24, 2)
+
+
+def test_tiny_clip_fallback_tokenizer(tmp_path):
+    """Without the real tokenizer files the smoke teacher gets a character-level BPE vocabulary."""
+    from transformers import CLIPTokenizer
+
+    from ddjax.teachers import tiny_clip
+    assert tiny_clip.write_tokenizer(tmp_path, tmp_path / "absent") == "fallback"
+    tok = CLIPTokenizer.from_pretrained(tmp_path)
+    ids = tok("a cup.")["input_ids"]
+    assert ids[0] == tok.convert_tokens_to_ids("<|startoftext|>") and ids[-1] == tok.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.convert_ids_to_tokens(ids[1:-1]) == ["a</w>", "c", "u", "p</w>", ".</w>"]  # one token per character
