@@ -113,7 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError("pretraining writes checkpoints and metrics: pass --workdir=DIR")
     _maybe_initialize_distributed(config)
     check_config(config)
-    workdir = pathlib.Path(workdir)
+    workdir = pathlib.Path(workdir).expanduser().resolve()  # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
@@ -270,7 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
     """Parameters and BatchNorm statistics from another run's latest checkpoint (fresh optimiser, step 0)."""
-    other = ocp.CheckpointManager(pathlib.Path(run_dir) / "checkpoints")
+    other = ocp.CheckpointManager(pathlib.Path(run_dir).expanduser().resolve() / "checkpoints")
     step = other.latest_step()
     if step is None:
         raise FileNotFoundError(f"config.init_from={run_dir}: no checkpoint in {run_dir}/checkpoints")

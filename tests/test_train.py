@@ -44,12 +44,15 @@ def data_root(builder) -> str:
 
 
 def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
+    # Run from another directory with a relative --workdir, as a user would.
     data_dir = data_root(synthetic_tiny)
-    cmd = [sys.executable, "main.py", "--config=configs/pretrain.py:smoke", f"--workdir={tmp_path}",
+    cwd, tmp_path = tmp_path, tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "main.py"), f"--config={ROOT}/configs/pretrain.py:smoke", "--workdir=run",
            "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=4",
            "--config.log_every=2", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
            "--config.eval.dataset=synthetic_shapes/tiny", f"--config.eval.data_dir={data_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    env = dict(ENV, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
     config = json.loads((tmp_path / "config.json").read_text())
@@ -66,7 +69,7 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
     assert 0 <= result["top1"] <= 1 and result["checkpoint_step"] == 4 and result["num_samples"] == 24
     assert (tmp_path / "teacher" / "config.json").is_file()  # the run directory holds its own teacher
     # The same command again: the run is finished, so it exits at once.
-    again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "run already finished at step 4" in again.stdout
 
 
