@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from ddjax import demo
 from ddjax import train
+from ddjax import zeroshot
 from ddjax.data import builders
 from ddjax.data import prepare
 from ddjax.teachers import cache
@@ -22,6 +23,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoi
 JOBS = {
     "kernels_demo": demo.run,
     "pretrain": train.train_and_evaluate,
+    "zeroshot": zeroshot.run,
     "prepare": prepare.run,
     "teacher_cache": cache.run,
 }

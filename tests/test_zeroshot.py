@@ -1,0 +1,75 @@
+"""Zero-shot scoring against numpy, and the zeroshot job on a tiny pretraining run."""
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ddjax import train, zeroshot
+
+
+def test_accuracy_report_matches_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 7))
+    labels = rng.integers(0, 6, size=50)  # class 6 never occurs
+    report = zeroshot.accuracy_report(logits, labels, 7)
+    pred = logits.argmax(1)
+    assert report["top1"] == np.mean(pred == labels)
+    top5 = [labels[i] in np.argsort(-logits[i])[:5] for i in range(50)]
+    assert report["top5"] == np.mean(top5)
+    per_class = [np.mean(pred[labels == c] == c) for c in range(6)]
+    np.testing.assert_allclose(report["per_class"][:6], per_class)
+    assert report["per_class"][6] is None
+    np.testing.assert_allclose(report["mean_class_acc"], np.mean(per_class))
+
+
+def test_ensemble_and_cosine():
+    feats = jnp.asarray(np.random.default_rng(1).normal(size=(3, 2, 4)).astype(np.float32))
+    text = jnp.asarray(np.random.default_rng(2).normal(size=(5, 4)).astype(np.float32))
+    mixed = np.asarray(zeroshot.ensemble(feats, 0.25))
+    np.testing.assert_allclose(mixed, 0.25 * np.asarray(feats[:, 1]) + np.asarray(feats[:, 0]), rtol=1e-6)
+    logits = np.asarray(zeroshot.cosine_logits(jnp.asarray(mixed), text))
+    a = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+    b = np.asarray(text) / np.linalg.norm(np.asarray(text), axis=1, keepdims=True)
+    np.testing.assert_allclose(logits, a @ b.T, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def run_dir(synthetic_tiny, tmp_path_factory):
+    from tests.test_train import data_root, tiny_run_config
+    out = tmp_path_factory.mktemp("run")
+    train.train_and_evaluate(tiny_run_config(data_root(synthetic_tiny), total_steps=2), str(out))
+    return out
+
+
+def test_zeroshot_job(run_dir, synthetic_tiny, tmp_path):
+    from configs import zeroshot as zeroshot_config
+    from tests.test_train import data_root
+    config = zeroshot_config.get_config("smoke")
+    config.checkpoint = str(run_dir)
+    config.dataset = "synthetic_shapes/tiny"
+    config.data_dir = data_root(synthetic_tiny)
+    config.npoints, config.point_all, config.num_paths, config.t = 256, 300, 2, 100
+    result = zeroshot.run(config, str(tmp_path))
+    saved = json.loads((tmp_path / "zeroshot.json").read_text())
+    for key in ("top1", "top5", "mean_class_acc", "per_class", "N", "t", "ratio", "dataset", "checkpoint_step",
+                "teacher"):
+        assert key in saved, key
+    assert saved["num_samples"] == len(synthetic_tiny.as_data_source("test"))  # the test split only
+    assert saved["checkpoint_step"] == 2 and saved["N"] == 2 and saved["t"] == 100
+    assert (tmp_path / "confusion.png").is_file()
+    again = zeroshot.run(config, str(tmp_path))  # same seed, same numbers (text features from the cache)
+    assert again["top1"] == result["top1"] and again["per_class"] == result["per_class"]
+    assert len(list(tmp_path.glob("text_features_*.npy"))) == 1
+
+
+def test_zeroshot_job_errors(tmp_path):
+    from configs import zeroshot as zeroshot_config
+    config = zeroshot_config.get_config("modelnet40")
+    with pytest.raises(ValueError, match=r"pass --config.checkpoint=RUN_DIR"):
+        zeroshot.run(config, str(tmp_path))
+    config.checkpoint = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"is not a pretraining run directory"):
+        zeroshot.run(config, str(tmp_path))
+    with pytest.raises(ValueError, match=r"unknown dataset 'modelnet41'"):
+        zeroshot_config.get_config("modelnet41")
