@@ -8,10 +8,12 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from ddjax import classify
 from ddjax import demo
 from ddjax import train
 from ddjax import zeroshot
 from ddjax.data import builders
+from ddjax.data import readers
 from ddjax.data import prepare
 from ddjax.teachers import cache
 from ddjax.teachers import clip
@@ -24,6 +26,7 @@ JOBS = {
     "kernels_demo": demo.run,
     "pretrain": train.train_and_evaluate,
     "zeroshot": zeroshot.run,
+    "classify": classify.run,
     "prepare": prepare.run,
     "teacher_cache": cache.run,
 }
@@ -39,7 +42,7 @@ def main(argv):
         raise app.UsageError(f"config.job={config.job!r} is not one of {sorted(JOBS)}")
     try:
         JOBS[config.job](config, _WORKDIR.value)
-    except (builders.DataError, clip.TeacherLoadError, FileNotFoundError) as e:
+    except (builders.DataError, readers.PointFileError, clip.TeacherLoadError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")  # the user's data or weights: one clear line, no traceback
 
 
