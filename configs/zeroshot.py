@@ -4,6 +4,8 @@
       DATASET: modelnet40, modelnet10, scan_objonly, scan_objbg, scan_hardest, smoke (the synthetic test
       split, for the smoke run's checkpoint). Test split only. Writes DIR/zeroshot.json and
       DIR/confusion.png and prints a one-line summary.
+  ... --config.sweep=True        Table 5: sweep.csv (50 rows), sweep.md, sweep.png
+  ... --config.ratios=0,0.1,0.25  the ensemble ratio, which the paper does not give: ratios.csv
 
 Per-dataset settings follow spec section 4.4 (points, tokenization, text ratio) and the paper's best
 parallel-noise setting (N = 8 with t = 600 on ModelNet, t = 100 on ScanObjectNN). Everything about the
@@ -43,5 +45,7 @@ def get_config(arg=None):
     config.batch_size = 64
     config.seed = 0
     config.template = "recon"
+    config.sweep = False  # True: Table 5, every N in {1,2,4,8,16} x t in {0,100,...,900} -> sweep.csv/md/png
+    config.ratios = ""  # e.g. "0,0.05,0.1,0.25,0.5,1": also score these text weights -> ratios.csv
     config.scan_spelling = "toile"  # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
     return config

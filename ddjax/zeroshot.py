@@ -110,6 +110,53 @@ def save_confusion_png(path, logits: np.ndarray, labels: np.ndarray, num_classes
     Image.fromarray(image).save(path)
 
 
+SWEEP_N = (1, 2, 4, 8, 16)
+SWEEP_T = tuple(range(0, 1000, 100))
+
+
+def write_sweep(out, rows: list[dict]) -> None:
+    """sweep.csv (N,t,top1,top5,mean_class_acc), sweep.md laid out as the paper's Table 5 (rows N, columns
+    t, top-1 in %), and sweep.png (a grey-scale heatmap of top-1, darker is better)."""
+    from PIL import Image
+    lines = ["N,t,top1,top5,mean_class_acc"] + [
+        f"{r['N']},{r['t']},{r['top1']:.6f},{r['top5']:.6f},{r['mean_class_acc']:.6f}" for r in rows]
+    (out / "sweep.csv").write_text("\n".join(lines) + "\n")
+    ns, ts = sorted({r["N"] for r in rows}), sorted({r["t"] for r in rows})
+    top1 = {(r["N"], r["t"]): r["top1"] for r in rows}
+    md = ["| N \\ t | " + " | ".join(str(t) for t in ts) + " |", "|---" * (len(ts) + 1) + "|"]
+    md += [f"| {n} | " + " | ".join(f"{100 * top1[n, t]:.1f}" for t in ts) + " |" for n in ns]
+    (out / "sweep.md").write_text("Zero-shot top-1 (%) by number of noise paths N and noise step t\n\n"
+                                  + "\n".join(md) + "\n")
+    grid = np.array([[top1[n, t] for t in ts] for n in ns])
+    span = max(grid.max() - grid.min(), 1e-9)
+    image = (255 * (1 - (grid - grid.min()) / span)).astype(np.uint8).repeat(24, 0).repeat(24, 1)
+    Image.fromarray(image).save(out / "sweep.png")
+
+
+def run_sweep(config, out, infer, variables, batches, text, num_classes, feature_types) -> list[dict]:
+    """Table 5: every (N, t) of SWEEP_N x SWEEP_T in one pass over the test split. Per batch and t, the
+    16 paths are computed once (at t = 0 with one shared encoder pass) and N uses the first N of them."""
+    paths = jax.jit(infer.paths, static_argnames=("t", "num_paths"))
+    logits = {(n, t): [] for n in SWEEP_N for t in SWEEP_T}
+    labels = []
+    key = jax.random.key(config.seed)
+    for i, batch in enumerate(batches):
+        labels.append(np.asarray(batch["label"]))
+        for t in SWEEP_T:
+            outs = paths(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=t,
+                         num_paths=max(SWEEP_N))  # (16, B, k, D)
+            for n in SWEEP_N:
+                feats = jnp.mean(outs[:n], axis=0)
+                logits[n, t].append(np.asarray(cosine_logits(ensemble(feats, config.ratio, feature_types), text)))
+    labels = np.concatenate(labels)
+    rows = []
+    for (n, t), parts in logits.items():
+        report = accuracy_report(np.concatenate(parts), labels, num_classes)
+        rows.append({"N": n, "t": t, **{k: report[k] for k in ("top1", "top5", "mean_class_acc")}})
+    write_sweep(out, rows)
+    return rows
+
+
 def run(config, workdir: str | None) -> dict:
     """The zeroshot job (configs/zeroshot.py)."""
     import json
@@ -147,17 +194,33 @@ def run(config, workdir: str | None) -> dict:
     batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
                                          point_all=config.point_all, batch_size=config.batch_size, seed=config.seed,
                                          normalize=config.normalize)
-    infer, _ = dd.make_inference(model_config)
-    infer = jax.jit(infer, static_argnames=("t", "num_paths"))
+    infer_fn, _ = dd.make_inference(model_config)
+    infer = jax.jit(infer_fn, static_argnames=("t", "num_paths"))
     text = jnp.asarray(text_features)
-    logits, labels = [], []
+    types = tuple(model_config.feature_types)
+    if config.sweep:
+        rows = run_sweep(config, out, infer_fn, variables, batches, text, len(names), types)
+        best = max(rows, key=lambda r: r["top1"])
+        print(f"zero-shot sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}; best top-1 "
+              f"{best['top1']:.4f} at N={best['N']}, t={best['t']}")
+        return {"sweep": rows}
+    ratios = [float(r) for r in str(config.ratios).split(",") if r.strip()]
+    logits, labels, by_ratio = [], [], {r: [] for r in ratios}
     key = jax.random.key(config.seed)
     for i, batch in enumerate(batches):
         feats = infer(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=config.t,
                       num_paths=config.num_paths)
-        logits.append(np.asarray(cosine_logits(ensemble(feats, config.ratio, tuple(model_config.feature_types)), text)))
+        logits.append(np.asarray(cosine_logits(ensemble(feats, config.ratio, types), text)))
+        for r in ratios:  # the same features, other text weights
+            by_ratio[r].append(np.asarray(cosine_logits(ensemble(feats, r, types), text)))
         labels.append(np.asarray(batch["label"]))
     logits, labels = np.concatenate(logits), np.concatenate(labels)
+    if ratios:
+        lines = ["ratio,top1,top5,mean_class_acc"]
+        for r in ratios:
+            rep = accuracy_report(np.concatenate(by_ratio[r]), labels, len(names))
+            lines.append(f"{r},{rep['top1']:.6f},{rep['top5']:.6f},{rep['mean_class_acc']:.6f}")
+        (out / "ratios.csv").write_text("\n".join(lines) + "\n")
     result = accuracy_report(logits, labels, len(names))
     result.update({"N": config.num_paths, "t": config.t, "ratio": config.ratio, "dataset": config.name,
                    "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),

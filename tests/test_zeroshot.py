@@ -73,3 +73,27 @@ def test_zeroshot_job_errors(tmp_path):
         zeroshot.run(config, str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown dataset 'modelnet41'"):
         zeroshot_config.get_config("modelnet41")
+
+
+def test_sweep_and_ratios(run_dir, synthetic_tiny, tmp_path):
+    from configs import zeroshot as zeroshot_config
+    from tests.test_train import data_root
+    config = zeroshot_config.get_config("smoke")
+    config.checkpoint = str(run_dir)
+    config.dataset = "synthetic_shapes/tiny"
+    config.data_dir = data_root(synthetic_tiny)
+    config.npoints, config.point_all, config.batch_size = 128, 150, 24
+    config.ratios = "0,0.5,1"
+    config.num_paths, config.t = 16, 300
+    plain = zeroshot.run(config, str(tmp_path))
+    lines = (tmp_path / "ratios.csv").read_text().splitlines()
+    assert lines[0] == "ratio,top1,top5,mean_class_acc" and len(lines) == 4
+    config.sweep = True
+    rows = zeroshot.run(config, str(tmp_path))["sweep"]
+    csv = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert csv[0] == "N,t,top1,top5,mean_class_acc" and len(csv) == 51
+    assert {(r["N"], r["t"]) for r in rows} == {(n, t) for n in (1, 2, 4, 8, 16) for t in range(0, 1000, 100)}
+    # The sweep's (N=16, t=300) is the plain evaluation at those settings (same keys, all 16 paths).
+    row = next(r for r in rows if r["N"] == 16 and r["t"] == 300)
+    assert row["top1"] == plain["top1"]
+    assert (tmp_path / "sweep.md").read_text().count("\n|") >= 6 and (tmp_path / "sweep.png").is_file()

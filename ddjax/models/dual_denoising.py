@@ -334,8 +334,9 @@ def make_inference(config) -> tuple[Callable, Callable]:
         encoded = encode(variables, points, idx, t, k_points)
         return features(variables, encoded["layers"], k_feat, points.shape[0])
 
-    def infer(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True,
-              paths_per_step: int | None = None):
+    def infer_paths(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True,
+                    paths_per_step: int | None = None):
+        """The per-path outputs f32[N, B, k, D] whose mean `infer` returns (path j: split(key, N)[j])."""
         check_points(points, config, "inference")
         if not isinstance(num_paths, int) or num_paths < 1:
             raise ValueError(f"inference: num_paths must be a positive int, got {num_paths!r}")
@@ -346,14 +347,16 @@ def make_inference(config) -> tuple[Callable, Callable]:
             idx = pointcloud.fps(points, config.num_groups)
             encoded = encode(variables, points, idx, 0, None)  # sigma_0 = 0: every path's tokens are equal
             feat_keys = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
-            outs = jax.vmap(lambda k: features(variables, encoded["layers"], k, points.shape[0]))(feat_keys)
-            return jnp.mean(outs, axis=0)
+            return jax.vmap(lambda k: features(variables, encoded["layers"], k, points.shape[0]))(feat_keys)
         step = default_paths_per_step() if paths_per_step is None else paths_per_step
         path = lambda k: infer_path(variables, points, k, t)
         if step is None or step >= num_paths:
-            outs = jax.vmap(path)(keys)  # (N, B, k, D)
-        else:  # vmap over `step` keys at a time, the chunks one after another (same values)
-            outs = jax.lax.map(path, keys, batch_size=step)
-        return jnp.mean(outs, axis=0)
+            return jax.vmap(path)(keys)  # (N, B, k, D)
+        return jax.lax.map(path, keys, batch_size=step)  # `step` keys vmapped at a time (same values)
 
+    def infer(variables, points, key, t: int, num_paths: int, share_encoder_at_t0: bool = True,
+              paths_per_step: int | None = None):
+        return jnp.mean(infer_paths(variables, points, key, t, num_paths, share_encoder_at_t0, paths_per_step), axis=0)
+
+    infer.paths = infer_paths  # per-path outputs, for sweeps that reuse paths across N
     return infer, infer_path
