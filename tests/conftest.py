@@ -60,3 +60,13 @@ def make_tiny_clip(directory: pathlib.Path, *, image_size: int = 32, projection_
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> pathlib.Path:
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def modelnet_prepared(tmp_path_factory):
+    """ModelNet40 and ModelNet10 built from the real shared sample, once per session."""
+    if not MODELNET_DIR.is_dir():
+        pytest.skip(f"real ModelNet40 sample not found at {MODELNET_DIR} (it ships in ../shared/data)")
+    from ddjax.data import prepare
+    data_dir = tmp_path_factory.mktemp("tfds_modelnet")
+    return {name: prepare.prepare(name, data_dir, MODELNET_DIR) for name in ("modelnet40", "modelnet10")}

@@ -19,14 +19,6 @@ def _write_png(path, color=(200, 30, 10)):
 # ---------------------------------------------------------------------------------------------- ModelNet
 
 
-@pytest.fixture(scope="module")
-def modelnet_prepared(tmp_path_factory):
-    if not MODELNET_DIR.is_dir():
-        pytest.skip(f"real ModelNet40 sample not found at {MODELNET_DIR} (it ships in ../shared/data)")
-    data_dir = tmp_path_factory.mktemp("tfds")
-    return {name: prepare.prepare(name, data_dir, MODELNET_DIR) for name in ("modelnet40", "modelnet10")}
-
-
 def test_modelnet_builds_from_the_real_files(modelnet_prepared):
     for name, builder in modelnet_prepared.items():
         prefix = name

@@ -1,5 +1,6 @@
 """Zero-shot scoring against numpy, and the zeroshot job on a tiny pretraining run."""
 import json
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -97,3 +98,17 @@ def test_sweep_and_ratios(run_dir, synthetic_tiny, tmp_path):
     row = next(r for r in rows if r["N"] == 16 and r["t"] == 300)
     assert row["top1"] == plain["top1"]
     assert (tmp_path / "sweep.md").read_text().count("\n|") >= 6 and (tmp_path / "sweep.png").is_file()
+
+
+def test_zeroshot_job_on_real_modelnet40(run_dir, modelnet_prepared, tmp_path):
+    from configs import zeroshot as zeroshot_config
+    from ddjax.teachers import prompts
+    builder = modelnet_prepared["modelnet40"]
+    config = zeroshot_config.get_config("modelnet40")
+    config.checkpoint = str(run_dir)
+    config.data_dir = str(pathlib.Path(builder.data_dir).parents[1])
+    config.num_groups, config.group_size, config.num_paths = 16, 8, 2  # the tiny run's tokenizer, fewer paths
+    result = zeroshot.run(config, str(tmp_path))
+    assert result["num_samples"] == len(builder.as_data_source("test"))  # 29 real test shapes, nothing else
+    assert result["class_names"] == list(prompts.MODELNET40)  # underscores kept
+    assert result["ratio"] == 0.25 and result["t"] == 600

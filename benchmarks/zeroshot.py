@@ -1,0 +1,56 @@
+"""Zero-shot inference benchmark: shapes/s of the base model for N = 1 and 8 paths at t = 0 and t = 600.
+
+  python benchmarks/zeroshot.py          # about 2 minutes on a 2-core CPU
+  python benchmarks/zeroshot.py --json
+
+Batches of 64 clouds of 1024 points (the evaluation batch), random weights (speed does not depend on them),
+jitted parallel noise inference as the zeroshot job runs it, on the default backend (CPU here; the GPU
+when one is present). Always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from ddjax.models import dual_denoising as dd  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    config = dd.model_config("base")
+    variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
+    points = np.random.default_rng(0).normal(size=(args.batch, 1024, 3)).astype(np.float32)
+    points = jnp.asarray(points / np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None])
+    infer = jax.jit(dd.make_inference(config)[0], static_argnames=("t", "num_paths"))
+    rows = []
+    for t in (0, 600):
+        for n in (1, 8):
+            s = common.median_time(lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=n), args.repeats)
+            rows.append({"t": t, "N": n, "seconds_per_batch": s, "shapes_per_s": args.batch / s,
+                         "ms_per_shape": 1e3 * s / args.batch})
+    info = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+            "batch": args.batch}
+    if args.json:
+        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        return 0
+    print(f"base model zero-shot inference, batch {args.batch} x 1024 points, {info}")
+    for r in rows:
+        print(f"  t={r['t']:3d} N={r['N']:2d}: {r['shapes_per_s']:7.1f} shapes/s ({r['ms_per_shape']:.1f} ms/shape)")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main)
