@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import time
 
 import grain
 import jax
@@ -282,8 +281,7 @@ def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
 def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:
     """Zero-shot top-1/top-5 on `config.eval.dataset`'s test split with the paper's scoring."""
     ev = config.eval
-    builder = prepare.prepare(ev.dataset, ev.data_dir) if ev.dataset.startswith("synthetic") else (
-        prepare.open_dataset(ev.dataset, ev.data_dir))
+    builder = zeroshot.open_eval_dataset(ev.dataset, ev.data_dir)
     if teacher is None:
         raise ValueError("zero-shot evaluation needs the text teacher: use teacher_mode='online' or the zeroshot job")
     classnames = cache.class_texts(builder)

@@ -47,19 +47,37 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) ->
             "mean_class_acc": float(np.mean(present)), "per_class": per_class, "num_samples": int(len(labels))}
 
 
-def evaluate(infer, variables, batches: Iterable[dict], text_features, *, ratio: float, t: int, num_paths: int,
-             key: jax.Array, feature_types=("image", "text")) -> dict:
-    """Runs `infer` (jitted, static t/num_paths) batch by batch; batch i uses fold_in(key, i)."""
+def score_batches(infer, variables, batches: Iterable[dict], text_features, *, ratios: Iterable[float], t: int,
+                  num_paths: int, key: jax.Array, feature_types=("image", "text")) -> tuple[dict, np.ndarray]:
+    """Runs `infer` (jitted, static t/num_paths) batch by batch, batch i with fold_in(key, i), and scores
+    the same features with each text ratio: ({ratio: logits f32[M, C]}, labels int[M])."""
     text_features = jnp.asarray(text_features)
-    all_logits, all_labels = [], []
+    logits = {r: [] for r in ratios}
+    labels = []
     for i, batch in enumerate(batches):
         feats = infer(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=t, num_paths=num_paths)
-        all_logits.append(np.asarray(cosine_logits(ensemble(feats, ratio, feature_types), text_features)))
-        all_labels.append(np.asarray(batch["label"]))
-    logits, labels = np.concatenate(all_logits), np.concatenate(all_labels)
-    report = accuracy_report(logits, labels, text_features.shape[0])
+        for r in logits:
+            logits[r].append(np.asarray(cosine_logits(ensemble(feats, r, feature_types), text_features)))
+        labels.append(np.asarray(batch["label"]))
+    return {r: np.concatenate(parts) for r, parts in logits.items()}, np.concatenate(labels)
+
+
+def evaluate(infer, variables, batches: Iterable[dict], text_features, *, ratio: float, t: int, num_paths: int,
+             key: jax.Array, feature_types=("image", "text")) -> dict:
+    """The accuracy report of `score_batches` at one ratio."""
+    logits, labels = score_batches(infer, variables, batches, text_features, ratios=[ratio], t=t,
+                                   num_paths=num_paths, key=key, feature_types=feature_types)
+    report = accuracy_report(logits[ratio], labels, np.shape(text_features)[0])
     report.update({"N": num_paths, "t": t, "ratio": ratio})
     return report
+
+
+def open_eval_dataset(dataset: str, data_dir: str):
+    """The prepared evaluation dataset; the built-in synthetic set is prepared on first use."""
+    from ddjax.data import prepare
+    if dataset.startswith("synthetic"):
+        return prepare.prepare(dataset, data_dir)
+    return prepare.open_dataset(dataset, data_dir)
 
 
 def restore_run(run_dir: str) -> tuple[dict, dict, int]:
@@ -166,7 +184,6 @@ def run(config, workdir: str | None) -> dict:
     import ml_collections
 
     from ddjax.data import pipelines
-    from ddjax.data import prepare
     from ddjax.models import dual_denoising as dd
 
     if not config.checkpoint:
@@ -179,8 +196,7 @@ def run(config, workdir: str | None) -> dict:
     model_config = ml_collections.ConfigDict(run_config["model"])
     if config.num_groups:
         model_config.num_groups, model_config.group_size = config.num_groups, config.group_size
-    builder = (prepare.prepare(config.dataset, config.data_dir) if config.dataset.startswith("synthetic")
-               else prepare.open_dataset(config.dataset, config.data_dir))
+    builder = open_eval_dataset(config.dataset, config.data_dir)
     teacher = clip.load(run_config["resolved"]["teacher"])
     names = classnames_for(config.dataset, builder, config.scan_spelling)
     import hashlib
@@ -205,20 +221,14 @@ def run(config, workdir: str | None) -> dict:
               f"{best['top1']:.4f} at N={best['N']}, t={best['t']}")
         return {"sweep": rows}
     ratios = [float(r) for r in str(config.ratios).split(",") if r.strip()]
-    logits, labels, by_ratio = [], [], {r: [] for r in ratios}
-    key = jax.random.key(config.seed)
-    for i, batch in enumerate(batches):
-        feats = infer(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=config.t,
-                      num_paths=config.num_paths)
-        logits.append(np.asarray(cosine_logits(ensemble(feats, config.ratio, types), text)))
-        for r in ratios:  # the same features, other text weights
-            by_ratio[r].append(np.asarray(cosine_logits(ensemble(feats, r, types), text)))
-        labels.append(np.asarray(batch["label"]))
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    by_ratio, labels = score_batches(infer, variables, batches, text, ratios=[config.ratio, *ratios], t=config.t,
+                                     num_paths=config.num_paths, key=jax.random.key(config.seed),
+                                     feature_types=types)  # one inference pass, every ratio scored
+    logits = by_ratio[config.ratio]
     if ratios:
         lines = ["ratio,top1,top5,mean_class_acc"]
         for r in ratios:
-            rep = accuracy_report(np.concatenate(by_ratio[r]), labels, len(names))
+            rep = accuracy_report(by_ratio[r], labels, len(names))
             lines.append(f"{r},{rep['top1']:.6f},{rep['top5']:.6f},{rep['mean_class_acc']:.6f}")
         (out / "ratios.csv").write_text("\n".join(lines) + "\n")
     result = accuracy_report(logits, labels, len(names))

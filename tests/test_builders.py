@@ -1,7 +1,6 @@
 """tfds builders on data in the real on-disk formats: built, read back, checked; malformed files named."""
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Bad input gets a ValueError naming the argument and the shapes, at trace time."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import checkify
