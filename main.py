@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from ddjax import classify
 from ddjax import demo
+from ddjax import robustness
 from ddjax import train
 from ddjax import zeroshot
 from ddjax.data import builders
@@ -27,6 +28,7 @@ JOBS = {
     "pretrain": train.train_and_evaluate,
     "zeroshot": zeroshot.run,
     "classify": classify.run,
+    "attack": robustness.run,
     "prepare": prepare.run,
     "teacher_cache": cache.run,
 }

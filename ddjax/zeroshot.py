@@ -6,7 +6,7 @@ embeddings); the prediction is the argmax.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,13 +175,47 @@ def run_sweep(config, out, infer, variables, batches, text, num_classes, feature
     return rows
 
 
+class Evaluation(NamedTuple):
+    """What a zero-shot or attack job needs from a run and a dataset (`load_evaluation`)."""
+    model_config: Any  # the run's model config, with the job's tokenization (num_groups, group_size)
+    variables: dict
+    step: int
+    builder: Any  # the prepared tfds builder of the evaluation dataset
+    class_names: list
+    text_features: np.ndarray  # f32[C, D], raw sums of the prompt embeddings
+    teacher: str  # the teacher's source (hub name or directory)
+
+
+def load_evaluation(config, out) -> Evaluation:
+    """Restores config.checkpoint, opens config.dataset and computes (or reads from `out`, where it is
+    cached once per teacher, template and class list) the class text features."""
+    import hashlib
+    import json
+
+    import ml_collections
+
+    run_config, variables, step = restore_run(config.checkpoint)
+    model_config = ml_collections.ConfigDict(run_config["model"])
+    if config.num_groups:
+        model_config.num_groups, model_config.group_size = config.num_groups, config.group_size
+    builder = open_eval_dataset(config.dataset, config.data_dir)
+    teacher = clip.load(run_config["resolved"]["teacher"])
+    names = classnames_for(config.dataset, builder, config.scan_spelling)
+    digest = hashlib.sha1(json.dumps([teacher.source, config.template, names]).encode()).hexdigest()[:12]
+    cache_file = out / f"text_features_{digest}.npy"  # computed once per (teacher, prompts, classes)
+    if cache_file.is_file():
+        text_features = np.load(cache_file, allow_pickle=False)
+    else:
+        text_features = class_text_features(teacher, names, config.template)
+        np.save(cache_file, text_features)
+    return Evaluation(model_config, variables, step, builder, names, text_features, teacher.source)
+
+
 def run(config, workdir: str | None) -> dict:
     """The zeroshot job (configs/zeroshot.py)."""
     import json
     import os
     import pathlib
-
-    import ml_collections
 
     from ddjax.data import pipelines
     from ddjax.models import dual_denoising as dd
@@ -192,21 +226,9 @@ def run(config, workdir: str | None) -> dict:
         raise ValueError("zeroshot: pass --workdir=DIR for zeroshot.json and confusion.png")
     out = pathlib.Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    run_config, variables, step = restore_run(config.checkpoint)
-    model_config = ml_collections.ConfigDict(run_config["model"])
-    if config.num_groups:
-        model_config.num_groups, model_config.group_size = config.num_groups, config.group_size
-    builder = open_eval_dataset(config.dataset, config.data_dir)
-    teacher = clip.load(run_config["resolved"]["teacher"])
-    names = classnames_for(config.dataset, builder, config.scan_spelling)
-    import hashlib
-    digest = hashlib.sha1(json.dumps([teacher.source, config.template, names]).encode()).hexdigest()[:12]
-    cache_file = out / f"text_features_{digest}.npy"  # computed once per (teacher, prompts, classes)
-    if cache_file.is_file():
-        text_features = np.load(cache_file, allow_pickle=False)
-    else:
-        text_features = class_text_features(teacher, names, config.template)
-        np.save(cache_file, text_features)
+    ev = load_evaluation(config, out)
+    model_config, variables, step, builder, names = ev.model_config, ev.variables, ev.step, ev.builder, ev.class_names
+    text_features = ev.text_features
     batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
                                          point_all=config.point_all, batch_size=config.batch_size, seed=config.seed,
                                          normalize=config.normalize)
@@ -234,7 +256,7 @@ def run(config, workdir: str | None) -> dict:
     result = accuracy_report(logits, labels, len(names))
     result.update({"N": config.num_paths, "t": config.t, "ratio": config.ratio, "dataset": config.name,
                    "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),
-                   "checkpoint_step": step, "teacher": teacher.source, "class_names": names,
+                   "checkpoint_step": step, "teacher": ev.teacher, "class_names": names,
                    "num_groups": model_config.num_groups, "group_size": model_config.group_size})
     tmp = out / "zeroshot.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))

@@ -70,3 +70,13 @@ def modelnet_prepared(tmp_path_factory):
     from ddjax.data import prepare
     data_dir = tmp_path_factory.mktemp("tfds_modelnet")
     return {name: prepare.prepare(name, data_dir, MODELNET_DIR) for name in ("modelnet40", "modelnet10")}
+
+
+@pytest.fixture(scope="session")
+def run_dir(synthetic_tiny, tmp_path_factory):
+    """A 2-step pretraining run of the tiny model on the tiny synthetic set (with its own tiny teacher)."""
+    from ddjax import train
+    from tests.test_train import data_root, tiny_run_config
+    out = tmp_path_factory.mktemp("run")
+    train.train_and_evaluate(tiny_run_config(data_root(synthetic_tiny), total_steps=2), str(out))
+    return out

@@ -76,15 +76,6 @@ def test_pickled_npy_is_refused(tmp_path):
         readers.read_points_file(tmp_path / "obj.npy")
 
 
-@pytest.fixture(scope="module")
-def run_dir(synthetic_tiny, tmp_path_factory):
-    from ddjax import train
-    from tests.test_train import data_root, tiny_run_config
-    out = tmp_path_factory.mktemp("run")
-    train.train_and_evaluate(tiny_run_config(data_root(synthetic_tiny), total_steps=2), str(out))
-    return out
-
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddjax import train, zeroshot
+from ddjax import zeroshot
 
 
 def test_accuracy_report_matches_numpy():
@@ -33,14 +33,6 @@ def test_ensemble_and_cosine():
     a = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
     b = np.asarray(text) / np.linalg.norm(np.asarray(text), axis=1, keepdims=True)
     np.testing.assert_allclose(logits, a @ b.T, rtol=1e-5, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def run_dir(synthetic_tiny, tmp_path_factory):
-    from tests.test_train import data_root, tiny_run_config
-    out = tmp_path_factory.mktemp("run")
-    train.train_and_evaluate(tiny_run_config(data_root(synthetic_tiny), total_steps=2), str(out))
-    return out
 
 
 def test_zeroshot_job(run_dir, synthetic_tiny, tmp_path):

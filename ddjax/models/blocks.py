@@ -182,7 +182,9 @@ class FeatureBlock(nn.Module):
                  deterministic: bool) -> jax.Array:
         """h (B, k, C) feature tokens; points (B, G, C) encoder tokens; type_embedding (k, C)."""
         width = h.shape[-1]
-        if self.stop_gradient:
+        if self.stop_gradient and not deterministic:
+            # A training rule (the feature loss must not train PointDAE). In evaluation the branch is an
+            # ordinary function of the input, so gradients w.r.t. the input points (attacks) pass through.
             points = jax.lax.stop_gradient(points)
         q = layer_norm("norm_q", dtype=self.dtype)(h)
         kv = layer_norm("norm_kv", dtype=self.dtype)(points)

@@ -1,0 +1,370 @@
+"""The attack job (configs/attack.py): robust zero-shot accuracy under targeted IFGM, PGD and C&W (paper
+Table 2 and Figure 8, the adversarial half of Table 5).
+
+Protocol, per (N, t) setting, gradient mode, attack and evaluation seed r:
+  * evaluation key r: the model's noise for every *scored* forward pass; batch i uses
+    fold_in(fold_in(fold_in(key(seed), r), 0), i). Clean logits with it give the clean accuracy and the
+    target (the second-highest clean logit), and the adversarial clouds are scored with the same key.
+  * attack key r: fold_in(fold_in(fold_in(key(seed), r), 1), i); the attack's own forward passes draw
+    their noise from it (fresh per step, see ddjax/attacks.py).
+  * robust accuracy = accuracy against the true label on the adversarial clouds; success rate = share
+    predicted as the target. Both are averaged over the test set, then reported as the mean and the
+    standard deviation (numpy's, ddof = 0) over the R seeds; distortions are means over shapes and seeds.
+Finished (setting, mode, attack) units are appended to DIR/attack_progress.jsonl, so a killed job run again
+with the same config continues where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddjax import attacks
+from ddjax import plots
+from ddjax import zeroshot
+
+
+def parse_list(config, field: str, kind=float) -> list:
+    """A comma-separated config string as a list of `kind`; ValueError naming the field."""
+    text = str(config[field])
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"config.{field}={text!r} is not a comma-separated list of {kind.__name__}") from None
+    if not values:
+        raise ValueError(f"config.{field} is empty")
+    return values
+
+
+def parse_settings(text: str, field: str = "settings") -> list[tuple[int, int]]:
+    """'8:100,16:500' -> [(8, 100), (16, 500)] (N noise paths, noise step t)."""
+    settings = []
+    for item in str(text).split(","):
+        n, _, t = item.partition(":")
+        try:
+            settings.append((int(n), int(t)))
+        except ValueError:
+            raise ValueError(f"config.{field}: {item!r} is not N:t (e.g. 8:100)") from None
+    return settings
+
+
+def check_config(config) -> dict:
+    """Parses and checks the job's lists and numbers; returns them as a dict. ValueError names the field."""
+    parsed = {
+        "settings": parse_settings(config.settings),
+        "attacks": parse_list(config, "attacks", str),
+        "modes": parse_list(config, "modes", str),
+        "eps": parse_list(config, "eps", float),
+        "sweep_n": parse_list(config, "sweep_n", int),
+        "sweep_t": parse_list(config, "sweep_t", int),
+    }
+    for field, known in (("attacks", attacks.ATTACKS), ("modes", attacks.MODES)):
+        bad = [v for v in parsed[field] if v not in known]
+        if bad:
+            raise ValueError(f"config.{field}: {bad} not in {list(known)}")
+    for n, t in parsed["settings"] + [(n, t) for n in parsed["sweep_n"] for t in parsed["sweep_t"]]:
+        if n < 1 or not 0 <= t < 1000:
+            raise ValueError(f"config.settings/sweep: N={n}, t={t}: need N >= 1 and 0 <= t < num_timesteps")
+    if any(e < 0 for e in parsed["eps"]) or config.sweep_eps < 0:
+        raise ValueError(f"config.eps / sweep_eps must be >= 0, got {parsed['eps']} / {config.sweep_eps}")
+    for field in ("steps", "sweep_steps", "eot_samples", "seeds", "batch_size"):
+        if not isinstance(config[field], int) or config[field] < 1:
+            raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}")
+    for field in ("max_shapes", "curve_every", "draws_per_step"):
+        if not isinstance(config[field], int) or config[field] < 0:
+            raise ValueError(f"config.{field} must be an integer >= 0, got {config[field]!r}")
+    if config.curve_every and config.steps % config.curve_every:
+        raise ValueError(f"config.curve_every={config.curve_every} must divide config.steps={config.steps}")
+    cw = config.cw
+    if not (isinstance(cw.search_steps, int) and cw.search_steps >= 1 and isinstance(cw.iterations, int)
+            and cw.iterations >= 1 and cw.learning_rate > 0 and cw.lower <= cw.initial_lambda <= cw.upper):
+        raise ValueError(f"config.cw: need search_steps, iterations >= 1, learning_rate > 0 and "
+                         f"lower <= initial_lambda <= upper; got {cw.to_dict()}")
+    return parsed
+
+
+def load_batches(builder, config) -> list[dict]:
+    """The test split as fixed-size batches {'points', 'label', 'valid'}: the last batch is padded with
+    copies of its first cloud (valid = False) so that every batch reuses one compiled function."""
+    from ddjax.data import pipelines
+    batches, seen = [], 0
+    for batch in pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
+                                            point_all=config.point_all, batch_size=config.batch_size,
+                                            seed=config.seed, normalize=config.normalize):
+        points, label = np.asarray(batch["points"]), np.asarray(batch["label"])
+        if config.max_shapes:
+            keep = max(0, min(len(label), config.max_shapes - seen))
+            points, label = points[:keep], label[:keep]
+        if not len(label):
+            break
+        seen += len(label)
+        pad = config.batch_size - len(label)
+        valid = np.arange(config.batch_size) < len(label)
+        batches.append({"points": np.concatenate([points, np.repeat(points[:1], pad, 0)]),
+                        "label": np.concatenate([label, np.repeat(label[:1], pad)]), "valid": valid})
+    if not batches:
+        raise ValueError(f"attack: the test split of {config.dataset} is empty")
+    return batches
+
+
+def make_attack_step(logits_fn, attack: str, *, mode: str, eot_samples: int, draws_per_step, steps: int,
+                     curve_every: int, cw_config):
+    """A jitted (points, eval_key, attack_key, eps f32[E]) -> per-cloud results for one batch.
+
+    Returns {'clean_pred', 'target': int[B], 'pred': int[E, B] (E = 1 for C&W), 'linf', 'l2', 'chamfer':
+    f32[E, B], 'curve': int[E, S, B] predictions every curve_every steps (IFGM / PGD with curve_every)}.
+    """
+    def fn(points, eval_key, attack_key, eps):
+        clean_logits = logits_fn(points, eval_key)
+        target = attacks.second_best(clean_logits)
+        curve = None
+        if attack in ("ifgm", "pgd"):
+            run = lambda e: attacks.pgd(logits_fn, points, target, attack_key, eps=e, steps=steps,
+                                        random_start=attack == "pgd", mode=mode, eot_samples=eot_samples,
+                                        draws_per_step=draws_per_step, curve_every=curve_every,
+                                        eval_key=eval_key)
+            adv, curve = jax.vmap(run)(eps)  # (E, B, N, 3), (E, S, B) or None
+        else:
+            adv, _ = attacks.cw(logits_fn, points, target, attack_key, search_steps=cw_config.search_steps,
+                                iterations=cw_config.iterations, learning_rate=cw_config.learning_rate,
+                                initial_lambda=cw_config.initial_lambda,
+                                lambda_bounds=(cw_config.lower, cw_config.upper), mode=mode,
+                                eot_samples=eot_samples, draws_per_step=draws_per_step)
+            adv = adv[None]  # (1, B, N, 3)
+        pred = jax.vmap(lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1))(adv)  # (E, B)
+        out = {"clean_pred": jnp.argmax(clean_logits, axis=1), "target": target, "pred": pred,
+               **jax.vmap(lambda x: attacks.distortion(x, points))(adv)}
+        if curve is not None:
+            out["curve"] = curve
+        return out
+
+    return jax.jit(fn)
+
+
+def seed_keys(seed: int, r: int, i: int) -> tuple[jax.Array, jax.Array]:
+    """(evaluation key, attack key) of seed r and batch i."""
+    base = jax.random.fold_in(jax.random.key(seed), r)
+    return jax.random.fold_in(jax.random.fold_in(base, 0), i), jax.random.fold_in(jax.random.fold_in(base, 1), i)
+
+
+def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
+    """Runs one attack over every batch and seed; returns per-seed dataset-level numbers."""
+    eps = jnp.asarray(eps_list, jnp.float32)
+    per_seed = []
+    for r in range(seeds):
+        parts = []
+        for i, batch in enumerate(batches):
+            eval_key, attack_key = seed_keys(seed, r, i)
+            out = jax.device_get(step_fn(jnp.asarray(batch["points"]), eval_key, attack_key, eps))
+            v = batch["valid"]
+            parts.append({k: a[..., v] for k, a in out.items()} | {"label": batch["label"][v]})  # batch last
+        cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
+        label = cat["label"]
+        seed_result = {
+            "clean_acc": float(np.mean(cat["clean_pred"] == label)),
+            "robust_acc": np.mean(cat["pred"] == label, axis=-1),  # (E,)
+            "success_rate": np.mean(cat["pred"] == cat["target"], axis=-1),
+            **{k: np.mean(cat[k], axis=-1) for k in ("linf", "l2", "chamfer")},
+        }
+        if "curve" in cat:
+            seed_result["curve"] = np.mean(cat["curve"] == label, axis=-1)  # (E, S)
+        per_seed.append(seed_result)
+    return per_seed
+
+
+def summarize(per_seed: list[dict], *, attack: str, mode: str, n: int, t: int, eps_list, curve_every: int) -> dict:
+    """Result rows (one per epsilon; C&W: one with eps None) and curves from `run_unit`'s output."""
+    stack = lambda k: np.stack([s[k] for s in per_seed])  # (R, E)
+    clean = np.array([s["clean_acc"] for s in per_seed])
+    rows, curves = [], []
+    eps_values = list(eps_list) if attack != "cw" else [None]
+    for e, eps in enumerate(eps_values):
+        rows.append({"attack": attack, "eps": eps, "mode": mode, "N": n, "t": t,
+                     "robust_acc": float(stack("robust_acc")[:, e].mean()),
+                     "robust_acc_std": float(stack("robust_acc")[:, e].std()),
+                     "success_rate": float(stack("success_rate")[:, e].mean()),
+                     "linf": float(stack("linf")[:, e].mean()), "l2": float(stack("l2")[:, e].mean()),
+                     "chamfer": float(stack("chamfer")[:, e].mean()),
+                     "clean_acc": float(clean.mean()), "clean_acc_std": float(clean.std())})
+        if "curve" in per_seed[0]:
+            acc = stack("curve")[:, e]  # (R, S)
+            curves.append({"attack": attack, "eps": eps, "mode": mode, "N": n, "t": t,
+                           "steps": [j * curve_every for j in range(acc.shape[1])],
+                           "acc": acc.mean(0).tolist(), "acc_std": acc.std(0).tolist()})
+    return {"rows": rows, "curves": curves}
+
+
+class Progress:
+    """Finished units in DIR/<name>_progress.jsonl, keyed by the config that produced them."""
+
+    def __init__(self, path: pathlib.Path, config_digest: str):
+        self.path, self.digest, self.done = path, config_digest, {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by a kill
+                if entry.get("config") == config_digest:
+                    self.done[entry["unit"]] = entry["result"]
+
+    def add(self, unit: str, result: dict) -> None:
+        self.done[unit] = result
+        with self.path.open("a") as f:
+            f.write(json.dumps({"config": self.digest, "unit": unit, "result": result}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path: pathlib.Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def pct(mean: float, std: float | None = None) -> str:
+    return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
+def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str) -> None:
+    """Table 2's layout: one row per (N, t, mode); clean, IFGM and PGD at each epsilon, C&W; robust top-1 in
+    %, mean ± std over the seeds."""
+    columns = [("ifgm", e) for e in eps_list] + [("pgd", e) for e in eps_list] + [("cw", None)]
+    present = [c for c in columns if any((r["attack"], r["eps"]) == c for r in results)]
+    head = ["N", "t", "mode", "clean"] + [f"{a.upper() if a != 'cw' else 'C&W'}" + (f" {e:g}" if e is not None else "")
+                                          for a, e in present]
+    lines = [f"Robust zero-shot top-1 (%) on {dataset}, targeted attacks (mean ± std over seeds)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = []
+    for r in results:
+        if (r["N"], r["t"], r["mode"]) not in keys:
+            keys.append((r["N"], r["t"], r["mode"]))
+    for n, t, mode in keys:
+        mine = {(r["attack"], r["eps"]): r for r in results if (r["N"], r["t"], r["mode"]) == (n, t, mode)}
+        first = next(iter(mine.values()))
+        cells = [str(n), str(t), mode, pct(first["clean_acc"], first["clean_acc_std"])]
+        cells += [pct(mine[c]["robust_acc"], mine[c]["robust_acc_std"]) if c in mine else "" for c in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_figure(path: pathlib.Path, curves: list[dict], eps: float, dataset: str) -> None:
+    """Figure 8: accuracy against PGD steps at `eps`, one line per (N, t) and mode (EOT dashed)."""
+    chosen = [c for c in curves if c["attack"] == "pgd" and c["eps"] == eps]
+    series = [(f"N={c['N']} t={c['t']} {c['mode']}", c["steps"], c["acc"]) for c in chosen]
+    plots.line_chart(path, series, title=f"{dataset}: zero-shot top-1 under targeted PGD, eps = {eps:g}",
+                     xlabel="PGD steps", ylabel="top-1", dashed=[c["mode"] == "eot" for c in chosen])
+
+
+def build_logits(model_config, variables, text_features, ratio, n: int, t: int):
+    from ddjax.models import dual_denoising as dd
+    infer, _ = dd.make_inference(model_config)
+    return attacks.zero_shot_logits(infer, variables, jnp.asarray(text_features), ratio=ratio, t=t, num_paths=n,
+                                    feature_types=tuple(model_config.feature_types))
+
+
+def run(config, workdir: str | None) -> dict:
+    """The attack job: Table 2 (attack.json, table2.md, figure8.png), or with config.sweep Table 5's
+    adversarial half (sweep.csv, sweep.md)."""
+    from ddjax.models import dual_denoising as dd
+
+    if not config.checkpoint:
+        raise ValueError("attack: pass --config.checkpoint=RUN_DIR (a configs/pretrain.py run directory)")
+    if not workdir:
+        raise ValueError("attack: pass --workdir=DIR for attack.json, table2.md and figure8.png")
+    parsed = check_config(config)
+    out = pathlib.Path(workdir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ev = zeroshot.load_evaluation(config, out)
+    batches = load_batches(ev.builder, config)
+    num_shapes = int(sum(b["valid"].sum() for b in batches))
+    draws = config.draws_per_step or dd.default_paths_per_step()
+    digest = hashlib.sha1(json.dumps([config.to_dict(), ev.step], sort_keys=True, default=str).encode()).hexdigest()
+    progress = Progress(out / ("sweep_progress.jsonl" if config.sweep else "attack_progress.jsonl"), digest[:16])
+    if config.sweep:
+        units = [(n, t, mode, "pgd") for n in parsed["sweep_n"] for t in parsed["sweep_t"] for mode in parsed["modes"]]
+        eps_list, steps, curve_every = [float(config.sweep_eps)], config.sweep_steps, 0
+    else:
+        units = [(n, t, mode, a) for n, t in parsed["settings"] for mode in parsed["modes"] for a in parsed["attacks"]]
+        eps_list, steps, curve_every = parsed["eps"], config.steps, config.curve_every
+    print(f"attack {config.name}: {num_shapes} test shapes, {len(units)} units (setting x mode x attack), "
+          f"{config.seeds} seeds, checkpoint step {ev.step}", flush=True)
+    results, curves = [], []
+    logits_cache = {}
+    for u, (n, t, mode, attack) in enumerate(units):
+        unit = f"N={n},t={t},{mode},{attack}"
+        if unit not in progress.done:
+            if (n, t) not in logits_cache:
+                logits_cache = {(n, t): build_logits(ev.model_config, ev.variables, ev.text_features, config.ratio,
+                                                     n, t)}
+            step_fn = make_attack_step(logits_cache[n, t], attack, mode=mode, eot_samples=config.eot_samples,
+                                       draws_per_step=draws, steps=steps, curve_every=curve_every,
+                                       cw_config=config.cw)
+            start = time.perf_counter()
+            per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed)
+            progress.add(unit, summarize(per_seed, attack=attack, mode=mode, n=n, t=t, eps_list=eps_list,
+                                         curve_every=curve_every))
+            took = f"{time.perf_counter() - start:.0f} s"
+        else:
+            took = "done earlier"
+        done = progress.done[unit]
+        results += done["rows"]
+        curves += done["curves"]
+        accs = "  ".join(f"{'eps ' + format(r['eps'], 'g') if r['eps'] is not None else 'C&W'}: "
+                         f"{pct(r['robust_acc'], r['robust_acc_std'])}%" for r in done["rows"])
+        print(f"[{u + 1}/{len(units)}] {unit}: clean {pct(done['rows'][0]['clean_acc'])}%  robust {accs}  ({took})",
+              flush=True)
+    meta = {"dataset": config.name, "num_samples": num_shapes, "checkpoint": str(pathlib.Path(config.checkpoint)
+            .expanduser().resolve()), "checkpoint_step": ev.step, "teacher": ev.teacher, "ratio": config.ratio,
+            "seeds": config.seeds, "eot_samples": config.eot_samples, "logit_scale": attacks.LOGIT_SCALE}
+    if config.sweep:
+        return write_sweep(out, results, parsed["modes"], meta, config)
+    clean = []
+    for r in results:
+        entry = {"N": r["N"], "t": r["t"], "acc": r["clean_acc"], "acc_std": r["clean_acc_std"]}
+        if entry not in clean:
+            clean.append(entry)
+    report = {"clean_acc": clean, "results": results, "curves": curves, **meta, "steps": config.steps,
+              "cw": config.cw.to_dict()}
+    write_json(out / "attack.json", report)
+    write_table(out / "table2.md", results, parsed["eps"], config.name)
+    fig_eps = 0.01 if 0.01 in parsed["eps"] else min(parsed["eps"])
+    if curves:
+        write_figure(out / "figure8.png", curves, fig_eps, config.name)
+    print(f"attack {config.name}: wrote {out / 'attack.json'}, table2.md" + (", figure8.png" if curves else ""))
+    return report
+
+
+def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, config) -> dict:
+    """sweep.csv (one row per (N, t): clean accuracy, then robust accuracy, its std and the success rate per
+    mode) and sweep.md (rows N, columns t, robust top-1 in % per mode)."""
+    by = {(r["N"], r["t"], r["mode"]): r for r in results}
+    ns, ts = sorted({r["N"] for r in results}), sorted({r["t"] for r in results})
+    head = ["N", "t", "clean_acc"] + [f"{m}_{k}" for m in modes for k in ("robust_acc", "robust_acc_std",
+                                                                             "success_rate")]
+    lines = [",".join(head)]
+    rows = []
+    for n in ns:
+        for t in ts:
+            row = {"N": n, "t": t, "clean_acc": by[n, t, modes[0]]["clean_acc"]}
+            for m in modes:
+                row.update({f"{m}_{k}": by[n, t, m][k] for k in ("robust_acc", "robust_acc_std", "success_rate")})
+            rows.append(row)
+            lines.append(",".join(str(row[h]) if h in ("N", "t") else f"{row[h]:.6f}" for h in head))
+    (out / "sweep.csv").write_text("\n".join(lines) + "\n")
+    md = [f"Robust zero-shot top-1 (%) on {meta['dataset']} under targeted PGD ({config.sweep_steps} steps, "
+          f"eps {config.sweep_eps:g}), mean over {meta['seeds']} seeds, by N (rows) and t (columns)"]
+    for m in modes:
+        md += ["", f"Gradient mode `{m}`", "", "| N \\ t | " + " | ".join(str(t) for t in ts) + " |",
+               "|---" * (len(ts) + 1) + "|"]
+        md += [f"| {n} | " + " | ".join(pct(by[n, t, m]["robust_acc"]) for t in ts) + " |" for n in ns]
+    (out / "sweep.md").write_text("\n".join(md) + "\n")
+    write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
+    print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
+    return {"sweep": rows}
