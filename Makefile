@@ -26,7 +26,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	for b in kernels model data train zeroshot; do $(BIN)/python benchmarks/$$b.py; done
+	for b in kernels model data train zeroshot attacks; do $(BIN)/python benchmarks/$$b.py; done
 
 clean:
 	rm -rf $(VENV) *.egg-info

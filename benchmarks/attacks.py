@@ -1,0 +1,81 @@
+"""Attack benchmark: shapes/s of a 50-step targeted PGD against the base model with N = 8 noise paths.
+
+  python benchmarks/attacks.py          # about 4 minutes on a 2-core CPU
+  python benchmarks/attacks.py --json
+
+The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD with a curve point every 5
+steps, adversarial scoring; random weights, speed does not depend on them) at t = 500, 1024 points, on the
+default backend (the GPU when one is present). A 50-step run would take many minutes on a CPU, so the
+script times the same jitted attack at 5 and 10 steps and extrapolates linearly to 50
+(time(50) = time(5) + 9 x (time(10) - time(5))); with `--measure-50` it times 50 steps directly. Paper
+mode and EOT with M = 2 draws. Always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+from ddjax import attacks, robustness  # noqa: E402
+from ddjax.models import dual_denoising as dd  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 32 elsewhere")
+    parser.add_argument("--measure-50", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    on_cpu = jax.default_backend() == "cpu"
+    batch = args.batch or (8 if on_cpu else 32)
+    config = dd.model_config("base")
+    variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
+    points = np.random.default_rng(0).normal(size=(batch, 1024, 3)).astype(np.float32)
+    points = jnp.asarray(points / np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None])
+    text = jax.random.normal(jax.random.key(2), (40, config.teacher_dim))
+    infer, _ = dd.make_inference(config)
+    logits_fn = attacks.zero_shot_logits(infer, variables, text, ratio=0.25, t=500, num_paths=8)
+    cw = ml_collections.ConfigDict(dict(search_steps=1, iterations=1, learning_rate=0.01, initial_lambda=10.0,
+                                        lower=0.0, upper=80.0))
+    eps = jnp.asarray([0.01])
+    keys = (jax.random.key(3), jax.random.key(4))
+    rows = []
+    for mode, m in (("paper", 1), ("eot", 2)):
+        times = {}
+        for steps in ((50,) if args.measure_50 else (5, 10)):
+            fn = robustness.make_attack_step(logits_fn, "pgd", mode=mode, eot_samples=m,
+                                             draws_per_step=dd.default_paths_per_step(), steps=steps,
+                                             curve_every=5, cw_config=cw)
+            jax.block_until_ready(fn(points, *keys, eps))  # compile
+            start = time.perf_counter()
+            jax.block_until_ready(fn(points, *keys, eps))
+            times[steps] = time.perf_counter() - start
+        t50 = times[50] if args.measure_50 else times[5] + 9 * (times[10] - times[5])
+        rows.append({"mode": mode, "eot_samples": m, "measured": times, "seconds_50_steps": t50,
+                     "shapes_per_s": batch / t50, "extrapolated": not args.measure_50})
+    info = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+            "batch": batch, "N": 8, "t": 500}
+    if args.json:
+        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        return 0
+    print(f"base model, targeted PGD-50 at eps 0.01, N = 8, t = 500, batch {batch} x 1024 points, {info}")
+    for r in rows:
+        how = "extrapolated from " + ", ".join(f"{s} steps {v:.1f} s" for s, v in r["measured"].items()) \
+            if r["extrapolated"] else "measured"
+        print(f"  {r['mode']:5s} (M={r['eot_samples']}): {r['shapes_per_s']:.3f} shapes/s, "
+              f"{r['seconds_50_steps']:.0f} s per batch of {batch} ({how})")
+    return 0
+
+
+if __name__ == "__main__":
+    common.run(main)

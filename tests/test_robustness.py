@@ -1,0 +1,150 @@
+"""The attacks on a real (tiny, 2-step) pretraining run: input gradients through re-tokenisation, and the
+attack job end to end (attack.json, Table 2, Figure 8, resume, the sweep)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import attack as attack_config
+from ddjax import attacks, robustness, zeroshot
+from ddjax.models import dual_denoising as dd
+
+
+@pytest.fixture(scope="module")
+def tiny_model(run_dir):
+    run_config, variables, _ = zeroshot.restore_run(str(run_dir))
+    return ml_collections.ConfigDict(run_config["model"]), variables
+
+
+@pytest.mark.parametrize("t", [0, 300])
+def test_input_gradients_flow_through_the_gathers(tiny_model, t):
+    from ddjax import pointcloud
+    model_config, variables = tiny_model
+    infer, _ = dd.make_inference(model_config)
+    text = jax.random.normal(jax.random.key(3), (12, model_config.teacher_dim))
+    logits_fn = attacks.zero_shot_logits(infer, variables, text, ratio=0.25, t=t, num_paths=2)
+    # A random cloud: no exact distance ties (the procedural shapes have them), so small moves keep indices.
+    points = jax.random.uniform(jax.random.key(0), (2, 128, 3), minval=-1.0, maxval=1.0)
+    key = jax.random.key(1)
+    f = jax.jit(lambda x: jnp.sum(logits_fn(x, key)[:, 0]))
+    grad = np.asarray(jax.grad(f)(points))
+    assert np.isfinite(grad).all()
+    # Non-zero for the points that belong to some kNN group (the stop-gradient of training is off).
+    assert (np.abs(grad).sum(-1) > 0).mean() > 0.3
+    if t:
+        return
+    # At t = 0 the tokens are a deterministic function of the cloud. Along a direction small enough that
+    # FPS and kNN pick the same indices, a central difference measures the derivative through the gathers.
+    def indices(x):
+        idx = pointcloud.fps(x, model_config.num_groups)  # (B, G)
+        return idx, pointcloud.knn(pointcloud.gather_points(x, idx), x, model_config.group_size)  # (B, G, K)
+
+    def same_indices(x):
+        return all(np.array_equal(a, b) for a, b in zip(indices(points), indices(x)))
+
+    h = 2e-4
+    for seed in range(20):  # the first random direction along which no index changes
+        v = np.asarray(jax.random.normal(jax.random.key(seed), points.shape))
+        if same_indices(points + h * v) and same_indices(points - h * v):
+            break
+    else:
+        pytest.fail("every direction changed an FPS or kNN index; the check needs a smaller step")
+    fd = (float(f(points + h * v)) - float(f(points - h * v))) / (2 * h)
+    np.testing.assert_allclose(fd, float(np.sum(grad * v)), rtol=0.05, atol=0.02)
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_tiny, tmp_path_factory):
+    """A run trained long enough (about a minute) for its predictions to depend on the input: the 2-step
+    run's ranking is set by the feature noise, so no attack can steer it. Far from the smoke run's accuracy
+    (its test accuracy is near chance), so accuracy drops are checked by hand on the smoke run (README)."""
+    from ddjax import train
+    from tests.test_train import data_root, tiny_run_config
+    out = tmp_path_factory.mktemp("trained_run")
+    config = tiny_run_config(data_root(synthetic_tiny), total_steps=100, epochs=50, warmup_epochs=1, lr=2e-3,
+                             **{"tiny_teacher.steps": 300, "tiny_teacher.width": 128})
+    train.train_and_evaluate(config, str(out))
+    return out
+
+
+def job_config(run_dir, synthetic_tiny, **overrides):
+    from tests.test_train import data_root
+    config = attack_config.get_config("smoke")
+    config.checkpoint = str(run_dir)
+    config.dataset = "synthetic_shapes/tiny"
+    config.data_dir = data_root(synthetic_tiny)
+    config.npoints, config.point_all = 128, 150
+    config.max_shapes, config.batch_size = 20, 12  # two batches, the second padded with 4 copies
+    config.settings = "1:0"
+    config.eps = "0,0.3"
+    config.steps, config.curve_every = 10, 5
+    config.cw.search_steps, config.cw.iterations = 2, 6
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def test_attack_job_on_a_trained_tiny_run(trained_run, synthetic_tiny, tmp_path, capsys):
+    config = job_config(trained_run, synthetic_tiny)
+    report = robustness.run(config, str(tmp_path))
+    saved = json.loads((tmp_path / "attack.json").read_text())
+    assert saved["results"] == report["results"] and saved["num_samples"] == 20
+    rows = saved["results"]
+    assert len(rows) == 2 * (2 + 2 + 1)  # modes x (IFGM and PGD at two epsilons, C&W)
+    assert {(r["attack"], r["mode"]) for r in rows} == {(a, m) for a in attacks.ATTACKS for m in attacks.MODES}
+    for r in rows:
+        for key in ("attack", "eps", "mode", "N", "t", "robust_acc", "robust_acc_std", "success_rate", "linf",
+                    "l2", "chamfer"):
+            assert key in r, key
+        assert (r["N"], r["t"]) == (1, 0) and (r["eps"] is None) == (r["attack"] == "cw")
+        assert 0 <= r["robust_acc"] <= 1 and 0 <= r["success_rate"] <= 1
+    clean = saved["clean_acc"]
+    assert len(clean) == 1 and clean[0]["N"] == 1
+    for r in rows:
+        if r["eps"] == 0:  # no room to move: exactly the clean result, never the target
+            assert r["robust_acc"] == clean[0]["acc"] and r["success_rate"] == 0
+            assert r["linf"] == r["l2"] == r["chamfer"] == 0
+        elif r["eps"] is not None:
+            assert 0.2 < r["linf"] <= 0.3 + 1e-6 and r["l2"] > 0 and r["chamfer"] > 0
+    # The clean prediction is never the target (it is the runner-up), so any success is the attack's doing.
+    big = [r for r in rows if r["eps"] == 0.3]
+    assert all(r["success_rate"] >= 0.1 for r in big), [(r["attack"], r["mode"], r["success_rate"]) for r in big]
+    assert all(r["success_rate"] > 0 and 0 < r["l2"] for r in rows if r["attack"] == "cw")
+    curve = next(c for c in saved["curves"] if c["attack"] == "ifgm" and c["eps"] == 0)
+    assert curve["steps"] == [0, 5, 10] and curve["acc"] == [clean[0]["acc"]] * 3
+    table = (tmp_path / "table2.md").read_text()
+    assert "| 1 | 0 | paper |" in table and "| 1 | 0 | eot |" in table and "C&W" in table
+    assert (tmp_path / "figure8.png").stat().st_size > 1000
+    # Run again: every unit comes from attack_progress.jsonl, with the same numbers.
+    capsys.readouterr()
+    again = robustness.run(config, str(tmp_path))
+    assert again["results"] == rows and capsys.readouterr().out.count("done earlier") == 6
+
+
+def test_attack_sweep(run_dir, synthetic_tiny, tmp_path):
+    config = job_config(run_dir, synthetic_tiny, sweep=True, modes="paper", sweep_n="1,2", sweep_t="0,300",
+                        sweep_steps=2, sweep_eps=0.3, seeds=1)
+    rows = robustness.run(config, str(tmp_path))["sweep"]
+    assert [(r["N"], r["t"]) for r in rows] == [(1, 0), (1, 300), (2, 0), (2, 300)]
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert lines[0] == "N,t,clean_acc,paper_robust_acc,paper_robust_acc_std,paper_success_rate" and len(lines) == 5
+    assert "| 2 |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_attack_config_errors(run_dir, synthetic_tiny, tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'modelnet10'"):
+        attack_config.get_config("modelnet10")
+    for field, value, message in (("settings", "8-100", "is not N:t"), ("attacks", "pgd,fgsm", "not in"),
+                                  ("modes", "adaptive", "not in"), ("eps", "0.01,x", "comma-separated"),
+                                  ("curve_every", 3, "must divide")):
+        config = job_config(run_dir, synthetic_tiny)
+        config[field] = value
+        with pytest.raises(ValueError, match=message):
+            robustness.run(config, str(tmp_path))
+    config = job_config(run_dir, synthetic_tiny)
+    config.checkpoint = ""
+    with pytest.raises(ValueError, match="--config.checkpoint"):
+        robustness.run(config, str(tmp_path))
