@@ -8,8 +8,9 @@ Protocol, per (N, t) setting, gradient mode, attack and evaluation seed r:
   * attack key r: fold_in(fold_in(fold_in(key(seed), r), 1), i); the attack's own forward passes draw
     their noise from it (fresh per step, see ddjax/attacks.py).
   * robust accuracy = accuracy against the true label on the adversarial clouds; success rate = share
-    predicted as the target. Both are averaged over the test set, then reported as the mean and the
-    standard deviation (numpy's, ddof = 0) over the R seeds; distortions are means over shapes and seeds.
+    predicted as the target; kept_correct = share of the clean-correct clouds still correct. Each is taken
+    over the test set, then reported as the mean (robust accuracy also the standard deviation, numpy's,
+    ddof = 0) over the R seeds; distortions are means over shapes and seeds.
 Finished (setting, mode, attack) units are appended to DIR/attack_progress.jsonl, so a killed job run again
 with the same config continues where it stopped.
 """
@@ -166,8 +167,12 @@ def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
             parts.append({k: a[..., v] for k, a in out.items()} | {"label": batch["label"][v]})  # batch last
         cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
         label = cat["label"]
+        correct = cat["clean_pred"] == label
         seed_result = {
-            "clean_acc": float(np.mean(cat["clean_pred"] == label)),
+            "clean_acc": float(np.mean(correct)),
+            # Of the clean-correct clouds, the share still correct (the targeted protocol also "fixes" wrong
+            # predictions whose runner-up is the true label, which robust_acc counts as correct).
+            "kept_correct": np.sum((cat["pred"] == label) & correct, axis=-1) / max(int(correct.sum()), 1),
             "robust_acc": np.mean(cat["pred"] == label, axis=-1),  # (E,)
             "success_rate": np.mean(cat["pred"] == cat["target"], axis=-1),
             **{k: np.mean(cat[k], axis=-1) for k in ("linf", "l2", "chamfer")},
@@ -189,6 +194,7 @@ def summarize(per_seed: list[dict], *, attack: str, mode: str, n: int, t: int, e
                      "robust_acc": float(stack("robust_acc")[:, e].mean()),
                      "robust_acc_std": float(stack("robust_acc")[:, e].std()),
                      "success_rate": float(stack("success_rate")[:, e].mean()),
+                     "kept_correct": float(stack("kept_correct")[:, e].mean()),
                      "linf": float(stack("linf")[:, e].mean()), "l2": float(stack("l2")[:, e].mean()),
                      "chamfer": float(stack("chamfer")[:, e].mean()),
                      "clean_acc": float(clean.mean()), "clean_acc_std": float(clean.std())})
@@ -317,7 +323,8 @@ def run(config, workdir: str | None) -> dict:
         results += done["rows"]
         curves += done["curves"]
         accs = "  ".join(f"{'eps ' + format(r['eps'], 'g') if r['eps'] is not None else 'C&W'}: "
-                         f"{pct(r['robust_acc'], r['robust_acc_std'])}%" for r in done["rows"])
+                         f"{pct(r['robust_acc'], r['robust_acc_std'])}% (success {pct(r['success_rate'])}%)"
+                         for r in done["rows"])
         print(f"[{u + 1}/{len(units)}] {unit}: clean {pct(done['rows'][0]['clean_acc'])}%  robust {accs}  ({took})",
               flush=True)
     meta = {"dataset": config.name, "num_samples": num_shapes, "checkpoint": str(pathlib.Path(config.checkpoint)

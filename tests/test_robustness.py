@@ -1,6 +1,10 @@
 """The attacks on a real (tiny, 2-step) pretraining run: input gradients through re-tokenisation, and the
 attack job end to end (attack.json, Table 2, Figure 8, resume, the sweep)."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,8 @@ import pytest
 from configs import attack as attack_config
 from ddjax import attacks, robustness, zeroshot
 from ddjax.models import dual_denoising as dd
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +108,11 @@ def test_attack_job_on_a_trained_tiny_run(trained_run, synthetic_tiny, tmp_path,
         assert (r["N"], r["t"]) == (1, 0) and (r["eps"] is None) == (r["attack"] == "cw")
         assert 0 <= r["robust_acc"] <= 1 and 0 <= r["success_rate"] <= 1
     clean = saved["clean_acc"]
-    assert len(clean) == 1 and clean[0]["N"] == 1
+    assert len(clean) == 1 and clean[0]["N"] == 1 and clean[0]["acc"] > 0
     for r in rows:
         if r["eps"] == 0:  # no room to move: exactly the clean result, never the target
             assert r["robust_acc"] == clean[0]["acc"] and r["success_rate"] == 0
-            assert r["linf"] == r["l2"] == r["chamfer"] == 0
+            assert r["linf"] == r["l2"] == r["chamfer"] == 0 and r["kept_correct"] == 1.0
         elif r["eps"] is not None:
             assert 0.2 < r["linf"] <= 0.3 + 1e-6 and r["l2"] > 0 and r["chamfer"] > 0
     # The clean prediction is never the target (it is the runner-up), so any success is the attack's doing.
@@ -148,3 +154,29 @@ def test_attack_config_errors(run_dir, synthetic_tiny, tmp_path):
     config.checkpoint = ""
     with pytest.raises(ValueError, match="--config.checkpoint"):
         robustness.run(config, str(tmp_path))
+
+
+def test_attack_job_on_real_modelnet40(run_dir, modelnet_prepared, tmp_path):
+    builder = modelnet_prepared["modelnet40"]
+    config = attack_config.get_config("modelnet40")
+    assert (config.npoints, config.ratio, config.steps, config.seeds) == (1024, 0.25, 50, 3)
+    assert config.settings == "8:100,8:500,8:900,16:500" and config.eps == "0.01,0.025,0.05,0.075"
+    config.checkpoint = str(run_dir)
+    config.data_dir = str(pathlib.Path(builder.data_dir).parents[1])
+    config.num_groups, config.group_size = 16, 8  # the tiny run's tokenization
+    config.settings, config.attacks, config.modes, config.eps = "1:100", "pgd", "paper", "0.01"
+    config.steps, config.curve_every, config.seeds = 2, 1, 1
+    report = robustness.run(config, str(tmp_path))
+    assert report["num_samples"] == len(builder.as_data_source("test"))  # the 29 real test shapes
+    (row,) = report["results"]
+    assert row["attack"] == "pgd" and row["eps"] == 0.01 and 0 < row["linf"] <= 0.01 + 1e-6
+
+
+def test_main_reports_a_missing_run_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/attack.py:smoke",
+                           f"--config.checkpoint={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'out'}"],
+                          cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "error:" in proc.stderr and "is not a pretraining run directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
