@@ -80,6 +80,9 @@ def check_config(config) -> dict:
     for field in ("max_shapes", "curve_every", "draws_per_step"):
         if not isinstance(config[field], int) or config[field] < 0:
             raise ValueError(f"config.{field} must be an integer >= 0, got {config[field]!r}")
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
+                         "devices of the data mesh")
     if config.curve_every and config.steps % config.curve_every:
         raise ValueError(f"config.curve_every={config.curve_every} must divide config.steps={config.steps}")
     cw = config.cw
@@ -155,14 +158,17 @@ def seed_keys(seed: int, r: int, i: int) -> tuple[jax.Array, jax.Array]:
 
 
 def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
-    """Runs one attack over every batch and seed; returns per-seed dataset-level numbers."""
+    """Runs one attack over every batch and seed; returns per-seed dataset-level numbers. Each batch is
+    sharded over all devices along a one-axis `data` mesh (the noise draws do not depend on the sharding)."""
     eps = jnp.asarray(eps_list, jnp.float32)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))  # clouds split over devices
     per_seed = []
     for r in range(seeds):
         parts = []
         for i, batch in enumerate(batches):
             eval_key, attack_key = seed_keys(seed, r, i)
-            out = jax.device_get(step_fn(jnp.asarray(batch["points"]), eval_key, attack_key, eps))
+            out = jax.device_get(step_fn(jax.device_put(batch["points"], data), eval_key, attack_key, eps))
             v = batch["valid"]
             parts.append({k: a[..., v] for k, a in out.items()} | {"label": batch["label"][v]})  # batch last
         cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}

@@ -180,3 +180,41 @@ def test_main_reports_a_missing_run_in_one_line(tmp_path):
     assert proc.returncode == 1 and "error:" in proc.stderr and "is not a pretraining run directory" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+
+
+SHARDED_SCRIPT = """
+import json
+import jax
+from ddjax import robustness
+from tests.test_robustness import toy_unit
+print("RESULT", json.dumps({"devices": jax.device_count(), "result": toy_unit()}))
+"""
+
+
+def toy_unit():
+    """run_unit on a noisy toy logit function: PGD, two epsilons, two seeds, two batches of 8."""
+    from tests.test_attacks import noisy_mlp
+    logits_fn = noisy_mlp(num_classes=4)
+    cw = ml_collections.ConfigDict(dict(search_steps=1, iterations=1, learning_rate=0.01, initial_lambda=10.0,
+                                        lower=0.0, upper=80.0))
+    step_fn = robustness.make_attack_step(logits_fn, "pgd", mode="eot", eot_samples=2, draws_per_step=None,
+                                          steps=4, curve_every=2, cw_config=cw)
+    rng = np.random.default_rng(0)
+    batches = [{"points": rng.normal(size=(8, 32, 3)).astype(np.float32), "label": rng.integers(0, 4, 8),
+                "valid": np.arange(8) < (8 if i == 0 else 5)} for i in range(2)]
+    per_seed = robustness.run_unit(step_fn, batches, [0.05, 0.2], seeds=2, seed=0)
+    return [{k: np.asarray(v).tolist() for k, v in s.items()} for s in per_seed]
+
+
+def test_sharded_over_four_devices_matches_one():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sharded = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT")).split(" ", 1)[1])
+    assert sharded["devices"] == 4 and jax.device_count() == 1
+    for a, b in zip(sharded["result"], toy_unit()):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
