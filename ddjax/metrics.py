@@ -1,11 +1,22 @@
-"""Metrics: JSON lines in the workdir and a console progress line, written by process 0 only."""
+"""Metrics and reports: JSON lines in the workdir, a console progress line and atomically written JSON
+files, written by process 0 only."""
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import time
 
 import jax
+
+
+def write_json(path, obj) -> None:
+    """Writes `obj` as indented JSON to `path` atomically (a temporary file, then a rename); process 0 only."""
+    if jax.process_index() == 0:
+        path = pathlib.Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
 
 
 class MetricWriter:

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddjax import attacks
+from ddjax import metrics
 from ddjax import plots
 from ddjax import zeroshot
 
@@ -234,12 +235,6 @@ class Progress:
             os.fsync(f.fileno())
 
 
-def write_json(path: pathlib.Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def pct(mean: float, std: float | None = None) -> str:
     return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
@@ -308,14 +303,11 @@ def run(config, workdir: str | None) -> dict:
     print(f"attack {config.name}: {num_shapes} test shapes, {len(units)} units (setting x mode x attack), "
           f"{config.seeds} seeds, checkpoint step {ev.step}", flush=True)
     results, curves = [], []
-    logits_cache = {}
     for u, (n, t, mode, attack) in enumerate(units):
         unit = f"N={n},t={t},{mode},{attack}"
         if unit not in progress.done:
-            if (n, t) not in logits_cache:
-                logits_cache = {(n, t): build_logits(ev.model_config, ev.variables, ev.text_features, config.ratio,
-                                                     n, t)}
-            step_fn = make_attack_step(logits_cache[n, t], attack, mode=mode, eot_samples=config.eot_samples,
+            logits_fn = build_logits(ev.model_config, ev.variables, ev.text_features, config.ratio, n, t)
+            step_fn = make_attack_step(logits_fn, attack, mode=mode, eot_samples=config.eot_samples,
                                        draws_per_step=draws, steps=steps, curve_every=curve_every,
                                        cw_config=config.cw)
             start = time.perf_counter()
@@ -345,7 +337,7 @@ def run(config, workdir: str | None) -> dict:
             clean.append(entry)
     report = {"clean_acc": clean, "results": results, "curves": curves, **meta, "steps": config.steps,
               "cw": config.cw.to_dict()}
-    write_json(out / "attack.json", report)
+    metrics.write_json(out / "attack.json", report)
     write_table(out / "table2.md", results, parsed["eps"], config.name)
     fig_eps = 0.01 if 0.01 in parsed["eps"] else min(parsed["eps"])
     if curves:
@@ -378,6 +370,6 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
                "|---" * (len(ts) + 1) + "|"]
         md += [f"| {n} | " + " | ".join(pct(by[n, t, m]["robust_acc"]) for t in ts) + " |" for n in ns]
     (out / "sweep.md").write_text("\n".join(md) + "\n")
-    write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
+    metrics.write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
     print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
     return {"sweep": rows}

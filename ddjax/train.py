@@ -99,13 +99,6 @@ def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> c
         ) from None
 
 
-def _save_json(path: pathlib.Path, obj) -> None:
-    if jax.process_index() == 0:
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------------------------------ setup
     if not workdir:
@@ -169,12 +162,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     abstract_state = jax.eval_shape(init_state, init_key)
     state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
-    _save_json(workdir / "config.json", json.loads(config.to_json_best_effort()) | {
+    metrics_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()) | {
         "resolved": {"teacher": teacher.source if teacher is not None else config.teacher_cache,
                      "teacher_dim": teacher_dim, "image_size": image_size, "class_texts": class_texts,
                      "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                      "dataset_full_name": builder.info.full_name}})
-    _save_json(workdir / "model_summary.json", dd.parameter_counts(config.model))
+    metrics_lib.write_json(workdir / "model_summary.json", dd.parameter_counts(config.model))
 
     # ------------------------------------------------------------------------------------------ step
     teacher_params = teacher.params if teacher is not None else None
@@ -229,7 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result = evaluate_zeroshot(config, teacher, jax.device_get({"params": state["params"],
                                                                      "batch_stats": state["batch_stats"]}))
         result["checkpoint_step"] = int(state["step"])
-        _save_json(workdir / "zeroshot.json", result)
+        metrics_lib.write_json(workdir / "zeroshot.json", result)
         print(f"zero-shot {config.eval.dataset} (test split, N={result['N']}, t={result['t']}, "
               f"ratio={result['ratio']}): top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
               f"mean class {result['mean_class_acc']:.4f}")

@@ -213,10 +213,9 @@ def load_evaluation(config, out) -> Evaluation:
 
 def run(config, workdir: str | None) -> dict:
     """The zeroshot job (configs/zeroshot.py)."""
-    import json
-    import os
     import pathlib
 
+    from ddjax import metrics
     from ddjax.data import pipelines
     from ddjax.models import dual_denoising as dd
 
@@ -258,9 +257,7 @@ def run(config, workdir: str | None) -> dict:
                    "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),
                    "checkpoint_step": step, "teacher": ev.teacher, "class_names": names,
                    "num_groups": model_config.num_groups, "group_size": model_config.group_size})
-    tmp = out / "zeroshot.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / "zeroshot.json")
+    metrics.write_json(out / "zeroshot.json", result)
     save_confusion_png(out / "confusion.png", logits, labels, len(names))
     print(f"zero-shot {config.name}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"mean class {result['mean_class_acc']:.4f}  (N={config.num_paths}, t={config.t}, ratio={config.ratio}, "
