@@ -1,6 +1,6 @@
 """The attacks on real pretraining runs (the tiny 2-step run, and the smoke run cut to 200 steps): input
-gradients through re-tokenisation, and the
-attack job end to end (attack.json, Table 2, Figure 8, resume, the sweep)."""
+gradients through re-tokenisation, and the attack job end to end (attack.json, Table 2, Figure 8, resume,
+the sweep, real ModelNet40, sharding)."""
 import json
 import os
 import pathlib
