@@ -25,21 +25,8 @@ def get_config(arg=None):
     name = arg or "modelnet40"
     if name not in DATASETS:
         raise ValueError(f"configs/attack.py: unknown dataset {name!r}; known: {list(DATASETS)}")
-    dataset, npoints, point_all, groups, group_size, ratio, _, normalize = zeroshot.DATASETS[name]
-    config = ml_collections.ConfigDict()
+    config = zeroshot.evaluation_fields(name, "configs/attack.py")  # run, test data, ratio, prompts
     config.job = "attack"
-    config.name = name
-    config.checkpoint = ""  # RUN_DIR of a pretraining run (required)
-    config.dataset = dataset
-    config.data_dir = "~/tensorflow_datasets"
-    config.npoints = npoints
-    config.point_all = point_all
-    config.num_groups = groups  # 0: the run's own tokenization
-    config.group_size = group_size
-    config.normalize = normalize
-    config.ratio = ratio
-    config.template = "recon"
-    config.scan_spelling = "toile"
     config.max_shapes = 0  # 0: the whole test split; else its first max_shapes shapes
     config.batch_size = 32
 

@@ -23,29 +23,36 @@ DATASETS = {  # name -> (tfds dataset, npoints, point_all, groups, group size, r
 }
 
 
-def get_config(arg=None):
-    name = arg or "modelnet40"
+def evaluation_fields(name: str, config_file: str = "configs/zeroshot.py") -> ml_collections.ConfigDict:
+    """The run, test data and scoring fields that every evaluation job reads (`ddjax.zeroshot.load_evaluation`
+    and the test-split loader): checkpoint, dataset, points, tokenization, text ratio, prompts."""
     if name not in DATASETS:
-        raise ValueError(f"configs/zeroshot.py: unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    dataset, npoints, point_all, groups, group_size, ratio, t, normalize = DATASETS[name]
+        raise ValueError(f"{config_file}: unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    dataset, npoints, point_all, groups, group_size, ratio, _, normalize = DATASETS[name]
     config = ml_collections.ConfigDict()
-    config.job = "zeroshot"
     config.name = name
     config.checkpoint = ""  # RUN_DIR of a pretraining run (required)
     config.dataset = dataset
     config.data_dir = "~/tensorflow_datasets"
     config.npoints = npoints
     config.point_all = point_all
-    config.num_groups = groups  # 0: the run's own
+    config.num_groups = groups  # 0: the run's own tokenization
     config.group_size = group_size
     config.normalize = normalize
     config.ratio = ratio
-    config.t = t
+    config.template = "recon"
+    config.scan_spelling = "toile"  # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
+    return config
+
+
+def get_config(arg=None):
+    name = arg or "modelnet40"
+    config = evaluation_fields(name)
+    config.job = "zeroshot"
+    config.t = DATASETS[name][6]
     config.num_paths = 8 if name != "smoke" else 1
     config.batch_size = 64
     config.seed = 0
-    config.template = "recon"
     config.sweep = False  # True: Table 5, every N in {1,2,4,8,16} x t in {0,100,...,900} -> sweep.csv/md/png
     config.ratios = ""  # e.g. "0,0.05,0.1,0.25,0.5,1": also score these text weights -> ratios.csv
-    config.scan_spelling = "toile"  # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
     return config
