@@ -11,6 +11,7 @@ from ml_collections import config_flags
 from ddjax import classify
 from ddjax import demo
 from ddjax import robustness
+from ddjax import runtime
 from ddjax import train
 from ddjax import zeroshot
 from ddjax.data import builders
@@ -42,6 +43,7 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
     if config.job not in JOBS:
         raise app.UsageError(f"config.job={config.job!r} is not one of {sorted(JOBS)}")
+    runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
     try:
         JOBS[config.job](config, _WORKDIR.value)
     except (builders.DataError, readers.PointFileError, clip.TeacherLoadError, FileNotFoundError) as e:

@@ -10,7 +10,6 @@ equals an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import grain
@@ -72,12 +71,6 @@ def check_config(config) -> None:
                          f"(model.num_groups={config.model.num_groups}, model.group_size={config.model.group_size})")
 
 
-def _maybe_initialize_distributed(config) -> None:
-    multi_host_env = any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS"))
-    if config.distributed is True or (config.distributed == "auto" and multi_host_env):
-        jax.distributed.initialize()
-
-
 def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> clip.Teacher:
     if config.tiny_teacher.enabled:
         teacher_dir = workdir / "teacher"
@@ -103,7 +96,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------------------------------ setup
     if not workdir:
         raise ValueError("pretraining writes checkpoints and metrics: pass --workdir=DIR")
-    _maybe_initialize_distributed(config)
     check_config(config)
     workdir = pathlib.Path(workdir).expanduser().resolve()  # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)

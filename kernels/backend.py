@@ -50,6 +50,19 @@ def resolve(op: str, implementation: str | None) -> str:
     return implementation
 
 
+def describe() -> str:
+    """One line for the start of every job: JAX, backend, devices and the FPS/kNN implementations chosen.
+
+    e.g. "jax 0.11.2, backend gpu: 1 x NVIDIA H200 (1 process); kernels fps=pallas, knn=xla".
+    """
+    devices = jax.devices()
+    kinds = ", ".join(sorted({d.device_kind for d in devices}))
+    processes = jax.process_count()
+    return (f"jax {jax.__version__}, backend {jax.default_backend()}: {len(devices)} x {kinds} "
+            f"({processes} process{'es' if processes > 1 else ''}); "
+            f"kernels fps={resolve('fps', None)}, knn={resolve('knn', None)}")
+
+
 def triton_compiler_params(*, num_warps: int, num_stages: int = 1):
     """Triton compiler parameters for `pl.pallas_call`, across JAX versions (None if unavailable)."""
     try:

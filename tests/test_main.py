@@ -22,6 +22,8 @@ def test_demo_job_runs_and_reports(tmp_path):
     assert set(summary["implementations"]) >= {"xla", "pallas_interpret"}
     assert all(r["equals_xla"] for r in summary["implementations"].values())
     assert "equals xla: True" in proc.stdout
+    first = proc.stdout.splitlines()[0]  # every job starts with the backend line
+    assert first.startswith("jax ") and "backend cpu: 1 x cpu (1 process); kernels fps=xla, knn=xla" in first
 
 
 def test_unknown_job_is_a_usage_error(tmp_path):
@@ -48,6 +50,7 @@ def test_prepare_job(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "prepared synthetic_shapes/tiny in" in proc.stdout and "train 48" in proc.stdout
+    assert proc.stdout.startswith("jax ") and "kernels fps=xla, knn=xla" in proc.stdout.splitlines()[0]
     proc = subprocess.run([sys.executable, "main.py", "--config=configs/prepare.py:modelnet40",
                            f"--config.data_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
