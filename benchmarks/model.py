@@ -2,7 +2,7 @@
 
   python benchmarks/model.py              # base model, batch 32, 1024 points (about 3 minutes on 2 CPU cores)
   python benchmarks/model.py --json       # the same as JSON
-  python benchmarks/model.py --variant=tiny   # a quick look
+  python benchmarks/model.py --variant=tiny --batch=4 --points=256 --paths=1,2   # a quick look
 
 Measures, in one process: the training forward (tokenization + model + losses) and the train step
 (forward + backward + AdamW) at batch 32, samples/s, XLA's peak-memory estimate for the step; and
@@ -32,20 +32,12 @@ from ddjax.models import dual_denoising as dd  # noqa: E402
 RECON_STEP_SECONDS_2CORE = 3.9  # ReCon's PyTorch step (batch 32, 1024 points, all 64 tokens, fp32)
 
 
-def peak_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-                   - m.alias_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--paths", default="1,8,16", help="N values for parallel noise inference (first is the base)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -69,8 +61,7 @@ def main() -> int:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
-    results = {"variant": args.variant, "batch": b, "points": n, "backend": jax.default_backend(),
-               "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(), "jax": jax.__version__,
+    results = {"variant": args.variant, "batch": b, "points": n, **common.machine(),
                "parameters": dd.parameter_counts(config)["total"]}
     forward = jax.jit(loss_fn)
     results["forward_s"] = common.median_time(lambda: forward(variables, batch, jax.random.key(1))[0], args.repeats)
@@ -78,7 +69,7 @@ def main() -> int:
     step = jax.jit(train_step)
     opt_state = tx.init(variables["params"])
     step_args = (variables["params"], variables["batch_stats"], opt_state, batch, jax.random.key(1))
-    results["train_step_peak_bytes"] = peak_bytes(step.lower(*step_args).compile())
+    results["train_step_peak_bytes"] = common.compiled_costs(step.lower(*step_args).compile())["xla_peak_bytes"]
     results["train_step_s"] = common.median_time(lambda: step(*step_args)[3], args.repeats)
     results["samples_per_s"] = b / results["train_step_s"]
     results["train_step_vs_recon_2core"] = results["train_step_s"] / RECON_STEP_SECONDS_2CORE
@@ -91,19 +82,21 @@ def main() -> int:
         if t == 600 and step is None and default_step is None:
             continue  # the default already is one vmap over all paths
         base = None
-        for paths in (1, 8, 16):
+        for paths in common.int_list(args.paths):
             seconds = common.median_time(lambda: infer(variables, batch["points"], jax.random.key(2), t=t, num_paths=paths,
                                                  paths_per_step=step), args.repeats)
-            base = seconds if paths == 1 else base
+            base = seconds if base is None else base
             rows.append({"t": t, "N": paths, "paths_per_step": "all" if step is None else step, "s": seconds,
                          "shapes_per_s": b / seconds, "ratio_to_N1": seconds / base})
     results["inference"] = rows
+    results["device_peak_bytes"] = common.device_peak_bytes()
 
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     print(f"{args.variant} model, {results['parameters'] / 1e6:.1f}M parameters, batch {b} x {n} points, "
-          f"{results['backend']} ({results['device']}, {results['cpu_count']} CPUs), jax {results['jax']}")
+          f"{results['backend']} ({results['device_count']} x {results['device']}, {results['cpu_count']} CPUs), "
+          f"jax {results['jax']}")
     peak = results["train_step_peak_bytes"]
     print(f"forward (train mode, incl. tokenization and losses): {results['forward_s']:.3f} s")
     print(f"train step (forward + backward + AdamW): {results['train_step_s']:.3f} s "
@@ -111,10 +104,10 @@ def main() -> int:
           f"{results['train_step_vs_recon_2core']:.2f}; peak memory (XLA estimate): "
           f"{'n/a' if peak is None else f'{peak / 2**30:.2f} GiB'}")
     print("parallel noise inference:")
-    print(f"  {'t':>4s} {'N':>3s} {'paths/step':>10s} {'s':>8s} {'shapes/s':>9s} {'x N=1':>6s}")
+    print(f"  {'t':>4s} {'N':>3s} {'paths/step':>10s} {'s':>8s} {'shapes/s':>9s} {'x first':>7s}")
     for r in rows:
         print(f"  {r['t']:4d} {r['N']:3d} {str(r['paths_per_step']):>10s} {r['s']:8.3f} {r['shapes_per_s']:9.1f} "
-              f"{r['ratio_to_N1']:6.2f}")
+              f"{r['ratio_to_N1']:7.2f}")
     return 0
 
 

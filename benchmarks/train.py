@@ -1,14 +1,22 @@
-"""Training benchmark: the base model's full train step at batch 32, in both teacher modes.
+"""Training benchmark: the full train step (tokenization, model, losses, backward, AdamW) per teacher mode and dtype.
 
-  python benchmarks/train.py            # about 3 minutes on a 2-core CPU
+  python benchmarks/train.py            # CPU: base model, batch 32, float32, both modes (about 3 minutes on 2 cores)
   python benchmarks/train.py --json
+  python benchmarks/train.py --batches=128 --dtypes=bfloat16 --modes=online   # one configuration
+  python benchmarks/train.py --variant=tiny --batches=8 --points=256 --clip=tiny   # a quick look
 
-`cached` mode: the Dual Denoising step alone (tokenization, model, losses, backward, AdamW). `online` mode:
-the same plus the frozen CLIP ViT-B/32 image tower on the batch's 224 x 224 views (random weights of the
-real architecture, so nothing is downloaded; the cost is the same). Reports steps/s, samples/s, XLA's
-FLOP count and peak-memory estimate, achieved FLOP/s; on a GPU also batch 128, an MFU estimate against the
-device's dense peak, and the time of a full paper run (301 epochs of 409 steps at batch 128) from the
-measured step time. Always exits 0.
+Defaults: on CPU batch 32, float32, `cached` and `online`; on an accelerator batch 128 (the paper's), float32 and
+bfloat16, both modes. `cached` mode is the Dual Denoising step alone; `online` adds the frozen CLIP image tower on
+the batch's views (`--clip=base`: the ViT-B/32 architecture with random weights, nothing downloaded, the same
+cost; `--clip=tiny`: a 2-layer tower for quick runs). `--dtypes` sets the model's compute dtype (parameters stay
+float32); the CLIP tower runs in float32.
+
+Per configuration: step time (median), steps/s, samples/s, XLA's FLOP count and peak-memory estimate, achieved
+FLOP/s; where the device reports it, the allocator's peak bytes in use (`memory_stats()`: exact when the process
+measures one configuration, so `make device-check` runs one per process); on a device with a known datasheet
+peak the MFU (XLA's FLOPs / step time / dense peak of the dtype; float32 counts as TF32 on NVIDIA GPUs); and at
+batch 128 on an accelerator the hours of the paper's full pretraining (301 epochs x 409 steps) at that step time.
+Always exits 0.
 """
 from __future__ import annotations
 
@@ -27,27 +35,39 @@ from benchmarks import common  # noqa: E402
 from ddjax import optim  # noqa: E402
 from ddjax.models import dual_denoising as dd  # noqa: E402
 
-PAPER_STEPS = 301 * (52470 // 128)  # ShapeNet-55 train + test, drop_last, epochs 0..300
-DENSE_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "V100": 125e12}  # bf16 / TF32-class dense
+PAPER_STEPS = 301 * (52470 // 128)  # ShapeNet-55 train + test, drop_last, epochs 0..300 = 123,109 steps
 
 
-def build_step(batch_size: int, online: bool):
-    config = dd.model_config("base")
+def clip_tower(kind: str, projection_dim: int):
+    """(model, params, image_size) of a random-weight FlaxCLIPModel: the real ViT-B/32 shape or a tiny one."""
+    from transformers import CLIPConfig, FlaxCLIPModel
+
+    if kind == "base":
+        config = CLIPConfig(projection_dim=projection_dim)  # ViT-B/32: 224 px, width 768, 12 layers
+    else:
+        from ddjax.teachers import tiny_clip
+        config = tiny_clip.tiny_clip_config(image_size=32, width=32, layers=2, projection_dim=projection_dim,
+                                            vocab_size=1000)
+    model = FlaxCLIPModel(config, seed=0)
+    return model, model.params, config.vision_config.image_size
+
+
+def build_step(variant: str, batch_size: int, points: int, dtype: str, online: bool, clip: str):
+    config = dd.model_config(variant, dtype=dtype)
     loss_fn = dd.make_train_loss(config)
     tx = optim.adamw(optim.epoch_schedule(base_lr=5e-4, warmup_epochs=10, epochs=300, steps_per_epoch=409),
                      weight_decay=0.05)
     variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
     rng = np.random.default_rng(0)
-    batch = {"points": jnp.asarray(rng.normal(size=(batch_size, 1024, 3)).astype(np.float32)),
-             "text_features": jnp.asarray(rng.normal(size=(batch_size, 512)).astype(np.float32))}
+    d = config.teacher_dim
+    batch = {"points": jnp.asarray(rng.normal(size=(batch_size, points, 3)).astype(np.float32)),
+             "text_features": jnp.asarray(rng.normal(size=(batch_size, d)).astype(np.float32))}
     clip_model = clip_params = None
     if online:
-        from transformers import CLIPConfig, FlaxCLIPModel
-        clip_model = FlaxCLIPModel(CLIPConfig(), seed=0)  # the ViT-B/32 architecture, random weights
-        clip_params = clip_model.params
-        batch["image"] = jnp.asarray(rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32))
+        clip_model, clip_params, size = clip_tower(clip, d)
+        batch["image"] = jnp.asarray(rng.normal(size=(batch_size, size, size, 3)).astype(np.float32))
     else:
-        batch["image_features"] = jnp.asarray(rng.normal(size=(batch_size, 512)).astype(np.float32))
+        batch["image_features"] = jnp.asarray(rng.normal(size=(batch_size, d)).astype(np.float32))
 
     def step(params, batch_stats, opt_state, batch, clip_params, key):
         if online:
@@ -65,55 +85,59 @@ def build_step(batch_size: int, online: bool):
     return jax.jit(step), args
 
 
-def measure(batch_size: int, online: bool, repeats: int) -> dict:
-    step, args = build_step(batch_size, online)
+def measure(variant: str, batch_size: int, points: int, dtype: str, online: bool, clip: str, repeats: int) -> dict:
+    step, args = build_step(variant, batch_size, points, dtype, online, clip)
     compiled = step.lower(*args).compile()
-    flops = None
-    try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops")) if cost and cost.get("flops") else None
-    except Exception:
-        pass
-    peak = None
-    try:
-        m = compiled.memory_analysis()
-        peak = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
-    except Exception:
-        pass
+    costs = common.compiled_costs(compiled)
     seconds = common.median_time(lambda: compiled(*args)[3], repeats)
-    row = {"mode": "online" if online else "cached", "batch": batch_size, "step_s": seconds,
-           "steps_per_s": 1 / seconds, "samples_per_s": batch_size / seconds, "flops_per_step": flops,
-           "achieved_flops_per_s": flops / seconds if flops else None, "peak_bytes": peak}
-    kind = jax.devices()[0].device_kind
-    peak_flops = next((v for k, v in DENSE_PEAK_FLOPS.items() if k in kind), None)
-    if jax.default_backend() == "gpu" and flops and peak_flops:
-        row["mfu"] = flops / seconds / peak_flops
-    if jax.default_backend() != "cpu" and batch_size == 128:
+    flops = costs["flops"]
+    row = {"mode": "online" if online else "cached", "dtype": dtype, "batch": batch_size, "variant": variant,
+           "points": points, "clip": clip if online else None, "step_s": seconds, "steps_per_s": 1 / seconds,
+           "samples_per_s": batch_size / seconds, "flops_per_step": flops,
+           "achieved_flops_per_s": flops / seconds if flops else None, "xla_peak_bytes": costs["xla_peak_bytes"]}
+    peak = common.peak_flops(dtype)
+    if jax.default_backend() != "cpu" and flops and peak:
+        row["peak_flops"] = peak
+        row["mfu"] = flops / seconds / peak
+    if jax.default_backend() != "cpu" and batch_size == 128 and variant == "base":
         row["paper_run_hours"] = PAPER_STEPS * seconds / 3600
     return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    on_cpu = jax.default_backend() == "cpu"
+    parser.add_argument("--variant", default="base")
+    parser.add_argument("--batches", default="32" if on_cpu else "128")
+    parser.add_argument("--dtypes", default="float32" if on_cpu else "float32,bfloat16")
+    parser.add_argument("--modes", default="cached,online", help="cached, online or both")
+    parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--clip", default="base", choices=("base", "tiny"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    batches = (32,) if jax.default_backend() == "cpu" else (32, 128)
-    rows = [measure(b, online, args.repeats) for b in batches for online in (False, True)]
-    info = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-            "jax": jax.__version__}
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= {"cached", "online"}:
+        parser.error(f"--modes takes cached and/or online, got {args.modes!r}")
+    configs = [(b, dtype, mode) for b in common.int_list(args.batches) for dtype in args.dtypes.split(",")
+               for mode in modes]
+    rows = [measure(args.variant, b, args.points, dtype, mode == "online", args.clip, args.repeats)
+            for b, dtype, mode in configs]
+    if len(rows) == 1:  # the allocator's peak is a process-lifetime maximum: exact for one configuration only
+        rows[0]["device_peak_bytes"] = common.device_peak_bytes()
+    info = common.machine()
     if args.json:
-        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        print(json.dumps({"machine": info, "paper_steps": PAPER_STEPS, "results": rows}, indent=2))
         return 0
-    print(f"base model train step on {info}")
+    print(f"{args.variant} model train step on {info}")
     for r in rows:
         extra = "".join([f", MFU {r['mfu']:.1%}" if r.get("mfu") else "",
+                         f", device peak {r['device_peak_bytes'] / 2**30:.2f} GiB" if r.get("device_peak_bytes") else "",
                          f", paper run {r['paper_run_hours']:.1f} h" if r.get("paper_run_hours") else ""])
         gflops = f"{r['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s" if r["achieved_flops_per_s"] else "n/a"
-        peak = f"{r['peak_bytes'] / 2**30:.2f} GiB" if r["peak_bytes"] else "n/a"
-        print(f"  {r['mode']:6s} batch {r['batch']:3d}: {r['step_s']:.3f} s/step, {r['samples_per_s']:.1f} samples/s, "
-              f"{gflops}, peak memory {peak}{extra}")
+        peak = f"{r['xla_peak_bytes'] / 2**30:.2f} GiB" if r["xla_peak_bytes"] else "n/a"
+        print(f"  {r['mode']:6s} {r['dtype']:8s} batch {r['batch']:3d}: {r['step_s']:.3f} s/step, "
+              f"{r['samples_per_s']:.1f} samples/s, {gflops}, peak memory (XLA estimate) {peak}{extra}")
     return 0
 
 

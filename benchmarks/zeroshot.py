@@ -2,6 +2,7 @@
 
   python benchmarks/zeroshot.py          # about 2 minutes on a 2-core CPU
   python benchmarks/zeroshot.py --json
+  python benchmarks/zeroshot.py --variant=tiny --batch=4 --points=256   # a quick look
 
 Batches of 64 clouds of 1024 points (the evaluation batch), random weights (speed does not depend on them),
 jitted parallel noise inference as the zeroshot job runs it, on the default backend (CPU here; the GPU
@@ -26,27 +27,31 @@ from ddjax.models import dual_denoising as dd  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--paths", default="1,8", help="N values")
+    parser.add_argument("--t", default="0,600", help="t values")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    config = dd.model_config("base")
+    config = dd.model_config(args.variant)
     variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
-    points = np.random.default_rng(0).normal(size=(args.batch, 1024, 3)).astype(np.float32)
+    points = np.random.default_rng(0).normal(size=(args.batch, args.points, 3)).astype(np.float32)
     points = jnp.asarray(points / np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None])
     infer = jax.jit(dd.make_inference(config)[0], static_argnames=("t", "num_paths"))
     rows = []
-    for t in (0, 600):
-        for n in (1, 8):
+    for t in common.int_list(args.t):
+        for n in common.int_list(args.paths):
             s = common.median_time(lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=n), args.repeats)
             rows.append({"t": t, "N": n, "seconds_per_batch": s, "shapes_per_s": args.batch / s,
                          "ms_per_shape": 1e3 * s / args.batch})
-    info = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-            "batch": args.batch}
+    info = {**common.machine(), "variant": args.variant, "batch": args.batch, "points": args.points,
+            "device_peak_bytes": common.device_peak_bytes()}
     if args.json:
         print(json.dumps({"machine": info, "results": rows}, indent=2))
         return 0
-    print(f"base model zero-shot inference, batch {args.batch} x 1024 points, {info}")
+    print(f"{args.variant} model zero-shot inference, batch {args.batch} x {args.points} points, {info}")
     for r in rows:
         print(f"  t={r['t']:3d} N={r['N']:2d}: {r['shapes_per_s']:7.1f} shapes/s ({r['ms_per_shape']:.1f} ms/shape)")
     return 0

@@ -20,6 +20,9 @@ Arguments (combine with commas, e.g. `configs/pretrain.py:smoke,s=0`), the paper
   mask=0.6             mask ratio (masking versus denoising)
   cached               teacher_mode 'cached' (needs --config.teacher_cache=DIR from configs/teacher_cache.py)
   seed=N
+  variant=base|small|tiny  another model size; with smoke, the smoke run's data and tiny teacher with that
+                       model at the paper's tokenization (1024 points, the teacher's feature width), e.g.
+                       `:smoke,variant=base --config.batch_size=128` (what `make device-check` trains)
 """
 import ml_collections
 
@@ -29,7 +32,7 @@ from ddjax.models import dual_denoising as dd
 
 def get_config(arg=None):
     arg = common.parse_arg(arg, smoke=False, s=0.08, delta=100, learned=False, no_stopgrad=False,
-                           noisy_frame=False, mask=0.0, cached=False, seed=0)
+                           noisy_frame=False, mask=0.0, cached=False, seed=0, variant="")
     model_overrides = dict(noise_scale=arg.s, delta=arg.delta, feature_input="learned" if arg.learned else "noise",
                            stop_gradient=not arg.no_stopgrad, target_frame="noisy" if arg.noisy_frame else "clean",
                            mask_ratio=arg.mask)
@@ -37,7 +40,7 @@ def get_config(arg=None):
     config.job = "pretrain"
     config.seed = arg.seed
     config.distributed = "auto"  # jax.distributed.initialize() when a coordinator address is set; True forces
-    config.model = dd.model_config("base", **model_overrides)
+    config.model = dd.model_config(arg.variant or "base", **model_overrides)
 
     config.dataset = "shapenet55"
     config.data_dir = "~/tensorflow_datasets"
@@ -88,4 +91,9 @@ def get_config(arg=None):
         config.eval.dataset = "synthetic_shapes"
         config.eval.npoints = 512
         config.eval.point_all = 600
+        if arg.variant:  # a real model size on the smoke data: the paper's tokenization, the teacher's width
+            config.model = dd.model_config(arg.variant, teacher_dim=config.tiny_teacher.projection_dim,
+                                           **model_overrides)
+            config.num_points = config.eval.npoints = 1024
+            config.eval.point_all = 1200
     return config
