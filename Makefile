@@ -1,19 +1,43 @@
 # The two commands a newcomer types: `make run` (the main job on built-in data) and `make test`.
 # Each creates the virtual environment from requirements.txt on first use (and again when it changes).
+# ACCELERATOR=cuda12|cuda13|tpu adds JAX's accelerator plugin at the pinned version (README, "Accelerators").
+#
+# Device work (README, "Accelerators"):
+#   make device-wheels                  where PyPI is reachable: the wheels the GPU image lacks -> device_wheels/
+#   make device-check OUT=DIR           on the GPU machine: install them, validate and measure -> DIR/device_check.json
+#   make test-gpu-image                 CI: the GPU image's CPU twin (Python 3.12, jax 0.11.2) + the device wheels:
+#                                       the test suite, then make device-check BACKEND=cpu
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/smoke
+ACCELERATOR ?=
+JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements.txt)
 
-.PHONY: setup run test bench clean
+# A CPython 3.12 for the GPU image's twin and the source-built device wheels (pyenv's first, then PATH).
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12 2>/dev/null))
+WHEELS ?= device_wheels
+OUT ?=
+BACKEND ?= gpu
+BUDGET_S ?= 420
+IMAGE_VENV := .venv-gpu-image
+IMAGE_STAMP := $(IMAGE_VENV)/.installed
+# What the twin runs: every test of the kernels, model, training, zero-shot and attacks, and of the device tooling
+# (the data readers and builders run on Python 3.11 only; the device check's trainer item prepares data on 3.12).
+GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.py tests/test_backend.py \
+	tests/test_gpu_lowering.py tests/test_validation.py tests/test_pointcloud.py tests/test_model.py \
+	tests/test_losses.py tests/test_optim.py tests/test_train.py tests/test_zeroshot.py tests/test_attacks.py \
+	tests/test_robustness.py tests/test_device_check.py tests/test_requirements.py
+
+.PHONY: setup run test bench clean device-wheels device-check test-gpu-image
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt $(if $(ACCELERATOR),"jax[$(ACCELERATOR)]==$(JAX_VERSION)")
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
@@ -28,5 +52,28 @@ test: $(STAMP)
 bench: $(STAMP)
 	for b in kernels model data train zeroshot attacks; do $(BIN)/python benchmarks/$$b.py; done
 
+device-wheels: $(WHEELS)/MANIFEST.json
+
+$(WHEELS)/MANIFEST.json: device-wheels.txt requirements-py312.txt benchmarks/device_wheels.py
+	$(PYTHON) benchmarks/device_wheels.py --out $(WHEELS) $(if $(PYTHON312),--python312=$(PYTHON312))
+
+device-check:
+	@test -n "$(OUT)" || { echo "usage: make device-check OUT=DIR [BACKEND=gpu|tpu|cpu] [BUDGET_S=420] [WHEELS=device_wheels]" >&2; exit 2; }
+	$(PYTHON) benchmarks/device_check.py --out "$(OUT)" --backend $(BACKEND) --budget $(BUDGET_S) --wheels "$(WHEELS)"
+
+$(IMAGE_STAMP): requirements-gpu-image.txt
+	@test -n "$(PYTHON312)" || { echo "make test-gpu-image needs a CPython 3.12: pass PYTHON312=PATH" >&2; exit 2; }
+	rm -rf $(IMAGE_VENV)
+	$(PYTHON312) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/pip install --quiet --upgrade pip
+	$(IMAGE_VENV)/bin/pip install --quiet -r requirements-gpu-image.txt
+	@touch $(IMAGE_STAMP)
+
+test-gpu-image: $(IMAGE_STAMP) device-wheels
+	rm -rf $(IMAGE_VENV)/device-site
+	$(IMAGE_VENV)/bin/pip install --quiet --no-index --no-deps --no-compile --target $(IMAGE_VENV)/device-site $(WHEELS)/*.whl
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python -m pytest -q $(GPU_IMAGE_TESTS)
+	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu
+
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(IMAGE_VENV) $(WHEELS) *.egg-info

@@ -10,6 +10,13 @@ import numpy as np
 import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def python_path() -> str:
+    """PYTHONPATH for a child Python: the repository first, then whatever this process was given (the GPU
+    image's twin puts the device wheels there)."""
+    return os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 MODELNET_DIR = SHARED_DATA / "modelnet40_normal_resampled"
 
 

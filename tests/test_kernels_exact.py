@@ -47,27 +47,36 @@ def cases(with_reference: bool):
             if impl != "pallas_interpret" or size == SMALLEST]
 
 
+def grid_units(clouds: np.ndarray) -> np.ndarray:
+    """Grid coordinates as integers (the cloud times 256): every distance below is exact integer arithmetic."""
+    return np.rint(clouds * GRID).astype(np.int64)
+
+
 def fps_numpy(clouds: np.ndarray, num_samples: int) -> np.ndarray:
-    """Batched float64 FPS (start 0, running minimum from 1e10, first argmax): (B, N, 3) -> (B, S)."""
+    """Batched FPS (start 0, running minimum, first argmax) in integer grid units: (B, N, 3) -> (B, S).
+    The 1e10 initial minimum is above every grid distance, so only the order of the distances matters."""
     b = len(clouds)
-    pts = clouds.astype(np.float64)
-    dist = np.full(pts.shape[:2], 1e10)
+    x, y, z = np.moveaxis(grid_units(clouds), -1, 0)  # each (B, N)
+    rows = np.arange(b)
+    dist = np.full(x.shape, np.iinfo(np.int64).max)
     idx = np.zeros((b, num_samples), np.int64)
     for s in range(1, num_samples):
-        last = pts[np.arange(b), idx[:, s - 1]]  # (B, 3)
-        dist = np.minimum(dist, ((pts - last[:, None]) ** 2).sum(-1))
+        last = idx[:, s - 1]
+        d = ((x - x[rows, last][:, None]) ** 2 + (y - y[rows, last][:, None]) ** 2
+             + (z - z[rows, last][:, None]) ** 2)  # (B, N)
+        np.minimum(dist, d, out=dist)
         idx[:, s] = np.argmax(dist, axis=1)  # numpy's argmax is the first one
     return idx
 
 
 def knn_numpy(queries: np.ndarray, clouds: np.ndarray, k: int) -> np.ndarray:
-    """Exact kNN on grid clouds: each squared distance times 2^16 is an integer, so (distance, index) packs
-    into one int64 key and the k smallest keys are the lexicographic answer. (B, M, 3), (B, N, 3) -> (B, M, k)."""
+    """Exact kNN: squared distances in integer grid units pack with the index into one int64 key, and the k
+    smallest keys are the lexicographic (distance, index) answer. (B, M, 3), (B, N, 3) -> (B, M, k)."""
     out = []
     n = clouds.shape[1]
-    for q, c in zip(queries.astype(np.float64), clouds.astype(np.float64)):
-        d = ((q[:, None, :] - c[None, :, :]) ** 2).sum(-1) * GRID * GRID  # (M, N), integers
-        key = np.rint(d).astype(np.int64) * n + np.arange(n)  # (M, N), unique per row
+    for q, c in zip(grid_units(queries), grid_units(clouds)):
+        d = sum((q[:, None, i] - c[None, :, i]) ** 2 for i in range(3))  # (M, N)
+        key = d * n + np.arange(n)  # (M, N), unique per row
         part = np.argpartition(key, k - 1, axis=1)[:, :k]  # (M, k), unordered
         order = np.argsort(np.take_along_axis(key, part, axis=1), axis=1)
         out.append(np.take_along_axis(part, order, axis=1))

@@ -16,6 +16,7 @@ import pytest
 from configs import attack as attack_config
 from ddjax import attacks, robustness, zeroshot
 from ddjax.models import dual_denoising as dd
+from tests.conftest import python_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -219,7 +220,7 @@ def toy_unit():
 
 def test_sharded_over_four_devices_matches_one():
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=python_path())
     proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -13,6 +13,7 @@ import pytest
 from configs import pretrain
 from ddjax import train
 from ddjax.metrics import read_metrics
+from tests.conftest import python_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
@@ -51,7 +52,7 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
            "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=4",
            "--config.log_every=2", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
            "--config.eval.dataset=synthetic_shapes/tiny", f"--config.eval.data_dir={data_dir}"]
-    env = dict(ENV, PYTHONPATH=str(ROOT))
+    env = dict(ENV, PYTHONPATH=python_path())
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
@@ -155,7 +156,8 @@ except ValueError as e:
 def test_four_devices_match_one(synthetic_tiny, tmp_path):
     results = {}
     for devices in (1, 4):
-        env = dict(ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT))
+        env = dict(ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                   PYTHONPATH=python_path())
         workdir = tmp_path / f"d{devices}"
         workdir.mkdir()
         if devices == 4:

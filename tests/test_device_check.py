@@ -1,0 +1,121 @@
+"""benchmarks/device_check.py's machinery: the budget, time limits, the report that is always written, parsing.
+
+The whole command runs in CI as `make device-check BACKEND=cpu` inside the GPU image's twin (make test-gpu-image);
+these tests cover what that run cannot show: skipping for want of time, killing an item at its limit, and the
+environment probe's verdict.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks import device_check
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_check(tmp_path, *args, timeout=300):
+    proc = subprocess.run([sys.executable, "benchmarks/device_check.py", f"--out={tmp_path}", "--backend=cpu",
+                           "--wheels=", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    return proc, report
+
+
+def test_items_that_do_not_fit_are_skipped_and_the_report_is_still_written(tmp_path):
+    proc, report = run_check(tmp_path, "--budget=1")
+    assert proc.returncode == 1
+    names = [c["name"] for c in report["checks"]]
+    assert names == [item.name for item in device_check.plan("tiny", sys.executable)]
+    assert all(c["pass"] is None and c["note"].startswith("skipped: ") for c in report["checks"])
+    assert report["passed"] is False and report["sizes"] == "tiny" and report["budget_s"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device_check.json", "device_check.log"]
+    assert "0 of 10 checks passed" in proc.stdout
+
+
+def test_environment_probe_names_versions_devices_and_kernels(tmp_path):
+    proc, report = run_check(tmp_path, "--only=environment", "--budget=120")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["checks"] == [{"name": "environment", "pass": True, "seconds": report["checks"][0]["seconds"]}]
+    assert report["device"]["platform"] == "cpu" and report["device"]["count"] >= 1
+    assert report["device"]["describe"].endswith("kernels fps=xla, knn=xla")
+    assert report["versions"]["jax"] and report["versions"]["transformers"].startswith("4.57.")
+    probe = report["items"]["environment"]["result"]
+    assert all(v == "ok" for v in probe["imports"].values()), probe["imports"]
+
+
+def test_probe_fails_when_the_backend_is_not_the_one_asked_for():
+    proc = subprocess.run([sys.executable, "benchmarks/device_check.py", "--probe"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu", DDJAX_DEVICE_BACKEND="gpu"))
+    result = json.loads(proc.stdout)
+    assert result["ok"] is False and "asked for backend 'gpu', JAX runs on 'cpu'" in result["problem"]
+
+
+def test_an_item_over_its_time_limit_is_killed_with_its_children(tmp_path):
+    log = device_check.Log(tmp_path / "log")
+    child = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); " \
+            "print('started', flush=True); time.sleep(60)"
+    start = time.monotonic()
+    code, stdout, seconds = device_check.run_command([sys.executable, "-c", child], dict(os.environ), 2, log)
+    assert code is None and stdout.startswith("started") and 1.5 < seconds < 20
+    assert time.monotonic() - start < 20
+    assert "killed: over its time limit" in (tmp_path / "log").read_text()
+
+
+def test_parse_json_and_junit(tmp_path):
+    assert device_check.parse_json('warming up\n{\n  "a": 1\n}\n') == {"a": 1}
+    assert device_check.parse_json("benchmark error: boom\n") is None
+    junit = tmp_path / "r.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_fps" name="test_a[xla]"/>'
+        '<testcase classname="tests.test_fps" name="test_b"><failure message="assert 1 == 2"/></testcase>'
+        '<testcase classname="tests.test_knn" name="test_c"><skipped message="no GPU"/></testcase>'
+        '</testsuite></testsuites>')
+    result = device_check.parse_junit(junit)
+    assert result["passed"] == 1
+    assert result["failed"] == [{"test": "tests/test_fps.py::test_b", "message": "assert 1 == 2"}]
+    assert result["skipped"] == [{"test": "tests/test_knn.py::test_c", "reason": "no GPU"}]
+
+
+def test_figures_flatten_the_benchmark_results():
+    items = {
+        "bench_train_online_float32": {"result": {"results": [
+            {"mode": "online", "dtype": "float32", "batch": 128, "step_s": 0.2, "samples_per_s": 640.0, "mfu": 0.31,
+             "device_peak_bytes": 5, "xla_peak_bytes": 4, "paper_run_hours": 6.8}]}},
+        "bench_attacks": {"result": {"results": [{"mode": "eot", "shapes_per_s": 3.0, "seconds_50_steps": 10.0}]}},
+        "trainer_e2e": {"result": {"samples_per_sec_median": 500.0, "zeroshot_top1": 0.2}},
+    }
+    f = device_check.figures(items)
+    assert f["train_online_float32_b128_paper_run_hours"] == 6.8 and f["train_online_float32_b128_mfu"] == 0.31
+    assert f["attack_pgd50_eot_shapes_per_s"] == 3.0 and f["trainer_samples_per_sec_median"] == 500.0
+
+
+@pytest.mark.parametrize("sizes", ["full", "tiny"])
+def test_the_plans_follow_the_issue_order(sizes, tmp_path):
+    items = device_check.plan(sizes, "python3")
+    assert [i.stage for i in items] == sorted(i.stage for i in items)  # a (validate), b (benchmarks), c (trainer)
+    names = [i.name for i in items]
+    assert names[0] == "environment" and names[-1] == "trainer_e2e"
+    commands, resume = device_check.e2e_commands(sizes, "python3", tmp_path)
+    assert [name for name, _ in commands] == ["first_half", "resume", "zeroshot_job"]
+    assert f"--config.total_steps={resume}" in commands[0][1]
+    if sizes == "full":
+        assert {"bench_train_online_float32", "bench_train_online_bfloat16"} <= set(names)
+        assert "--config.batch_size=128" in commands[0][1] and "variant=base" in commands[0][1][2]
+        kernel_env = next(i for i in items if i.name == "kernel_tests").env["DDJAX_KERNEL_SIZES"]
+        assert kernel_env == "32x1024,128x1024,32x8192,128x8192"
+
+
+def test_the_trainer_item_runs_the_base_model_on_the_smoke_data():
+    from configs import pretrain
+    config = pretrain.get_config("smoke,variant=base")
+    assert (config.model.width, config.model.depth, config.model.num_groups, config.model.group_size) == (384, 12, 64, 32)
+    assert config.model.teacher_dim == config.tiny_teacher.projection_dim and config.tiny_teacher.enabled
+    assert config.num_points == config.eval.npoints == 1024 and config.dataset == "synthetic_shapes"
+    assert pretrain.get_config("variant=small").model.width == 256
