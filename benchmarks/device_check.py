@@ -95,7 +95,7 @@ def plan(sizes: str, python: str) -> list[Item]:
         probe,
         Item("kernel_tests", "a", 10, 120, pytest(*kernel_tests[:2], "tests/test_backend.py"), kind="pytest",
              env={"DDJAX_KERNEL_SIZES": "2x256,2x1024"}),
-        Item("model_tests", "a", 10, 120, pytest("tests/test_model.py", "-k", "parallel_noise_inference"),
+        Item("model_tests", "a", 10, 120, pytest("tests/test_model.py", "-k", "timesteps_merge or not_zero_init"),
              kind="pytest"),
         Item("bench_kernels", "b", 5, 60, bench("kernels", "--sizes=4x256x16x8", "--repeats=2")),
         Item("bench_model", "b", 10, 120, bench("model", "--variant=tiny", "--batch=4", "--points=256",
