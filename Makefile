@@ -14,7 +14,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/smoke
 ACCELERATOR ?=
-# pytest-xdist workers for the test suites (CI has 2 cores; 0 runs the tests in this process, one at a time).
+# pytest-xdist workers for the test suites (CI has 2 cores; 0 runs the tests in this process, one at a time);
+# --dist loadgroup keeps the tests marked xdist_group("X") on one worker (they share an expensive fixture).
 TEST_WORKERS ?= 2
 JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements.txt)
 
@@ -49,7 +50,7 @@ run: $(STAMP)
 	$(BIN)/python main.py --config=configs/pretrain.py:smoke --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	for b in kernels model data train zeroshot attacks; do $(BIN)/python benchmarks/$$b.py; done
@@ -74,7 +75,7 @@ $(IMAGE_STAMP): requirements-gpu-image.txt
 test-gpu-image: $(IMAGE_STAMP) device-wheels
 	rm -rf $(IMAGE_VENV)/device-site
 	$(IMAGE_VENV)/bin/pip install --quiet --no-index --no-deps --no-compile --target $(IMAGE_VENV)/device-site $(WHEELS)/*.whl
-	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) $(GPU_IMAGE_TESTS)
+	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(GPU_IMAGE_TESTS)
 	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu
 
 clean:

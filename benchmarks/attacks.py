@@ -1,16 +1,17 @@
 """Attack benchmark: shapes/s of a 50-step targeted PGD against the base model with N = 8 noise paths.
 
-  python benchmarks/attacks.py          # about 4 minutes on a 2-core CPU
+  python benchmarks/attacks.py          # 50 steps timed directly: about 12 minutes on a 2-core CPU
   python benchmarks/attacks.py --json
-  python benchmarks/attacks.py --measure-50     # time 50 steps directly (one compilation per mode; accelerators)
+  python benchmarks/attacks.py --quick  # 5 and 10 steps, the fixed cost separated, 50 estimated from them
   python benchmarks/attacks.py --variant=tiny --batch=2 --points=256   # a quick look
 
-The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD, adversarial scoring; without
-Figure 8's curve points, one extra forward pass per 5 steps; random weights, speed does not depend on them)
-at t = 500, 1024 points, on the default backend (the GPU when one is present). A 50-step run takes minutes
-per batch on a CPU, so the script compiles the same attack at 2 and 4 steps, times one call of each (after
-a warm-up call) and extrapolates linearly to 50 (time(50) = time(2) + 24 x (time(4) - time(2))); with
-`--measure-50` it times 50 steps directly. Paper mode and EOT with M = 2 draws. Always exits 0.
+The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD with its per-step multi-draw
+success check over `--success-draws` draws (8, the job's default), adversarial scoring; without Figure 8's
+curve points; random weights, speed does not depend on them) at t = 500, 1024 points, on the default backend
+(the GPU when one is present), in paper mode and in EOT mode with M = 2 draws. Each program is compiled
+ahead of time (its compile time reported apart) and run once. `--quick` runs 5 and 10 steps instead:
+per step = (t10 - t5) / 5, fixed = t5 - 5 x per step, and the 50-step time is fixed + 50 x per step, marked
+as estimated. Always exits 0.
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 32 elsewhere")
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--paths", type=int, default=8, help="N")
-    parser.add_argument("--measure-50", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs")
+    parser.add_argument("--success-draws", type=int, default=8)
+    parser.add_argument("--modes", default="paper,eot", help="paper (M = 1) and/or eot (M = 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     on_cpu = jax.default_backend() == "cpu"
@@ -56,19 +59,35 @@ def main() -> int:
     eps = jnp.asarray([0.01])
     keys = (jax.random.key(3), jax.random.key(4))
     rows = []
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - {"paper", "eot"}:
+        parser.error(f"--modes={args.modes!r}: a comma-separated subset of paper,eot")
     for mode, m in (("paper", 1), ("eot", 2)):
+        if mode not in modes:
+            continue
         times, compile_s = {}, 0.0
-        for steps in ((50,) if args.measure_50 else (2, 4)):
+        for steps in ((5, 10) if args.quick else (50,)):
             fn = robustness.make_attack_step(logits_fn, "pgd", mode=mode, eot_samples=m,
                                              draws_per_step=dd.default_paths_per_step(), steps=steps,
-                                             curve_every=0, cw_config=cw)
+                                             curve_every=0, cw_config=cw, success_draws=args.success_draws)
             start = time.perf_counter()
             compiled = fn.lower(points, *keys, eps).compile()
             compile_s += time.perf_counter() - start
-            times[steps] = common.median_time(lambda: compiled(points, *keys, eps), repeats=1)  # after a warm-up
-        t50 = times[50] if args.measure_50 else times[2] + 24 * (times[4] - times[2])
-        rows.append({"mode": mode, "eot_samples": m, "measured": times, "seconds_50_steps": t50,
-                     "shapes_per_s": batch / t50, "extrapolated": not args.measure_50, "compile_s": compile_s})
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(points, *keys, eps))
+            times[steps] = time.perf_counter() - start
+            print(f"{mode}: {steps} steps in {times[steps]:.1f} s (compiling {compile_s:.0f} s so far)",
+                  file=sys.stderr, flush=True)  # long on a CPU: what is done so far
+        row = {"mode": mode, "eot_samples": m, "success_draws": args.success_draws, "measured": times,
+               "compile_s": compile_s, "estimated": args.quick}
+        if args.quick:
+            per_step = (times[10] - times[5]) / 5
+            row.update(per_step_s=per_step, fixed_s=times[5] - 5 * per_step)
+            row["seconds_50_steps"] = row["fixed_s"] + 50 * per_step
+        else:
+            row["seconds_50_steps"] = times[50]
+        row["shapes_per_s"] = batch / row["seconds_50_steps"]
+        rows.append(row)
     info = {**common.machine(), "variant": args.variant, "batch": batch, "points": args.points, "N": args.paths,
             "t": 500, "device_peak_bytes": common.device_peak_bytes()}
     if args.json:
@@ -77,8 +96,8 @@ def main() -> int:
     print(f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.paths}, t = 500, batch {batch} x "
           f"{args.points} points, {info}")
     for r in rows:
-        how = "extrapolated from " + ", ".join(f"{s} steps {v:.1f} s" for s, v in r["measured"].items()) \
-            if r["extrapolated"] else "measured"
+        how = (f"estimated: fixed {r['fixed_s']:.1f} s + 50 x {r['per_step_s']:.2f} s per step"
+               if r["estimated"] else "measured")
         print(f"  {r['mode']:5s} (M={r['eot_samples']}): {r['shapes_per_s']:.3f} shapes/s, "
               f"{r['seconds_50_steps']:.0f} s per batch of {batch} ({how}; compiling took {r['compile_s']:.0f} s)")
     return 0

@@ -87,7 +87,7 @@ def plan(sizes: str, python: str) -> list[Item]:
                                       ("cached", "bfloat16"))]
         items += [
             Item("bench_zeroshot", "b", 20, 75, bench("zeroshot")),
-            Item("bench_attacks", "b", 30, 120, bench("attacks", "--measure-50")),
+            Item("bench_attacks", "b", 30, 120, bench("attacks")),
             Item("trainer_e2e", "c", 60, 240, kind="e2e"),
         ]
         return items
@@ -109,7 +109,7 @@ def plan(sizes: str, python: str) -> list[Item]:
         Item("bench_zeroshot", "b", 5, 60, bench("zeroshot", "--variant=tiny", "--batch=4", "--points=256",
                                                   "--paths=1,2", "--repeats=1")),
         Item("bench_attacks", "b", 10, 120, bench("attacks", "--variant=tiny", "--batch=2", "--points=256",
-                                                   "--paths=2", "--measure-50")),
+                                                   "--paths=2")),
         Item("trainer_e2e", "c", 20, 300, kind="e2e"),
     ]
 

@@ -15,6 +15,12 @@ Gradient modes:
 Draw j of a gradient step uses `fold_in(step_key, j)`; the paper mode's one draw is j = 0, so 'eot' with
 M = 1 is the paper mode.
 
+Success is judged robustly, never by the single noisy pass that computes a gradient: an iterate counts as
+having reached the target when the target wins a strict majority of `success_draws` (default 8) forward
+passes with fresh keys of their own (`reaches_target`). PGD and IFGM return, per cloud, the last iterate that
+passed this check (else the final iterate); C&W judges every iterate after its update (never the starting
+point) by the same check.
+
 All loops are `lax` loops over the whole batch; `pgd` takes a traced epsilon, so several epsilons run in
 one call under `jax.vmap`.
 """
@@ -75,6 +81,23 @@ def check_mode(mode: str, eot_samples: int) -> None:
         raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
 
 
+def check_success_draws(success_draws: int) -> None:
+    if not isinstance(success_draws, int) or success_draws < 0:
+        raise ValueError(f"success_draws must be an int >= 0 (0: no check, the last iterate), got {success_draws!r}")
+
+
+def reaches_target(logits_fn: LogitsFn, x: jax.Array, target: jax.Array, key: jax.Array, draws: int,
+                   draws_per_step: int | None = None) -> jax.Array:
+    """bool[B]: the target wins a strict majority of `draws` forward passes, draw j with fold_in(key, j).
+
+    With a deterministic logit function every draw agrees and this is plain `argmax == target`. The draws are
+    evaluated `draws_per_step` at a time (None: all in one vmap)."""
+    keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(draws))  # (D,)
+    hits = jax.lax.map(lambda k: jnp.argmax(logits_fn(x, k), axis=1) == target, keys,
+                       batch_size=draws_per_step or draws)  # (D, B)
+    return 2 * jnp.sum(hits, axis=0) > draws
+
+
 def gradient(loss_fn: Callable, x: jax.Array, key: jax.Array, *, mode: str = "paper", eot_samples: int = 1,
              draws_per_step: int | None = None) -> tuple[jax.Array, jax.Array]:
     """(d sum_b loss_b / dx, logits) for `loss_fn(x, key) -> (loss f32[B], logits f32[B, C])`.
@@ -96,18 +119,26 @@ def gradient(loss_fn: Callable, x: jax.Array, key: jax.Array, *, mode: str = "pa
 
 def pgd(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array, *, eps, steps: int = 50,
         step_size=None, random_start=True, mode: str = "paper", eot_samples: int = 1,
-        draws_per_step: int | None = None, curve_every: int = 0, eval_key: jax.Array | None = None):
+        draws_per_step: int | None = None, curve_every: int = 0, eval_key: jax.Array | None = None,
+        success_draws: int = 8):
     """Targeted L-infinity PGD (random_start=True, Madry et al.) or IFGM (random_start=False, from the clean
     cloud): x <- Proj_{||x - points||_inf <= eps}(x - step_size * sign(grad CE(logits(x), target))).
 
     points f32[B, N, 3], target int[B]; eps and step_size (default eps / 10) may be traced scalars (vmap
-    over eps), and so may random_start. Step i draws its noise from fold_in(key, i + 1) (key 0 is the
-    random start). No clipping beyond the ball.
+    over eps), and so may random_start. Step i draws its gradient noise from fold_in(key, i + 1) (key 0 is
+    the random start). No clipping beyond the ball.
 
-    Returns the adversarial clouds f32[B, N, 3] and, with curve_every = k > 0, the predictions
-    int32[steps // k + 1, B] of logits_fn(x, eval_key) at steps 0, k, 2k, ..., steps (else None).
+    The iterates swing in and out of the target, so after every step the new iterate is checked with
+    `reaches_target` over `success_draws` draws of fold_in(fold_in(key, steps + 1), i), keys no gradient pass
+    uses; per cloud the last iterate that passed is returned, else the final iterate (the starting point is
+    never a candidate). `success_draws=0` skips the check and returns the final iterate.
+
+    Returns (adversarial clouds f32[B, N, 3], info) with info = {'reached': bool[B] (some iterate passed the
+    check), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for the current iterate
+    at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
     """
     check_mode(mode, eot_samples)
+    check_success_draws(success_draws)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"pgd: steps must be a positive int, got {steps!r}")
     if curve_every and (steps % curve_every or eval_key is None):
@@ -116,46 +147,66 @@ def pgd(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Arra
     step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
     start = jax.random.uniform(jax.random.fold_in(key, 0), points.shape, points.dtype, -1.0, 1.0) * eps
     x0 = points + jnp.where(random_start, start, 0.0)
+    check_key = jax.random.fold_in(key, steps + 1)
 
     def loss_fn(x, k):
         logits = logits_fn(x, k)
         return targeted_cross_entropy(logits, target), logits
 
-    def step(i, x):
+    def step(i, state):
+        x, best, reached = state  # (B, N, 3), (B, N, 3), (B,)
         g, _ = gradient(loss_fn, x, jax.random.fold_in(key, i + 1), mode=mode, eot_samples=eot_samples,
                         draws_per_step=draws_per_step)
         x = x - step_size * jnp.sign(g)
-        return points + jnp.clip(x - points, -eps, eps)  # projection onto the ball
+        x = points + jnp.clip(x - points, -eps, eps)  # projection onto the ball
+        if success_draws:
+            ok = reaches_target(logits_fn, x, target, jax.random.fold_in(check_key, i), success_draws,
+                                draws_per_step)
+            best = jnp.where(ok[:, None, None], x, best)
+            reached = reached | ok
+        return x, best, reached
 
+    state = (x0, x0, jnp.zeros(points.shape[:1], bool))
+    finish = lambda x, best, reached: jnp.where(reached[:, None, None], best, x)
     if not curve_every:
-        return jax.lax.fori_loop(0, steps, step, x0), None
+        x, best, reached = jax.lax.fori_loop(0, steps, step, state)
+        return finish(x, best, reached), {"reached": reached, "curve": None}
     predict = lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1).astype(jnp.int32)
 
-    def block(x, b):
-        x = jax.lax.fori_loop(b * curve_every, (b + 1) * curve_every, step, x)
-        return x, predict(x)
+    def block(state, b):
+        state = jax.lax.fori_loop(b * curve_every, (b + 1) * curve_every, step, state)
+        return state, predict(state[0])
 
-    x, preds = jax.lax.scan(block, x0, jnp.arange(steps // curve_every))  # (steps // k, B)
-    return x, jnp.concatenate([predict(x0)[None], preds], axis=0)
+    (x, best, reached), preds = jax.lax.scan(block, state, jnp.arange(steps // curve_every))  # (steps // k, B)
+    return finish(x, best, reached), {"reached": reached,
+                                      "curve": jnp.concatenate([predict(x0)[None], preds], axis=0)}
 
 
 def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array, *, search_steps: int = 10,
        iterations: int = 500, learning_rate: float = 0.01, initial_lambda: float = 10.0,
        lambda_bounds: tuple[float, float] = (0.0, 80.0), mode: str = "paper", eot_samples: int = 1,
-       draws_per_step: int | None = None, init_scale: float = 1e-7):
-    """C&W perturbation attack in Xiang et al. (2019)'s form: per cloud, minimise
-    cw_margin(logits(points + delta), target) + lambda * ||delta||_2 with Adam, `iterations` steps per
-    search step, then move lambda by binary search: after a search step in which the cloud reached the
-    target (prediction == target at some iterate) lower = lambda, otherwise upper = lambda; next lambda =
-    (lower + upper) / 2. Each search step restarts from delta ~ N(0, init_scale^2) with fresh Adam state.
+       draws_per_step: int | None = None, init_scale: float = 1e-7, success_draws: int = 8):
+    """C&W perturbation attack as Xiang et al. (CVPR 2019) run it (github.com/xiangchong1/3d-adv-pc,
+    perturbation.py, `attack_one_batch`): per cloud, minimise
+    cw_margin(logits(points + delta), target) + lambda * ||delta||_2 with Adam, `iterations` updates per
+    search step, each search step restarting from delta ~ N(0, init_scale^2) with fresh Adam state.
 
-    Every iterate is judged on the forward pass that computes its gradient; the returned cloud is the
-    successful iterate with the smallest L2 distortion over all search steps, or the clean cloud if none
-    succeeded. Returns (adversarial f32[B, N, 3], history) with history = {'lambda': f32[S, B] (the lambda
-    each search step used), 'success': bool[S, B], 'best_l2': f32[S, B] (the smallest successful L2 within
-    that step, inf if none)}.
+    Bookkeeping, as in that file: every iterate is judged *after* its update (the starting point never is),
+    and an iterate that reaches the target with a smaller L2 than the best so far becomes the best, within
+    the search step and overall. A search step counts as a success when it found one and its best is the
+    best overall (`bestdist <= o_bestdist`): then lower = max(lower, lambda), else upper = min(upper, lambda);
+    next lambda = (lower + upper) / 2. The one change: "reaches the target" is `reaches_target` over
+    `success_draws` fresh draws (fold_in(fold_in(key, s), iterations + 1 + i)), not the single noisy pass
+    that computed the gradient (`success_draws=0` uses that pass's prediction on the updated iterate).
+
+    Returns (adversarial f32[B, N, 3], history): the best iterate, or the clean cloud where none succeeded
+    (Xiang et al. leave those entries unset); history = {'lambda': f32[S, B] (the lambda each search step
+    used), 'success': bool[S, B] (the step counted as a success for the search), 'reached': bool[S, B] (some
+    iterate of the step reached the target), 'best_l2': f32[S, B] (the step's smallest successful L2, inf if
+    none)}.
     """
     check_mode(mode, eot_samples)
+    check_success_draws(success_draws)
     if not isinstance(search_steps, int) or search_steps < 1 or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"cw: search_steps and iterations must be positive ints, got {search_steps!r}, "
                          f"{iterations!r}")
@@ -171,6 +222,11 @@ def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array
             return cw_margin(logits, target) + lam * l2_norm(delta), logits
         return fn
 
+    def judge(delta, k):  # bool[B]: does points + delta reach the target?
+        if success_draws:
+            return reaches_target(logits_fn, points + delta, target, k, success_draws, draws_per_step)
+        return jnp.argmax(logits_fn(points + delta, k), axis=1) == target
+
     def search_step(carry, s):
         lam, lower, upper, best_adv, best_l2 = carry
         k_search = jax.random.fold_in(key, s)
@@ -179,29 +235,37 @@ def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array
 
         def iteration(i, state):
             delta, opt_state, best_adv, best_l2, step_best = state
-            g, logits = gradient(fn, delta, jax.random.fold_in(k_search, i + 1), mode=mode,
-                                 eot_samples=eot_samples, draws_per_step=draws_per_step)
+            g, _ = gradient(fn, delta, jax.random.fold_in(k_search, i + 1), mode=mode,
+                            eot_samples=eot_samples, draws_per_step=draws_per_step)
+            updates, opt_state = optimizer.update(g, opt_state, delta)
+            delta = optax.apply_updates(delta, updates)  # judged after the update
+            success = judge(delta, jax.random.fold_in(k_search, iterations + 1 + i))  # (B,)
             dist = l2_norm(delta)
-            success = jnp.argmax(logits, axis=1) == target  # (B,)
+            step_best = jnp.where(success, jnp.minimum(step_best, dist), step_best)
             better = success & (dist < best_l2)
             best_adv = jnp.where(better[:, None, None], points + delta, best_adv)
             best_l2 = jnp.where(better, dist, best_l2)
-            step_best = jnp.where(success, jnp.minimum(step_best, dist), step_best)
-            updates, opt_state = optimizer.update(g, opt_state, delta)
-            return optax.apply_updates(delta, updates), opt_state, best_adv, best_l2, step_best
+            return delta, opt_state, best_adv, best_l2, step_best
 
         init = (delta, optimizer.init(delta), best_adv, best_l2, jnp.full((b,), jnp.inf, points.dtype))
         _, _, best_adv, best_l2, step_best = jax.lax.fori_loop(0, iterations, iteration, init)
-        success = jnp.isfinite(step_best)
-        lower = jnp.where(success, lam, lower)
-        upper = jnp.where(success, upper, lam)
-        history = {"lambda": lam, "success": success, "best_l2": step_best}
+        reached = jnp.isfinite(step_best)
+        success = reached & (step_best <= best_l2)
+        lower = jnp.where(success, jnp.maximum(lower, lam), lower)
+        upper = jnp.where(success, upper, jnp.minimum(upper, lam))
+        history = {"lambda": lam, "success": success, "reached": reached, "best_l2": step_best}
         return (0.5 * (lower + upper), lower, upper, best_adv, best_l2), history
 
     full = lambda v: jnp.full((b,), v, points.dtype)
     carry = (full(initial_lambda), full(lower0), full(upper0), points, full(jnp.inf))
     (_, _, _, best_adv, _), history = jax.lax.scan(search_step, carry, jnp.arange(search_steps))
     return best_adv, history
+
+
+def fixed_noise(logits_fn: LogitsFn, key: jax.Array) -> LogitsFn:
+    """The same logit function with one fixed key for every forward pass: a deterministic model (the
+    baseline against which the random model's robustness is read)."""
+    return lambda points, _: logits_fn(points, key)
 
 
 def zero_shot_logits(infer: Callable, variables: dict, text_features: jax.Array, *, ratio: float, t: int,

@@ -7,10 +7,16 @@ Protocol, per (N, t) setting, gradient mode, attack and evaluation seed r:
     target (the second-highest clean logit), and the adversarial clouds are scored with the same key.
   * attack key r: fold_in(fold_in(fold_in(key(seed), r), 1), i); the attack's own forward passes draw
     their noise from it (fresh per step, see ddjax/attacks.py).
+  * the attack itself decides which iterate to return with its own multi-draw check (`success_draws` fresh
+    draws, ddjax/attacks.py); attack_success_rate is the share it believed reached the target.
   * robust accuracy = accuracy against the true label on the adversarial clouds; success rate = share
     predicted as the target; kept_correct = share of the clean-correct clouds still correct. Each is taken
     over the test set, then reported as the mean (robust accuracy also the standard deviation, numpy's,
-    ddof = 0) over the R seeds; distortions are means over shapes and seeds.
+    ddof = 0) over the R seeds; distortions are means over shapes and seeds, and `l2_distribution` gives
+    the quantiles of the L2 distortion of the clouds the attack believed successful (near_clean counts those
+    within 1e-4 of the clean cloud).
+  * config.fixed_noise: every forward pass (attack, check, scoring) uses one fixed key, a deterministic
+    model; otherwise even N = 1, t = 0 is random (the feature branch's input noise is drawn).
 Finished (setting, mode, attack) units are appended to DIR/attack_progress.jsonl, so a killed job run again
 with the same config continues where it stopped.
 """
@@ -78,7 +84,7 @@ def check_config(config) -> dict:
     for field in ("steps", "sweep_steps", "eot_samples", "seeds", "batch_size"):
         if not isinstance(config[field], int) or config[field] < 1:
             raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}")
-    for field in ("max_shapes", "curve_every", "draws_per_step"):
+    for field in ("max_shapes", "curve_every", "draws_per_step", "success_draws"):
         if not isinstance(config[field], int) or config[field] < 0:
             raise ValueError(f"config.{field} must be an integer >= 0, got {config[field]!r}")
     if config.batch_size % jax.device_count():
@@ -119,11 +125,12 @@ def load_batches(builder, config) -> list[dict]:
 
 
 def make_attack_step(logits_fn, attack: str, *, mode: str, eot_samples: int, draws_per_step, steps: int,
-                     curve_every: int, cw_config):
+                     curve_every: int, cw_config, success_draws: int = 8):
     """A jitted (points, eval_key, attack_key, eps f32[E]) -> per-cloud results for one batch.
 
-    Returns {'clean_pred', 'target': int[B], 'pred': int[E, B] (E = 1 for C&W), 'linf', 'l2', 'chamfer':
-    f32[E, B], 'curve': int[E, S, B] predictions every curve_every steps (IFGM / PGD with curve_every)}.
+    Returns {'clean_pred', 'target': int[B], 'pred': int[E, B] (E = 1 for C&W), 'reached': bool[E, B] (the
+    attack's own multi-draw verdict), 'linf', 'l2', 'chamfer': f32[E, B], 'curve': int[E, S, B] predictions
+    every curve_every steps (IFGM / PGD with curve_every)}.
     """
     def fn(points, eval_key, attack_key, eps):
         clean_logits = logits_fn(points, eval_key)
@@ -133,17 +140,19 @@ def make_attack_step(logits_fn, attack: str, *, mode: str, eot_samples: int, dra
             run = lambda e: attacks.pgd(logits_fn, points, target, attack_key, eps=e, steps=steps,
                                         random_start=attack == "pgd", mode=mode, eot_samples=eot_samples,
                                         draws_per_step=draws_per_step, curve_every=curve_every,
-                                        eval_key=eval_key)
-            adv, curve = jax.vmap(run)(eps)  # (E, B, N, 3), (E, S, B) or None
+                                        eval_key=eval_key, success_draws=success_draws)
+            adv, info = jax.vmap(run)(eps)  # (E, B, N, 3), {'reached': (E, B), 'curve': (E, S, B) or None}
+            reached, curve = info["reached"], info["curve"]
         else:
-            adv, _ = attacks.cw(logits_fn, points, target, attack_key, search_steps=cw_config.search_steps,
-                                iterations=cw_config.iterations, learning_rate=cw_config.learning_rate,
-                                initial_lambda=cw_config.initial_lambda,
-                                lambda_bounds=(cw_config.lower, cw_config.upper), mode=mode,
-                                eot_samples=eot_samples, draws_per_step=draws_per_step)
-            adv = adv[None]  # (1, B, N, 3)
+            adv, history = attacks.cw(logits_fn, points, target, attack_key, search_steps=cw_config.search_steps,
+                                      iterations=cw_config.iterations, learning_rate=cw_config.learning_rate,
+                                      initial_lambda=cw_config.initial_lambda,
+                                      lambda_bounds=(cw_config.lower, cw_config.upper), mode=mode,
+                                      eot_samples=eot_samples, draws_per_step=draws_per_step,
+                                      success_draws=success_draws)
+            adv, reached = adv[None], jnp.any(history["reached"], axis=0)[None]  # (1, B, N, 3), (1, B)
         pred = jax.vmap(lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1))(adv)  # (E, B)
-        out = {"clean_pred": jnp.argmax(clean_logits, axis=1), "target": target, "pred": pred,
+        out = {"clean_pred": jnp.argmax(clean_logits, axis=1), "target": target, "pred": pred, "reached": reached,
                **jax.vmap(lambda x: attacks.distortion(x, points))(adv)}
         if curve is not None:
             out["curve"] = curve
@@ -182,12 +191,28 @@ def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
             "kept_correct": np.sum((cat["pred"] == label) & correct, axis=-1) / max(int(correct.sum()), 1),
             "robust_acc": np.mean(cat["pred"] == label, axis=-1),  # (E,)
             "success_rate": np.mean(cat["pred"] == cat["target"], axis=-1),
+            "attack_success_rate": np.mean(cat["reached"], axis=-1),
+            # Per epsilon, the L2 distortions of the clouds the attack believed successful (for quantiles).
+            "l2_reached": [cat["l2"][e][cat["reached"][e]].tolist() for e in range(len(cat["l2"]))],
             **{k: np.mean(cat[k], axis=-1) for k in ("linf", "l2", "chamfer")},
         }
         if "curve" in cat:
             seed_result["curve"] = np.mean(cat["curve"] == label, axis=-1)  # (E, S)
         per_seed.append(seed_result)
     return per_seed
+
+
+NEAR_CLEAN_L2 = 1e-4
+
+
+def l2_distribution(values: list[float]) -> dict:
+    """Quantiles of L2 distortions, and how many are within NEAR_CLEAN_L2 of the clean cloud."""
+    v = np.asarray(values, np.float64)
+    if not len(v):
+        return {"count": 0, "near_clean": 0}
+    q = np.quantile(v, [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+    return {"count": int(len(v)), "near_clean": int(np.sum(v < NEAR_CLEAN_L2)),
+            **{name: float(x) for name, x in zip(("min", "p10", "p25", "p50", "p75", "p90", "max"), q)}}
 
 
 def summarize(per_seed: list[dict], *, attack: str, mode: str, n: int, t: int, eps_list, curve_every: int) -> dict:
@@ -201,7 +226,9 @@ def summarize(per_seed: list[dict], *, attack: str, mode: str, n: int, t: int, e
                      "robust_acc": float(stack("robust_acc")[:, e].mean()),
                      "robust_acc_std": float(stack("robust_acc")[:, e].std()),
                      "success_rate": float(stack("success_rate")[:, e].mean()),
+                     "attack_success_rate": float(stack("attack_success_rate")[:, e].mean()),
                      "kept_correct": float(stack("kept_correct")[:, e].mean()),
+                     "l2_distribution": l2_distribution([v for s in per_seed for v in s["l2_reached"][e]]),
                      "linf": float(stack("linf")[:, e].mean()), "l2": float(stack("l2")[:, e].mean()),
                      "chamfer": float(stack("chamfer")[:, e].mean()),
                      "clean_acc": float(clean.mean()), "clean_acc_std": float(clean.std())})
@@ -239,14 +266,17 @@ def pct(mean: float, std: float | None = None) -> str:
     return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
-def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str) -> None:
-    """Table 2's layout: one row per (N, t, mode); clean, IFGM and PGD at each epsilon, C&W; robust top-1 in
-    %, mean ± std over the seeds."""
+def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str, seeds: int) -> None:
+    """Table 2's layout (one row per (N, t, mode); clean, IFGM and PGD at each epsilon, C&W; robust top-1 in
+    %, mean ± std over the seeds, no ± with one seed), then one row per attack with the success rate as scored,
+    the attack's own verdict, kept_correct and the median L2 of the clouds it believed successful."""
+    std = (lambda r, key: r[key + "_std"]) if seeds > 1 else (lambda r, key: None)
     columns = [("ifgm", e) for e in eps_list] + [("pgd", e) for e in eps_list] + [("cw", None)]
     present = [c for c in columns if any((r["attack"], r["eps"]) == c for r in results)]
-    head = ["N", "t", "mode", "clean"] + [f"{a.upper() if a != 'cw' else 'C&W'}" + (f" {e:g}" if e is not None else "")
-                                          for a, e in present]
-    lines = [f"Robust zero-shot top-1 (%) on {dataset}, targeted attacks (mean ± std over seeds)", "",
+    name = lambda a, e: ("C&W" if a == "cw" else a.upper()) + (f" {e:g}" if e is not None else "")
+    head = ["N", "t", "mode", "clean"] + [name(a, e) for a, e in present]
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    lines = [f"Robust zero-shot top-1 (%) on {dataset}, targeted attacks ({spread})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = []
     for r in results:
@@ -255,9 +285,20 @@ def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str)
     for n, t, mode in keys:
         mine = {(r["attack"], r["eps"]): r for r in results if (r["N"], r["t"], r["mode"]) == (n, t, mode)}
         first = next(iter(mine.values()))
-        cells = [str(n), str(t), mode, pct(first["clean_acc"], first["clean_acc_std"])]
-        cells += [pct(mine[c]["robust_acc"], mine[c]["robust_acc_std"]) if c in mine else "" for c in present]
+        cells = [str(n), str(t), mode, pct(first["clean_acc"], std(first, "clean_acc"))]
+        cells += [pct(mine[c]["robust_acc"], std(mine[c], "robust_acc")) if c in mine else "" for c in present]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per attack (%): success as scored with the evaluation noise, success as the attack judged it "
+              "(its multi-draw check), clean-correct shapes still correct, and the median L2 of the clouds it "
+              "judged successful", "",
+              "| N | t | mode | attack | robust top-1 | success | attack's verdict | kept_correct | median L2 |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        dist = r.get("l2_distribution", {})
+        lines.append(f"| {r['N']} | {r['t']} | {r['mode']} | {name(r['attack'], r['eps'])} | "
+                     f"{pct(r['robust_acc'], std(r, 'robust_acc'))} | {pct(r['success_rate'])} | "
+                     f"{pct(r['attack_success_rate'])} | {pct(r['kept_correct'])} | "
+                     f"{format(dist['p50'], '.3g') if dist.get('count') else '–'} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -269,11 +310,13 @@ def write_figure(path: pathlib.Path, curves: list[dict], eps: float, dataset: st
                      xlabel="PGD steps", ylabel="top-1", dashed=[c["mode"] == "eot" for c in chosen])
 
 
-def build_logits(model_config, variables, text_features, ratio, n: int, t: int):
+def build_logits(model_config, variables, text_features, ratio, n: int, t: int, fixed_key=None):
+    """The model's attack logits at (N, t); with `fixed_key`, every forward pass uses that key."""
     from ddjax.models import dual_denoising as dd
     infer, _ = dd.make_inference(model_config)
-    return attacks.zero_shot_logits(infer, variables, jnp.asarray(text_features), ratio=ratio, t=t, num_paths=n,
-                                    feature_types=tuple(model_config.feature_types))
+    fn = attacks.zero_shot_logits(infer, variables, jnp.asarray(text_features), ratio=ratio, t=t, num_paths=n,
+                                  feature_types=tuple(model_config.feature_types))
+    return fn if fixed_key is None else attacks.fixed_noise(fn, fixed_key)
 
 
 def run(config, workdir: str | None) -> dict:
@@ -306,10 +349,11 @@ def run(config, workdir: str | None) -> dict:
     for u, (n, t, mode, attack) in enumerate(units):
         unit = f"N={n},t={t},{mode},{attack}"
         if unit not in progress.done:
-            logits_fn = build_logits(ev.model_config, ev.variables, ev.text_features, config.ratio, n, t)
+            fixed_key = jax.random.key(config.seed) if config.fixed_noise else None
+            logits_fn = build_logits(ev.model_config, ev.variables, ev.text_features, config.ratio, n, t, fixed_key)
             step_fn = make_attack_step(logits_fn, attack, mode=mode, eot_samples=config.eot_samples,
                                        draws_per_step=draws, steps=steps, curve_every=curve_every,
-                                       cw_config=config.cw)
+                                       cw_config=config.cw, success_draws=config.success_draws)
             start = time.perf_counter()
             per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed)
             progress.add(unit, summarize(per_seed, attack=attack, mode=mode, n=n, t=t, eps_list=eps_list,
@@ -321,13 +365,15 @@ def run(config, workdir: str | None) -> dict:
         results += done["rows"]
         curves += done["curves"]
         accs = "  ".join(f"{'eps ' + format(r['eps'], 'g') if r['eps'] is not None else 'C&W'}: "
-                         f"{pct(r['robust_acc'], r['robust_acc_std'])}% (success {pct(r['success_rate'])}%)"
+                         f"{pct(r['robust_acc'], r['robust_acc_std'] if config.seeds > 1 else None)}% "
+                         f"(success {pct(r['success_rate'])}%, attack's verdict {pct(r['attack_success_rate'])}%)"
                          for r in done["rows"])
         print(f"[{u + 1}/{len(units)}] {unit}: clean {pct(done['rows'][0]['clean_acc'])}%  robust {accs}  ({took})",
               flush=True)
     meta = {"dataset": config.name, "num_samples": num_shapes, "checkpoint": str(pathlib.Path(config.checkpoint)
             .expanduser().resolve()), "checkpoint_step": ev.step, "teacher": ev.teacher, "ratio": config.ratio,
-            "seeds": config.seeds, "eot_samples": config.eot_samples, "logit_scale": attacks.LOGIT_SCALE}
+            "seeds": config.seeds, "eot_samples": config.eot_samples, "success_draws": config.success_draws,
+            "fixed_noise": config.fixed_noise, "logit_scale": attacks.LOGIT_SCALE}
     if config.sweep:
         return write_sweep(out, results, parsed["modes"], meta, config)
     clean = []
@@ -338,7 +384,7 @@ def run(config, workdir: str | None) -> dict:
     report = {"clean_acc": clean, "results": results, "curves": curves, **meta, "steps": config.steps,
               "cw": config.cw.to_dict()}
     metrics.write_json(out / "attack.json", report)
-    write_table(out / "table2.md", results, parsed["eps"], config.name)
+    write_table(out / "table2.md", results, parsed["eps"], config.name, config.seeds)
     fig_eps = 0.01 if 0.01 in parsed["eps"] else min(parsed["eps"])
     if curves:
         write_figure(out / "figure8.png", curves, fig_eps, config.name)

@@ -144,15 +144,19 @@ def test_eot_gradient_is_the_mean_over_draws_and_differs_from_one_draw():
     assert not np.allclose(np.asarray(paper), expected, rtol=1e-3)  # the noise matters in this model
 
 
-def replay_lambda_search(succeeds, steps, start=10.0, bounds=(0.0, 80.0)):
-    """Xiang et al.'s binary search in plain Python, given which lambdas succeed."""
-    lam, lower, upper = start, *bounds
+def replay_lambda_search(step_best, steps, start=10.0, bounds=(0.0, 80.0)):
+    """Xiang et al.'s binary search in plain Python (3d-adv-pc, perturbation.py), given each lambda's smallest
+    successful L2 (`step_best(lam)`, inf for none): a step counts as a success when it found one and that one
+    is the best so far (bestdist <= o_bestdist); then lower = max(lower, lam), else upper = min(upper, lam)."""
+    lam, lower, upper, overall = start, *bounds, np.inf
     lambdas, success = [], []
     for _ in range(steps):
-        ok = succeeds(lam)
+        best = step_best(lam)
+        overall = min(overall, best)
+        ok = bool(np.isfinite(best) and best <= overall)
         lambdas.append(lam)
         success.append(ok)
-        lower, upper = (lam, upper) if ok else (lower, lam)
+        lower, upper = (max(lower, lam), upper) if ok else (lower, min(upper, lam))
         lam = (lower + upper) / 2
     return lambdas, success
 
@@ -169,11 +173,16 @@ def test_cw_lambda_search_and_smallest_successful_distortion():
     adv, history = jax.jit(lambda p: attacks.cw(logits_fn, p, target, jax.random.key(0), search_steps=5,
                                                 iterations=100))(points)
     adv = np.asarray(adv)
-    for b, succeeds in ((0, lambda lam: lam < 40), (1, lambda lam: False)):
-        lambdas, success = replay_lambda_search(succeeds, 5)
+    for b in (0, 1):
+        recorded = dict(zip(np.asarray(history["lambda"])[:, b].tolist(), np.asarray(history["best_l2"])[:, b]))
+        lambdas, success = replay_lambda_search(lambda lam: recorded.get(lam, np.inf), 5)
         np.testing.assert_allclose(np.asarray(history["lambda"])[:, b], lambdas, rtol=1e-6)
         np.testing.assert_array_equal(np.asarray(history["success"])[:, b], success)
+    # Cloud 0 reaches the target exactly when lambda < 40, each time at the same distance just past the
+    # boundary, so every such step is (tied for) the best: the search is plain bisection towards 40.
     assert np.asarray(history["lambda"])[:, 0].tolist() == [10.0, 45.0, 27.5, 36.25, 40.625]
+    assert np.asarray(history["reached"])[:, 0].tolist() == [True, False, True, True, False]
+    assert not np.asarray(history["reached"])[:, 1].any()
     l2 = np.linalg.norm(adv[0])
     best = np.asarray(history["best_l2"])[:, 0]
     np.testing.assert_allclose(l2, best[np.isfinite(best)].min(), rtol=1e-5)  # the smallest success is kept
@@ -204,3 +213,121 @@ def test_bad_arguments():
         attacks.pgd(logits_fn, points, target, key, eps=0.01, steps=10, curve_every=3, eval_key=key)
     with pytest.raises(ValueError, match="initial_lambda"):
         attacks.cw(logits_fn, points, target, key, initial_lambda=90.0)
+
+
+def oscillating(c=0.011, width=0.002):
+    """A deterministic model whose sign-gradient iterates swing in and out of the target: class 1 wins iff the
+    first coordinate of the first point is within `width` of c. IFGM with eps 0.05 (steps of 0.005) from 0
+    visits 0.005, 0.010 (target), 0.015, 0.010 (target), ...: the target at even steps only."""
+    def logits_fn(x, key):
+        score = 1.0 - jnp.abs(x[:, 0, 0] - c) / width
+        return jnp.stack([jnp.zeros_like(score), score], axis=1)
+    return logits_fn
+
+
+def test_pgd_returns_the_last_iterate_that_reached_the_target():
+    logits_fn = oscillating()
+    points = jnp.zeros((1, 4, 3))
+    target = jnp.ones((1,), jnp.int32)
+    run = lambda draws: attacks.pgd(logits_fn, points, target, jax.random.key(0), eps=0.05, steps=49,
+                                    random_start=False, success_draws=draws)
+    last, info_last = run(0)  # the final iterate, step 49: out of the target again
+    best, info = run(8)
+    np.testing.assert_allclose(np.asarray(last)[0, 0, 0], 0.015, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(best)[0, 0, 0], 0.010, atol=1e-6)  # step 48
+    assert np.asarray(jnp.argmax(logits_fn(best, None), axis=1))[0] == 1
+    assert np.asarray(jnp.argmax(logits_fn(last, None), axis=1))[0] == 0
+    assert bool(info["reached"][0]) and not bool(info_last["reached"][0])
+    np.testing.assert_array_equal(np.asarray(best)[0, 1:], 0.0)  # the other points never move
+
+
+def selecting(num_classes=4, scale=5.0, noise=0.01):
+    """A noisy model with re-tokenisation's discontinuity: the logits are a linear function of one point, the
+    extreme point of the (noisy) cloud along u, chosen without gradient as FPS chooses centers. As that point
+    moves, another takes its place and the logits jump, so sign-gradient iterates swing in and out."""
+    k1, _ = jax.random.split(jax.random.key(7))
+    w = jax.random.normal(k1, (3, num_classes))
+    u = jnp.asarray([0.6, 0.8, 0.0])
+
+    def logits_fn(x, key):
+        x = x + noise * jax.random.normal(key, x.shape)
+        j = jnp.argmax(jax.lax.stop_gradient(x) @ u, axis=1)  # (B,)
+        picked = jnp.take_along_axis(x, j[:, None, None], axis=1)[:, 0]  # (B, 3)
+        return picked @ w * scale
+    return logits_fn
+
+
+def test_pgd50_on_a_fixed_noise_model_keeps_every_success():
+    # With its noise fixed the model is deterministic: every shape whose iterates reached the target at any
+    # of the 50 steps must come back as a cloud that reaches it (the last iterate alone does not always).
+    logits_fn = attacks.fixed_noise(selecting(), jax.random.key(12))
+    points = jax.random.normal(jax.random.key(3), (64, 32, 3)) * 0.1
+    target = attacks.second_best(logits_fn(points, None))
+    predict = lambda x: np.asarray(jnp.argmax(logits_fn(x, None), axis=1))
+    for random_start in (False, True):
+        run = jax.jit(lambda draws: attacks.pgd(logits_fn, points, target, jax.random.key(4), eps=0.05, steps=50,
+                                                random_start=random_start, curve_every=1,
+                                                eval_key=jax.random.key(5), success_draws=draws),
+                      static_argnums=0)
+        adv, info = run(8)
+        curve = np.asarray(info["curve"])[1:]  # (50, B): the prediction after each step
+        ever = (curve == np.asarray(target)).any(axis=0)
+        np.testing.assert_array_equal(predict(adv) == np.asarray(target), ever)
+        np.testing.assert_array_equal(np.asarray(info["reached"]), ever)
+        last, _ = run(0)
+        lost = ever & (predict(last) != np.asarray(target))
+        assert ever.sum() >= 4 and lost.any(), (random_start, ever.sum(), lost.sum())
+
+
+def lucky(num_classes=3, luck=0.05):
+    """A model no attack can move (class 1 needs a shift of 1000) whose single noisy passes are lucky: with
+    probability `luck` a draw puts the target, class 1, on top whatever the cloud. A majority of 8 draws is
+    lucky with probability P(Binomial(8, 0.05) >= 5) = 1.5e-5; one draw, 0.05 per iterate."""
+    def logits_fn(x, key):
+        base = jnp.stack([jnp.full(x.shape[:1], 10.0), jnp.mean(x, axis=(1, 2)) * 0.01, jnp.zeros(x.shape[:1])],
+                         axis=1)
+        hit = jax.random.uniform(key, x.shape[:1]) < luck
+        return base + jnp.where(hit, 100.0, 0.0)[:, None] * jax.nn.one_hot(1, num_classes)
+    return logits_fn
+
+
+def test_lucky_single_draws_are_not_successes():
+    logits_fn = lucky()
+    points = jax.random.normal(jax.random.key(1), (6, 16, 3))
+    target = jnp.ones((6,), jnp.int32)
+    adv, history = attacks.cw(logits_fn, points, target, jax.random.key(2), search_steps=2, iterations=20)
+    assert not np.asarray(history["reached"]).any() and not np.asarray(history["success"]).any()
+    np.testing.assert_array_equal(np.asarray(adv), np.asarray(points))  # nothing succeeded: the clean cloud
+    final, info = attacks.pgd(logits_fn, points, target, jax.random.key(3), eps=0.05, steps=20)
+    assert not np.asarray(info["reached"]).any()
+    # Judged by one draw (success_draws=0), luck passes for success; even then never at the starting point.
+    adv1, history1 = attacks.cw(logits_fn, points, target, jax.random.key(2), search_steps=2, iterations=20,
+                                success_draws=0)
+    assert np.asarray(history1["reached"]).any()
+    l2 = np.linalg.norm((np.asarray(adv1) - np.asarray(points)).reshape(6, -1), axis=1)
+    found = np.isfinite(np.asarray(history1["best_l2"])).any(axis=0)
+    assert (l2[found] > 1e-4).all(), l2
+
+
+def test_cw_never_returns_a_near_clean_cloud_as_a_success():
+    # A noisy model whose clean clouds already show the target under some draws: judging the starting point
+    # (distance ~1e-7) by one draw would return practically clean clouds as successes.
+    logits_fn = noisy_mlp(num_classes=3)
+    points = jax.random.normal(jax.random.key(6), (12, 32, 3)) * 0.2
+    target = attacks.second_best(logits_fn(points, jax.random.key(7)))
+    for draws in (8, 0):
+        adv, history = jax.jit(lambda p: attacks.cw(logits_fn, p, target, jax.random.key(8), search_steps=3,
+                                                    iterations=15, success_draws=draws))(points)
+        found = np.isfinite(np.asarray(history["best_l2"])).any(axis=0)
+        l2 = np.linalg.norm((np.asarray(adv) - np.asarray(points)).reshape(12, -1), axis=1)
+        assert found.any() and (l2[found] > 1e-4).all(), (draws, l2[found])
+        np.testing.assert_array_equal(l2[~found], 0.0)
+
+
+def test_fixed_noise_ignores_the_key():
+    logits_fn = attacks.fixed_noise(noisy_mlp(), jax.random.key(0))
+    points = jax.random.normal(jax.random.key(1), (2, 16, 3))
+    np.testing.assert_array_equal(np.asarray(logits_fn(points, jax.random.key(1))),
+                                  np.asarray(logits_fn(points, jax.random.key(2))))
+    noisy = noisy_mlp()
+    assert not np.allclose(np.asarray(noisy(points, jax.random.key(1))), np.asarray(noisy(points, jax.random.key(2))))

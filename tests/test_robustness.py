@@ -96,6 +96,7 @@ def job_config(run_dir, synthetic_tiny, **overrides):
     return config
 
 
+@pytest.mark.xdist_group("smoke_run")  # one worker trains the module's smoke run
 def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     config = attack_config.get_config("smoke")  # the first 48 test shapes, 512 points, the run's tokenization
     config.checkpoint, config.data_dir = str(smoke_run / "run"), str(smoke_run / "tfds")
@@ -103,6 +104,7 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     config.settings, config.eps = "1:0", "0,0.05"
     config.steps, config.curve_every = 10, 5
     config.cw.search_steps, config.cw.iterations = 2, 10
+    config.seeds, config.success_draws = 1, 2  # CI time: one seed, a majority of 2 draws (both) per check
     report = robustness.run(config, str(tmp_path))
     saved = json.loads((tmp_path / "attack.json").read_text())
     assert saved["results"] == report["results"] and saved["num_samples"] == 48
@@ -127,6 +129,17 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     big = [r for r in rows if r["eps"] == 0.05]
     assert all(r["success_rate"] >= 0.1 for r in big), [(r["attack"], r["mode"], r["success_rate"]) for r in big]
     assert all(r["success_rate"] > 0 and 0 < r["l2"] for r in rows if r["attack"] == "cw")
+    for r in rows:  # what the attack believed, and the distortion of what it returned as successes
+        dist = r["l2_distribution"]
+        assert 0 <= r["attack_success_rate"] <= 1 and dist["count"] == round(r["attack_success_rate"] * 48)
+        if r["eps"] == 0:
+            # The clean cloud itself: the random model can put the target on top of the check's draws (the target
+            # is only the runner-up under the evaluation key), never of the evaluation's.
+            assert dist["near_clean"] == dist["count"] and r["success_rate"] == 0
+        else:  # C&W judges after each update, PGD/IFGM have moved: no practically clean "success"
+            assert dist["near_clean"] == 0
+        if r["attack"] == "cw":
+            assert dist["count"] > 0 and 1e-4 < dist["min"] <= dist["p50"] <= dist["max"]
     # And they lower the accuracy of the shapes classified correctly (robust_acc alone can hide this: the
     # targeted protocol also moves wrong predictions to a runner-up that is the true class).
     attacked = big + [r for r in rows if r["attack"] == "cw"]
@@ -135,11 +148,64 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     assert curve["steps"] == [0, 5, 10] and curve["acc"] == [clean[0]["acc"]] * 3
     table = (tmp_path / "table2.md").read_text()
     assert "| 1 | 0 | paper |" in table and "| 1 | 0 | eot |" in table and "C&W" in table
+    assert "one seed" in table and "±" not in table and "attack's verdict" in table and "kept_correct" in table
     assert (tmp_path / "figure8.png").stat().st_size > 1000
     # Run again: every unit comes from attack_progress.jsonl, with the same numbers.
     capsys.readouterr()
     again = robustness.run(config, str(tmp_path))
     assert again["results"] == rows and capsys.readouterr().out.count("done earlier") == 6
+
+
+@pytest.mark.xdist_group("smoke_run")  # one worker trains the module's smoke run
+def test_attack_noise_benchmark_on_the_smoke_run(smoke_run, capsys):
+    """benchmarks/attack_noise.py (the README's randomness and swing figures): the model is random at N = 1,
+    t = 0, and with the noise fixed PGD returns a target-reaching cloud exactly for the shapes whose iterate
+    reached the target at some step (check on) or at the last step (check off)."""
+    from benchmarks import attack_noise
+    capsys.readouterr()
+    assert attack_noise.main(["--checkpoint", str(smoke_run / "run"), "--data-dir", str(smoke_run / "tfds"),
+                              "--shapes", "12", "--settings", "1:0", "--steps", "10", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{\n"):])
+    (row,) = report["settings"]
+    assert report["shapes"] == 12 and (row["N"], row["t"]) == (1, 0)
+    assert row["logit_diff_max"] > 0 and 0 <= row["same_prediction"] <= 1  # two keys, two answers
+    fixed = row["fixed_noise"]
+    assert fixed["check_0"]["returned_reaches"] == fixed["check_0"]["reached_last_step"]
+    assert fixed["check_8"]["returned_reaches"] == fixed["check_8"]["reached_any_step"] > 0
+    assert row["check_s"] > 0 and row["gradient_s"] > 0
+
+
+def test_fixed_noise_makes_the_model_deterministic(tiny_model):
+    model_config, variables = tiny_model
+    text = jax.random.normal(jax.random.key(3), (12, model_config.teacher_dim))
+    points = jax.random.uniform(jax.random.key(0), (3, 128, 3), minval=-1.0, maxval=1.0)
+    random_fn = robustness.build_logits(model_config, variables, text, 0.25, 1, 0)
+    fixed_fn = robustness.build_logits(model_config, variables, text, 0.25, 1, 0, fixed_key=jax.random.key(9))
+    a, b = (np.asarray(random_fn(points, jax.random.key(k))) for k in (1, 2))
+    assert np.abs(a - b).max() > 1e-3  # N = 1, t = 0 is still random: the feature branch's noise is drawn
+    np.testing.assert_array_equal(np.asarray(fixed_fn(points, jax.random.key(1))),
+                                  np.asarray(fixed_fn(points, jax.random.key(2))))
+    np.testing.assert_array_equal(np.asarray(fixed_fn(points, None)), np.asarray(random_fn(points, jax.random.key(9))))
+
+
+def table_row(mode, attack, eps, robust, std, **extra):
+    return {"N": 8, "t": 100, "mode": mode, "attack": attack, "eps": eps, "robust_acc": robust, "robust_acc_std": std,
+            "clean_acc": 0.5, "clean_acc_std": 0.02, "success_rate": 0.25, "attack_success_rate": 0.5,
+            "kept_correct": 0.75, "l2_distribution": {"count": 3, "p50": 0.1234}, **extra}
+
+
+def test_table2_layout_with_and_without_a_spread(tmp_path):
+    rows = [table_row("paper", "pgd", 0.01, 0.4, 0.05), table_row("paper", "cw", None, 0.1, 0.0)]
+    robustness.write_table(tmp_path / "t.md", rows, [0.01], "modelnet40", seeds=3)
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert "mean ± std over 3 seeds" in lines[0]
+    assert "| N | t | mode | clean | PGD 0.01 | C&W |" in lines
+    assert "| 8 | 100 | paper | 50.0 ± 2.0 | 40.0 ± 5.0 | 10.0 ± 0.0 |" in lines
+    assert "| 8 | 100 | paper | PGD 0.01 | 40.0 ± 5.0 | 25.0 | 50.0 | 75.0 | 0.123 |" in lines
+    robustness.write_table(tmp_path / "t1.md", rows, [0.01], "modelnet40", seeds=1)
+    text = (tmp_path / "t1.md").read_text()
+    assert "±" not in text and "(one seed)" in text and "| 8 | 100 | paper | 50.0 | 40.0 | 10.0 |" in text
 
 
 def test_attack_sweep(run_dir, synthetic_tiny, tmp_path):
@@ -157,7 +223,8 @@ def test_attack_config_errors(run_dir, synthetic_tiny, tmp_path):
         attack_config.get_config("modelnet10")
     for field, value, message in (("settings", "8-100", "is not N:t"), ("attacks", "pgd,fgsm", "not in"),
                                   ("modes", "adaptive", "not in"), ("eps", "0.01,x", "comma-separated"),
-                                  ("curve_every", 3, "must divide")):
+                                  ("curve_every", 3, "must divide"),
+                                  ("success_draws", -1, r"config.success_draws must be an integer >= 0")):
         config = job_config(run_dir, synthetic_tiny)
         config[field] = value
         with pytest.raises(ValueError, match=message):
@@ -215,7 +282,8 @@ def toy_unit():
     batches = [{"points": rng.normal(size=(8, 32, 3)).astype(np.float32), "label": rng.integers(0, 4, 8),
                 "valid": np.arange(8) < (8 if i == 0 else 5)} for i in range(2)]
     per_seed = robustness.run_unit(step_fn, batches, [0.05, 0.2], seeds=2, seed=0)
-    return [{k: np.asarray(v).tolist() for k, v in s.items()} for s in per_seed]
+    ragged = lambda k, v: [list(map(float, x)) for x in v] if k == "l2_reached" else np.asarray(v).tolist()
+    return [{k: ragged(k, v) for k, v in s.items()} for s in per_seed]
 
 
 def test_sharded_over_four_devices_matches_one():
@@ -229,4 +297,9 @@ def test_sharded_over_four_devices_matches_one():
     for a, b in zip(sharded["result"], toy_unit()):
         assert a.keys() == b.keys()
         for key in a:
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
+            if key == "l2_reached":  # one list per epsilon, of the clouds the attack judged successful
+                assert [len(x) for x in a[key]] == [len(x) for x in b[key]]
+                for x, y in zip(a[key], b[key]):
+                    np.testing.assert_allclose(x, y, rtol=1e-6, err_msg=key)
+            else:
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)
