@@ -27,7 +27,7 @@ def load_cloud(path, *, npoints: int, point_all: int, need: int, mesh_points: in
     """The file as the model sees it: f32[1, n, 3] with n = min(npoints, available points)."""
     rng = np.random.default_rng(seed)
     vertices, faces = readers.read_points_file(path)
-    points = readers.sample_surface(vertices, faces, mesh_points, rng) if faces is not None else vertices
+    points = readers.sample_surface(vertices, faces, mesh_points, rng, str(path)) if faces is not None else vertices
     if len(points) < need:
         raise readers.PointFileError(f"{path}: {len(points)} points, fewer than the {need} the tokenizer needs")
     points = pipelines.normalize_unit_ball(points.astype(np.float64)).astype(np.float32)

@@ -58,8 +58,8 @@ def test_point_formats(tmp_path):
 @pytest.mark.parametrize("name, content, match", [
     ("empty.xyz", "", r"empty\.xyz: no points"),
     ("nan.xyz", "0 0 0\nnan 1 2\n", r"nan\.xyz: non-finite coordinates"),
-    ("bad.txt", "1 2\n", r"bad\.txt: expected lines of at least 3 numbers"),
-    ("bad.off", "OFF\n3 1 0\n0 0 0\n", r"bad\.off: malformed OFF"),
+    ("bad.txt", "1 2\n", r"bad\.txt:1: 2 value\(s\) on the first point's line; a point needs at least 3"),
+    ("bad.off", "OFF\n3 1 0\n0 0 0\n", r"bad\.off: the OFF header promises 3 vertices, the file holds 1"),
     ("face.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", r"refers to a vertex that does not exist"),
     ("bad.ply", "not a ply", r"bad\.ply: not a PLY file"),
     ("bad.stl", "solid", r"unsupported file type '\.stl'"),

@@ -42,154 +42,296 @@ class PointFileError(ValueError):
 POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
 
 
+# Coordinates above this overflow the squares of the unit-ball normalisation (float64), below this radius a
+# cloud is one point: both are refused instead of silently normalised to zeros.
+MAX_ABS_COORDINATE = 1e150
+MIN_RADIUS = 1e-12
+
+
 def _fan_triangles(polygons: list[list[int]]) -> np.ndarray:
     """Polygons (vertex index lists) -> triangles (T, 3) by fans."""
     tris = [(p[0], p[i], p[i + 1]) for p in polygons for i in range(1, len(p) - 1)]
     return np.asarray(tris, np.int64).reshape(-1, 3)
 
 
+def _decode(path: str, data: bytes) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); PointFileError if the bytes are not text."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PointFileError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
+
+
+def _strip_comments(text: str) -> list[tuple[int, str]]:
+    """(line number, content) of the non-empty lines, '#' comments removed."""
+    lines = ((n, line.split("#", 1)[0].strip()) for n, line in enumerate(text.splitlines(), 1))
+    return [(n, line) for n, line in lines if line]
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """The first three columns of a numeric (N, >= 3) .npy array, read through a memory map so that a header
+    that claims more data than the file holds is refused instead of allocated."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic:
+        raise PointFileError(f"{path}: empty file")
+    if magic.startswith(b"PK"):
+        raise PointFileError(f"{path}: an .npz archive, not an .npy array; save one (N, 3) array with np.save")
+    if magic != b"\x93NUMPY":
+        raise PointFileError(f"{path}: not an .npy file (no NUMPY magic); save one (N, 3) array with np.save")
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # pickled objects, a bad or huge header, a truncated body
+        raise PointFileError(f"{path}: not a plain numeric .npy array ({e})") from None
+    if data.dtype.kind not in "iuf":
+        raise PointFileError(f"{path}: dtype {data.dtype} is not real numbers (integer or float); "
+                             "complex, boolean, string and structured arrays are refused")
+    if data.ndim != 2 or data.shape[1] < 3:
+        raise PointFileError(f"{path}: expected an (N, >= 3) array of points, got shape {data.shape}")
+    return np.asarray(data[:, :3], np.float64)
+
+
+def _read_text_points(path: str, text: str) -> np.ndarray:
+    """.txt/.xyz: one point per line, x y z first, separated by spaces or commas; every line the same
+    number of values (at least 3); '#' comments and blank lines skipped."""
+    rows, width = [], None
+    for line_no, line in _strip_comments(text):
+        fields = line.replace(",", " ").split()
+        if width is None:
+            width = len(fields)
+            if width < 3:
+                raise PointFileError(f"{path}:{line_no}: {width} value(s) on the first point's line; a point "
+                                     "needs at least 3 (x y z ...)")
+        if len(fields) != width:
+            raise PointFileError(f"{path}:{line_no}: {len(fields)} values, but the first point's line has "
+                                 f"{width}: {line[:60]!r}")
+        try:
+            rows.append([float(v) for v in fields[:3]])
+        except ValueError:
+            raise PointFileError(f"{path}:{line_no}: not a number in {line[:60]!r}") from None
+    return np.asarray(rows, np.float64).reshape(-1, 3)
+
+
 def _read_off(path: str, text: str):
-    tokens = text.split()
+    lines = _strip_comments(text)
+    tokens = [t for _, line in lines for t in line.split()]
     if not tokens or not tokens[0].startswith("OFF"):
         raise PointFileError(f"{path}: not an OFF file (first token {tokens[:1]})")
     head = tokens[0][3:]  # ModelNet quirk: 'OFF490 518 0' with the counts glued to the keyword
     rest = ([head] if head else []) + tokens[1:]
     try:
         n_vertices, n_faces = int(rest[0]), int(rest[1])
-        values = rest[3:]
+    except (ValueError, IndexError):
+        raise PointFileError(f"{path}: malformed OFF header (expected 'OFF' then vertex, face and edge "
+                             f"counts, got {rest[:3]})") from None
+    if n_vertices < 0 or n_faces < 0:
+        raise PointFileError(f"{path}: negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)")
+    values = rest[3:]
+    if len(values) < 3 * n_vertices:
+        raise PointFileError(f"{path}: the OFF header promises {n_vertices} vertices, the file holds "
+                             f"{len(values) // 3}")
+    try:
         vertices = np.asarray(values[: 3 * n_vertices], np.float64).reshape(n_vertices, 3)
         pos, polygons = 3 * n_vertices, []
-        for _ in range(n_faces):
+        for face in range(n_faces):
             k = int(values[pos])
+            if k < 3 or pos + 1 + k > len(values):
+                raise PointFileError(f"{path}: OFF face {face} has {k} vertices or is cut short")
             polygons.append([int(v) for v in values[pos + 1: pos + 1 + k]])
             pos += 1 + k
+    except PointFileError:
+        raise
     except (ValueError, IndexError):
-        raise PointFileError(f"{path}: malformed OFF (counts, vertices or faces do not parse)") from None
+        raise PointFileError(f"{path}: malformed OFF (vertices or faces do not parse)") from None
     return vertices, _fan_triangles(polygons)
 
 
 def _read_obj(path: str, text: str):
     vertices, polygons = [], []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in _strip_comments(text):
         parts = line.split()
-        if not parts:
-            continue
         try:
             if parts[0] == "v":
+                if len(parts) < 4:
+                    raise PointFileError(f"{path}:{line_no}: a vertex needs x y z, got {line[:60]!r}")
                 vertices.append([float(v) for v in parts[1:4]])
             elif parts[0] == "f":
                 idx = [int(p.split("/")[0]) for p in parts[1:]]
+                if len(idx) < 3 or 0 in idx:
+                    raise PointFileError(f"{path}:{line_no}: a face needs 3 or more vertex numbers (from 1 or "
+                                         f"negative), got {line[:60]!r}")
                 polygons.append([i - 1 if i > 0 else len(vertices) + i for i in idx])
+        except PointFileError:
+            raise
         except ValueError:
             raise PointFileError(f"{path}:{line_no}: malformed OBJ line {line[:60]!r}") from None
     return np.asarray(vertices, np.float64).reshape(-1, 3), _fan_triangles(polygons)
 
 
-def _read_ply(path: str, data: bytes):
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise PointFileError(f"{path}: not a PLY file (no 'ply' magic or no end_header)")
-    header = data[:end].decode("ascii", "replace").splitlines()
-    body = data[data.index(b"\n", end) + 1:]
-    fmt = next((l.split()[1] for l in header if l.startswith("format")), "")
-    elements, current = [], None
-    for line in header:
-        parts = line.split()
-        if parts and parts[0] == "element":
-            current = {"name": parts[1], "count": int(parts[2]), "props": []}
-            elements.append(current)
-        elif parts and parts[0] == "property" and current is not None:
-            current["props"].append(parts[1:])
-    types = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4",
+PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4",
              "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
              "uint32": "u4", "float32": "f4", "float64": "f8"}
+
+
+def _ply_header(path: str, data: bytes) -> tuple[str, list[dict], int]:
+    """(format, elements [{'name', 'count', 'props': [('x', 'f4') or ('vertex_indices', ('u1', 'i4'))]}],
+    offset of the body). The header ends at the first line that is exactly 'end_header' (comments may
+    contain the word)."""
+    pos, lines = 0, []
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            raise PointFileError(f"{path}: not a PLY file (no 'end_header' line)")
+        line = data[pos:nl].decode("ascii", "replace").strip()
+        pos = nl + 1
+        if not lines and line != "ply":
+            raise PointFileError(f"{path}: not a PLY file (no 'ply' magic)")
+        lines.append(line)
+        if line == "end_header":
+            break
+    fmt, elements = "", []
+    for line_no, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts or parts[0] in ("comment", "obj_info"):
+            continue
+        try:
+            if parts[0] == "format":
+                fmt = parts[1]
+            elif parts[0] == "element":
+                count = int(parts[2])
+                if count < 0:
+                    raise ValueError
+                elements.append({"name": parts[1], "count": count, "props": []})
+            elif parts[0] == "property":
+                if not elements:
+                    raise ValueError
+                if parts[1] == "list":
+                    elements[-1]["props"].append((parts[4], (PLY_TYPES[parts[2]], PLY_TYPES[parts[3]])))
+                else:
+                    elements[-1]["props"].append((parts[2], PLY_TYPES[parts[1]]))
+        except (ValueError, IndexError, KeyError):
+            raise PointFileError(f"{path}: PLY header line {line_no} is malformed: {line[:60]!r}") from None
+    return fmt, elements, pos
+
+
+def _ply_face_list(props) -> int | None:
+    """Index of the face element's vertex-index list property (vertex_indices / vertex_index, else the first
+    list)."""
+    lists = [i for i, (name, t) in enumerate(props) if isinstance(t, tuple)]
+    named = [i for i in lists if props[i][0] in ("vertex_indices", "vertex_index")]
+    return (named or lists or [None])[0]
+
+
+def _read_ply(path: str, data: bytes):
+    fmt, elements, start = _ply_header(path, data)
+    body, pos = data[start:], 0  # pos: the binary reader's offset in body
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise PointFileError(f"{path}: unsupported PLY format {fmt!r}")
+    order = "<" if fmt == "binary_little_endian" else ">"
+    tokens = iter(body.split()) if fmt == "ascii" else None
     vertices = faces = None
     try:
-        if fmt == "ascii":
-            rows = iter(body.decode("ascii").splitlines())
-            for el in elements:
-                values = [next(rows).split() for _ in range(el["count"])]
-                if el["name"] == "vertex":
-                    names = [p[-1] for p in el["props"]]
-                    cols = [names.index(c) for c in "xyz"]
-                    vertices = np.asarray([[float(v[c]) for c in cols] for v in values])
-                elif el["name"] == "face":
-                    faces = _fan_triangles([[int(x) for x in v[1:1 + int(v[0])]] for v in values])
-        elif fmt in ("binary_little_endian", "binary_big_endian"):
-            order = "<" if fmt == "binary_little_endian" else ">"
-            pos = 0
-            for el in elements:
-                if any(p[0] == "list" for p in el["props"]):
-                    count_t, index_t = (order + types[t] for t in el["props"][0][1:3])
-                    polygons = []
-                    for _ in range(el["count"]):
-                        k = int(np.frombuffer(body, count_t, 1, pos)[0])
-                        pos += np.dtype(count_t).itemsize
-                        polygons.append(np.frombuffer(body, index_t, k, pos).tolist())
-                        pos += k * np.dtype(index_t).itemsize
-                    if el["name"] == "face":
-                        faces = _fan_triangles(polygons)
-                    continue
-                dtype = np.dtype([(p[-1], order + types[p[0]]) for p in el["props"]])
-                table = np.frombuffer(body, dtype, el["count"], pos)
+        for el in elements:
+            props, rows = el["props"], []
+            has_list = any(isinstance(t, tuple) for _, t in props)
+            if fmt != "ascii" and not has_list:  # fixed-size rows: one structured read
+                dtype = np.dtype([(f"p{i}", order + t) for i, (_, t) in enumerate(props)])
+                table = np.frombuffer(body, dtype, el["count"], pos)  # ValueError if the body is too short
                 pos += el["count"] * dtype.itemsize
-                if el["name"] == "vertex":
-                    vertices = np.stack([table[c].astype(np.float64) for c in "xyz"], axis=1)
-        else:
-            raise PointFileError(f"{path}: unsupported PLY format {fmt!r}")
+                columns = {name: table[f"p{i}"] for i, (name, _) in enumerate(props)}
+            else:  # row by row, every property in its order
+                columns = {name: [] for name, _ in props}
+                for _ in range(el["count"]):
+                    for name, t in props:
+                        if isinstance(t, tuple):
+                            if tokens is not None:
+                                k = int(next(tokens))
+                                columns[name].append([int(next(tokens)) for _ in range(k)])
+                                continue
+                            k = int(np.frombuffer(body, order + t[0], 1, pos)[0])
+                            pos += np.dtype(t[0]).itemsize
+                            columns[name].append(np.frombuffer(body, order + t[1], k, pos).tolist())
+                            pos += k * np.dtype(t[1]).itemsize
+                        elif tokens is not None:
+                            columns[name].append(float(next(tokens)))
+                        else:
+                            columns[name].append(np.frombuffer(body, order + t, 1, pos)[0])
+                            pos += np.dtype(t).itemsize
+            if el["name"] == "vertex":
+                if not all(c in columns for c in "xyz"):
+                    raise PointFileError(f"{path}: the PLY vertex element has no x, y, z properties")
+                vertices = np.stack([np.asarray(columns[c], np.float64) for c in "xyz"], axis=1).reshape(-1, 3)
+            elif el["name"] == "face":
+                which = _ply_face_list(props)
+                if which is not None:
+                    faces = _fan_triangles(columns[props[which][0]])
     except PointFileError:
         raise
-    except (ValueError, KeyError, IndexError, StopIteration):
-        raise PointFileError(f"{path}: malformed PLY body (does not match its header)") from None
+    except (ValueError, IndexError, StopIteration, TypeError):
+        raise PointFileError(f"{path}: malformed PLY body (it does not match its header)") from None
     if vertices is None:
-        raise PointFileError(f"{path}: PLY has no vertex element with x, y, z")
+        raise PointFileError(f"{path}: PLY has no vertex element")
     return vertices, faces
 
 
+def check_cloud(path: str, vertices: np.ndarray) -> None:
+    """PointFileError naming the file for a cloud that would classify as something made up: no points,
+    non-finite coordinates, coordinates whose normalisation overflows, or all points in one place."""
+    if len(vertices) == 0:
+        raise PointFileError(f"{path}: no points")
+    finite = np.isfinite(vertices).all(axis=1)
+    if not finite.all():
+        raise PointFileError(f"{path}: non-finite coordinates (NaN or inf), first at point {int(np.argmin(finite))}")
+    largest = float(np.abs(vertices).max())
+    if largest > MAX_ABS_COORDINATE:
+        raise PointFileError(f"{path}: coordinates up to {largest:.3g} are too large to normalise (at most "
+                             f"{MAX_ABS_COORDINATE:g}); rescale the file")
+    centred = vertices - vertices.mean(axis=0)
+    radius = float(np.sqrt((centred ** 2).sum(axis=1)).max())
+    if radius <= MIN_RADIUS * max(1.0, largest):
+        raise PointFileError(f"{path}: a degenerate cloud, all {len(vertices)} points in one place (largest "
+                             f"distance from their centroid {radius:.3g})")
+
+
 def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off or .obj file."""
+    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off or .obj file.
+
+    Either reads the file as its format defines it or raises PointFileError naming the file (and the line
+    where there is one): wrong column counts, non-numeric, complex or non-finite values, empty files,
+    degenerate clouds, coordinates too large to normalise, faces that refer to missing vertices."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in POINT_FILE_SUFFIXES:
         raise PointFileError(f"{path}: unsupported file type {suffix!r}; use one of {POINT_FILE_SUFFIXES}")
     try:
         if suffix == ".npy":
-            try:
-                data = np.load(path, allow_pickle=False)
-            except ValueError as e:
-                raise PointFileError(f"{path}: not a plain numeric .npy array ({e})") from None
-            if data.ndim != 2 or data.shape[1] < 3 or not np.issubdtype(data.dtype, np.number):
-                raise PointFileError(f"{path}: expected a numeric (N, >=3) array, got {data.dtype} {data.shape}")
-            vertices, faces = data[:, :3].astype(np.float64), None
-        elif suffix in (".txt", ".xyz"):
-            rows = [l.replace(",", " ").split() for l in open(path, encoding="ascii", errors="replace")]
-            rows = [r for r in rows if r and not r[0].startswith("#")]
-            try:
-                vertices, faces = np.asarray([[float(v) for v in r[:3]] for r in rows], np.float64).reshape(-1, 3), None
-            except ValueError:
-                raise PointFileError(f"{path}: expected lines of at least 3 numbers (x y z ...)") from None
-        elif suffix == ".ply":
-            vertices, faces = _read_ply(path, open(path, "rb").read())
+            vertices, faces = _read_npy(path), None
         else:
-            text = open(path, encoding="ascii", errors="replace").read()
-            vertices, faces = (_read_off if suffix == ".off" else _read_obj)(path, text)
+            with open(path, "rb") as f:
+                data = f.read()
+            if not data.strip():
+                raise PointFileError(f"{path}: no points (empty file)")
+            if suffix == ".ply":
+                vertices, faces = _read_ply(path, data)
+            elif suffix in (".txt", ".xyz"):
+                vertices, faces = _read_text_points(path, _decode(path, data)), None
+            else:
+                vertices, faces = (_read_off if suffix == ".off" else _read_obj)(path, _decode(path, data))
     except OSError as e:
         raise PointFileError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(vertices) == 0:
-        raise PointFileError(f"{path}: no points")
-    if not np.isfinite(vertices).all():
-        raise PointFileError(f"{path}: non-finite coordinates (NaN or inf)")
+    check_cloud(path, vertices)
     if faces is not None and len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise PointFileError(f"{path}: a face refers to a vertex that does not exist")
     return vertices, (faces if faces is not None and len(faces) else None)
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int, rng: np.random.Generator) -> np.ndarray:
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int, rng: np.random.Generator,
+                   path: str = "mesh") -> np.ndarray:
     """Area-weighted uniform samples on a triangle mesh: f32[num_points, 3]."""
     tri = vertices[faces]  # (T, 3, 3)
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     if area.sum() <= 0:
-        raise PointFileError("mesh has zero surface area")
+        raise PointFileError(f"{path}: the mesh has zero surface area (every face is degenerate)")
     which = rng.choice(len(tri), num_points, p=area / area.sum())
     u, v = rng.random((2, num_points))
     flip = u + v > 1
