@@ -11,6 +11,7 @@ from ml_collections import config_flags
 from ddjax import classify
 from ddjax import demo
 from ddjax import robustness
+from ddjax import run_folder
 from ddjax import runtime
 from ddjax import train
 from ddjax import zeroshot
@@ -46,7 +47,8 @@ def main(argv):
     runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
     try:
         JOBS[config.job](config, _WORKDIR.value)
-    except (builders.DataError, readers.PointFileError, clip.TeacherLoadError, FileNotFoundError) as e:
+    except (builders.DataError, readers.PointFileError, clip.TeacherLoadError, run_folder.RunFolderError,
+            FileNotFoundError) as e:
         sys.exit(f"error: {e}")  # the user's data or weights: one clear line, no traceback
 
 

@@ -134,7 +134,7 @@ def e2e_commands(sizes: str, python: str, scratch: pathlib.Path) -> tuple[list[t
     main = [python, "main.py"]
     return [
         ("first_half", main + train + common + [f"--config.total_steps={every}"]),
-        ("resume", main + train + common + [f"--config.total_steps={steps}"]),
+        ("resume", main + train + common + [f"--config.total_steps={steps}", "--config.allow_changes=total_steps"]),
         ("zeroshot_job", main + ["--config=configs/zeroshot.py:smoke", f"--config.checkpoint={run_dir}",
                                  f"--config.dataset={dataset}", f"--config.data_dir={tfds_dir}",
                                  f"--workdir={zs_dir}"] + zs),

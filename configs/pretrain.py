@@ -67,6 +67,9 @@ def get_config(arg=None):
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
     config.init_from = ""
+    # An existing run folder refuses a command whose config differs from the one it was created with; keys
+    # listed here (only total_steps, epochs) may change to continue the run deliberately, e.g. "total_steps".
+    config.allow_changes = ""
 
     config.eval = ml_collections.ConfigDict(dict(
         dataset="", data_dir="~/tensorflow_datasets", npoints=1024, point_all=1200, batch_size=64, ratio=0.25,

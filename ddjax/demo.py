@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from ddjax import pointcloud
+from ddjax import run_folder
 from ddjax.data import readers
 from kernels import backend
 
@@ -74,8 +75,7 @@ def run(config, workdir: str | None) -> dict:
     if workdir:
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, "kernels_demo.json")
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
+        run_folder.write_text(path, json.dumps(summary, indent=2))
         print(f"wrote {path}")
     if not all(r["equals_xla"] for r in results.values()):
         raise RuntimeError("kernel implementations disagree; see the table above")

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import time
 
 import jax
+
+from ddjax import run_folder
 
 
 def write_json(path, obj) -> None:
     """Writes `obj` as indented JSON to `path` atomically (a temporary file, then a rename); process 0 only."""
     if jax.process_index() == 0:
-        path = pathlib.Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
+        run_folder.write_text(path, json.dumps(obj, indent=2))
 
 
 class MetricWriter:

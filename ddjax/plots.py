@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ddjax import run_folder
+
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
@@ -54,4 +56,4 @@ def line_chart(path, series: Sequence[tuple[str, Sequence[float], Sequence[float
         ly = top + 6 + 16 * i
         draw.line([width - right + 12, ly, width - right + 36, ly], fill=color, width=2)
         draw.text((width - right + 42, ly), label, fill="black", font=font, anchor="lm")
-    image.save(path)
+    run_folder.save_png(path, image)

@@ -35,6 +35,7 @@ import numpy as np
 from ddjax import attacks
 from ddjax import metrics
 from ddjax import plots
+from ddjax import run_folder
 from ddjax import zeroshot
 
 
@@ -299,7 +300,7 @@ def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str,
                      f"{pct(r['robust_acc'], std(r, 'robust_acc'))} | {pct(r['success_rate'])} | "
                      f"{pct(r['attack_success_rate'])} | {pct(r['kept_correct'])} | "
                      f"{format(dist['p50'], '.3g') if dist.get('count') else '–'} |")
-    path.write_text("\n".join(lines) + "\n")
+    run_folder.write_text(path, "\n".join(lines) + "\n")
 
 
 def write_figure(path: pathlib.Path, curves: list[dict], eps: float, dataset: str) -> None:
@@ -408,14 +409,14 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
                 row.update({f"{m}_{k}": by[n, t, m][k] for k in ("robust_acc", "robust_acc_std", "success_rate")})
             rows.append(row)
             lines.append(",".join(str(row[h]) if h in ("N", "t") else f"{row[h]:.6f}" for h in head))
-    (out / "sweep.csv").write_text("\n".join(lines) + "\n")
+    run_folder.write_text(out / "sweep.csv", "\n".join(lines) + "\n")
     md = [f"Robust zero-shot top-1 (%) on {meta['dataset']} under targeted PGD ({config.sweep_steps} steps, "
           f"eps {config.sweep_eps:g}), mean over {meta['seeds']} seeds, by N (rows) and t (columns)"]
     for m in modes:
         md += ["", f"Gradient mode `{m}`", "", "| N \\ t | " + " | ".join(str(t) for t in ts) + " |",
                "|---" * (len(ts) + 1) + "|"]
         md += [f"| {n} | " + " | ".join(pct(by[n, t, m]["robust_acc"]) for t in ts) + " |" for n in ns]
-    (out / "sweep.md").write_text("\n".join(md) + "\n")
+    run_folder.write_text(out / "sweep.md", "\n".join(md) + "\n")
     metrics.write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
     print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
     return {"sweep": rows}

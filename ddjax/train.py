@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from ddjax import metrics as metrics_lib
 from ddjax import optim
+from ddjax import run_folder
 from ddjax import zeroshot
 from ddjax.data import pipelines
 from ddjax.data import prepare
@@ -35,7 +36,7 @@ CONSUMED = {
     "": {"job", "seed", "model", "dataset", "data_dir", "splits", "auto_prepare", "num_points", "batch_size",
          "epochs", "warmup_epochs", "total_steps", "lr", "weight_decay", "teacher", "teacher_mode", "teacher_cache",
          "image_pipeline", "tiny_teacher", "log_every", "checkpoint_every", "keep_checkpoints", "init_from",
-         "worker_count", "eval", "distributed"},
+         "worker_count", "eval", "distributed", "allow_changes"},
     "tiny_teacher": {"enabled", "steps", "width", "image_size", "projection_dim", "tokenizer_dir"},
     "eval": {"dataset", "data_dir", "npoints", "point_all", "batch_size", "ratio", "num_paths", "t", "template",
              "seed"},
@@ -66,6 +67,7 @@ def check_config(config) -> None:
                          "devices of the data mesh")
     if config.teacher_mode not in TEACHER_MODES:
         raise ValueError(f"config.teacher_mode must be one of {TEACHER_MODES}, got {config.teacher_mode!r}")
+    run_folder.parse_allowed(config.allow_changes)
     if config.num_points < max(config.model.num_groups, config.model.group_size):
         raise ValueError(f"config.num_points={config.num_points} is fewer than the tokenizer needs "
                          f"(model.num_groups={config.model.num_groups}, model.group_size={config.model.group_size})")
@@ -98,6 +100,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise ValueError("pretraining writes checkpoints and metrics: pass --workdir=DIR")
     check_config(config)
     workdir = pathlib.Path(workdir).expanduser().resolve()  # orbax needs absolute paths
+    config_json = json.loads(config.to_json_best_effort())
+    run_folder.check_same_run(workdir, config_json)  # before anything is written into an existing run
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
@@ -154,8 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     abstract_state = jax.eval_shape(init_state, init_key)
     state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
-    metrics_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()) | {
-        "resolved": {"teacher": teacher.source if teacher is not None else config.teacher_cache,
+    teacher_source = teacher.source if teacher is not None else config.teacher_cache
+    metrics_lib.write_json(workdir / "config.json", config_json | {
+        "resolved": {"teacher": run_folder.store_path(workdir, teacher_source),  # './teacher' inside the run
                      "teacher_dim": teacher_dim, "image_size": image_size, "class_texts": class_texts,
                      "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                      "dataset_full_name": builder.info.full_name}})

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddjax import run_folder
 from ddjax.teachers import clip, prompts
 
 
@@ -89,6 +90,7 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
     import ml_collections
     import orbax.checkpoint as ocp
 
+    from ddjax import run_folder
     from ddjax.models import dual_denoising as dd
 
     root = pathlib.Path(run_dir).expanduser().resolve()
@@ -96,6 +98,8 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
         raise FileNotFoundError(f"{root} is not a pretraining run directory (no config.json); pass "
                                 "--config.checkpoint=RUN_DIR of a configs/pretrain.py run")
     run_config = json.loads((root / "config.json").read_text())
+    if "teacher" in run_config.get("resolved", {}):  # './teacher' lies inside the run folder, wherever it is now
+        run_config["resolved"]["teacher"] = run_folder.resolve_path(root, run_config["resolved"]["teacher"])
     model_config = ml_collections.ConfigDict(run_config["model"])
     manager = ocp.CheckpointManager(root / "checkpoints")
     step = manager.latest_step()
@@ -125,7 +129,7 @@ def save_confusion_png(path, logits: np.ndarray, labels: np.ndarray, num_classes
     np.add.at(counts, (labels, logits.argmax(axis=1)), 1)
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = (255 * (1 - rows)).astype(np.uint8).repeat(cell, 0).repeat(cell, 1)
-    Image.fromarray(image).save(path)
+    run_folder.save_png(path, Image.fromarray(image))
 
 
 SWEEP_N = (1, 2, 4, 8, 16)
@@ -138,17 +142,17 @@ def write_sweep(out, rows: list[dict]) -> None:
     from PIL import Image
     lines = ["N,t,top1,top5,mean_class_acc"] + [
         f"{r['N']},{r['t']},{r['top1']:.6f},{r['top5']:.6f},{r['mean_class_acc']:.6f}" for r in rows]
-    (out / "sweep.csv").write_text("\n".join(lines) + "\n")
+    run_folder.write_text(out / "sweep.csv", "\n".join(lines) + "\n")
     ns, ts = sorted({r["N"] for r in rows}), sorted({r["t"] for r in rows})
     top1 = {(r["N"], r["t"]): r["top1"] for r in rows}
     md = ["| N \\ t | " + " | ".join(str(t) for t in ts) + " |", "|---" * (len(ts) + 1) + "|"]
     md += [f"| {n} | " + " | ".join(f"{100 * top1[n, t]:.1f}" for t in ts) + " |" for n in ns]
-    (out / "sweep.md").write_text("Zero-shot top-1 (%) by number of noise paths N and noise step t\n\n"
+    run_folder.write_text(out / "sweep.md", "Zero-shot top-1 (%) by number of noise paths N and noise step t\n\n"
                                   + "\n".join(md) + "\n")
     grid = np.array([[top1[n, t] for t in ts] for n in ns])
     span = max(grid.max() - grid.min(), 1e-9)
     image = (255 * (1 - (grid - grid.min()) / span)).astype(np.uint8).repeat(24, 0).repeat(24, 1)
-    Image.fromarray(image).save(out / "sweep.png")
+    run_folder.save_png(out / "sweep.png", Image.fromarray(image))
 
 
 def run_sweep(config, out, infer, variables, batches, text, num_classes, feature_types) -> list[dict]:
@@ -203,11 +207,15 @@ def load_evaluation(config, out) -> Evaluation:
     names = classnames_for(config.dataset, builder, config.scan_spelling)
     digest = hashlib.sha1(json.dumps([teacher.source, config.template, names]).encode()).hexdigest()[:12]
     cache_file = out / f"text_features_{digest}.npy"  # computed once per (teacher, prompts, classes)
+    text_features = None
     if cache_file.is_file():
-        text_features = np.load(cache_file, allow_pickle=False)
-    else:
+        try:
+            text_features = np.load(cache_file, allow_pickle=False)
+        except (ValueError, OSError, EOFError):  # damaged (an older, non-atomic write): computed again
+            text_features = None
+    if text_features is None or text_features.shape != (len(names), teacher.dim):
         text_features = class_text_features(teacher, names, config.template)
-        np.save(cache_file, text_features)
+        run_folder.save_npy(cache_file, text_features)
     return Evaluation(model_config, variables, step, builder, names, text_features, teacher.source)
 
 
@@ -251,7 +259,7 @@ def run(config, workdir: str | None) -> dict:
         for r in ratios:
             rep = accuracy_report(by_ratio[r], labels, len(names))
             lines.append(f"{r},{rep['top1']:.6f},{rep['top5']:.6f},{rep['mean_class_acc']:.6f}")
-        (out / "ratios.csv").write_text("\n".join(lines) + "\n")
+        run_folder.write_text(out / "ratios.csv", "\n".join(lines) + "\n")
     result = accuracy_report(logits, labels, len(names))
     result.update({"N": config.num_paths, "t": config.t, "ratio": config.ratio, "dataset": config.name,
                    "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),

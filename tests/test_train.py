@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import pretrain
+from ddjax import run_folder
 from ddjax import train
 from ddjax.metrics import read_metrics
 from tests.conftest import python_path
@@ -57,7 +58,7 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model"]["width"] == 96 and config["resolved"]["teacher"] == str(tmp_path / "teacher")
+    assert config["model"]["width"] == 96 and config["resolved"]["teacher"] == "./teacher"
     summary = json.loads((tmp_path / "model_summary.json").read_text())
     assert summary["total"] == sum(v for k, v in summary.items() if k != "total")
     rows = read_metrics(str(tmp_path))
@@ -83,13 +84,18 @@ def _params(workdir, step):
 
 def test_resume_is_exact(synthetic_tiny, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    cfg = lambda steps: tiny_run_config(synthetic_tiny.data_dir and data_root(synthetic_tiny), total_steps=steps,
-                                        checkpoint_every=3)
+    cfg = lambda steps, **kw: tiny_run_config(synthetic_tiny.data_dir and data_root(synthetic_tiny),
+                                              total_steps=steps, checkpoint_every=3, **kw)
     train.train_and_evaluate(cfg(6), str(straight))
     resumed.mkdir()
     shutil.copytree(straight / "teacher", resumed / "teacher")  # the same frozen teacher
     train.train_and_evaluate(cfg(3), str(resumed))
-    train.train_and_evaluate(cfg(6), str(resumed))  # resumes from checkpoint 3
+    # Training longer changes the run: refused unless asked for, and then it resumes from checkpoint 3.
+    before = (resumed / "config.json").read_bytes()
+    with pytest.raises(run_folder.RunFolderError, match=r"total_steps: 3 -> 6.*--config.allow_changes=total_steps"):
+        train.train_and_evaluate(cfg(6), str(resumed))
+    assert (resumed / "config.json").read_bytes() == before
+    train.train_and_evaluate(cfg(6, allow_changes="total_steps"), str(resumed))
     a, b = read_metrics(str(straight)), read_metrics(str(resumed))
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
     for ra, rb in zip(a, b):

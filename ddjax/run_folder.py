@@ -1,0 +1,141 @@
+"""A run folder's integrity: atomic writes, the config it was created with, and paths relative to it.
+
+A pretraining run folder records its config in `config.json` the first time a job writes into it. A later
+command on the same folder that changes a key which shapes the model, the data or the optimisation is refused
+before anything is written (`check_same_run`), with one line listing the differing keys and both values.
+Keys where continuing is meaningful (`CONTINUABLE`, e.g. `total_steps` to train longer) are accepted when
+named in `--config.allow_changes`; keys that do not change what the run means (`FREE`: logging, checkpoint
+cadence, loader workers, where data lives, the evaluation after training) may always change.
+
+Every file a job writes is written atomically (`write_text`, `write_bytes`, `save_npy`: a temporary name in
+the same folder, then `os.replace`), so a killed job leaves either the old or the new file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+# Keys that never change what a run means.
+FREE = ("log_every", "checkpoint_every", "keep_checkpoints", "worker_count", "data_dir", "auto_prepare",
+        "distributed", "init_from", "allow_changes", "eval", "teacher_cache", "tiny_teacher.tokenizer_dir")
+# Keys a run may continue under a new value when the command names them in --config.allow_changes.
+CONTINUABLE = ("total_steps", "epochs")
+RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
+
+
+class RunFolderError(ValueError):
+    """A command would change what an existing run folder means; the message says what and what to do."""
+
+
+def _atomic(path, write) -> None:
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Writes `data` to `path` atomically (a temporary file in the same folder, then a rename)."""
+    _atomic(path, lambda f: f.write(data))
+
+
+def write_text(path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def save_npy(path, array) -> None:
+    """np.save, atomically; never pickles."""
+    _atomic(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _matches(key: str, names) -> bool:
+    return any(key == n or key.startswith(n + ".") for n in names)
+
+
+def differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(key, recorded value, current value) for every key, nested as 'model.width', whose value differs
+    (a key only one side has counts, with the value '(absent)'); 'resolved' is not config."""
+    old = flatten({k: v for k, v in recorded.items() if k != "resolved"})
+    new = flatten({k: v for k, v in current.items() if k != "resolved"})
+    absent = "(absent)"
+    return [(k, old.get(k, absent), new.get(k, absent)) for k in sorted(set(old) | set(new))
+            if old.get(k, absent) != new.get(k, absent)]
+
+
+def parse_allowed(text: str) -> list[str]:
+    allowed = [k.strip() for k in str(text).split(",") if k.strip()]
+    bad = [k for k in allowed if k not in CONTINUABLE]
+    if bad:
+        raise ValueError(f"config.allow_changes: {bad} cannot change in an existing run; only "
+                         f"{list(CONTINUABLE)} can")
+    return allowed
+
+
+def check_same_run(workdir, config_json: dict) -> None:
+    """RunFolderError if WORKDIR/config.json records a config that differs from `config_json` (the new
+    command's config as JSON) in a key outside FREE, unless the key is CONTINUABLE and named in its
+    `allow_changes`. Writes nothing."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path}: unreadable ({e}); this run folder's record is damaged, so nothing "
+                             "is written into it; use another --workdir") from None
+    allowed = parse_allowed(config_json.get("allow_changes", ""))
+    changed = [(k, a, b) for k, a, b in differences(recorded, config_json) if not _matches(k, FREE)]
+    refused = [(k, a, b) for k, a, b in changed if k not in allowed]
+    if refused:
+        listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in refused)
+        continuable = [k for k, _, _ in refused if k in CONTINUABLE]
+        hint = (f", or continue this run with --config.allow_changes={','.join(continuable)}"
+                if continuable and len(continuable) == len(refused) else "")
+        raise RunFolderError(f"{pathlib.Path(workdir)}: this run was created with a different config ({listed}); "
+                             f"nothing was written. Start a new run with another --workdir{hint}")
+
+
+def store_path(workdir, path: str) -> str:
+    """`path` as a run folder stores it: './...' relative to the folder when it lies inside it, else as is
+    (a hub name or an outside directory)."""
+    try:
+        inside = pathlib.Path(path).resolve().relative_to(pathlib.Path(workdir).resolve())
+    except (ValueError, OSError):
+        return path
+    return RELATIVE + inside.as_posix()
+
+
+def resolve_path(workdir, stored: str) -> str:
+    """The inverse of `store_path`: './...' resolved against the run folder (wherever it now is)."""
+    if stored.startswith(RELATIVE):
+        return str(pathlib.Path(workdir).expanduser().resolve() / stored[len(RELATIVE):])
+    return stored
+
+
+def save_png(path, image) -> None:
+    """A PIL image as a PNG file, atomically."""
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
