@@ -25,7 +25,12 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
                 raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
             result[key] = True
         elif isinstance(default, bool):
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError(f"config argument {key!r} is a boolean (true/false), got {value!r}")
             result[key] = value.lower() in ("1", "true", "yes")
         else:
-            result[key] = type(default)(value)
+            try:
+                result[key] = type(default)(value)
+            except ValueError:
+                raise ValueError(f"config argument {key!r} must be {type(default).__name__}, got {value!r}") from None
     return result
