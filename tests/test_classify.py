@@ -55,27 +55,6 @@ def test_point_formats(tmp_path):
         np.testing.assert_allclose(vertices, pts, rtol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("empty.xyz", "", r"empty\.xyz: no points"),
-    ("nan.xyz", "0 0 0\nnan 1 2\n", r"nan\.xyz: non-finite coordinates"),
-    ("bad.txt", "1 2\n", r"bad\.txt:1: 2 value\(s\) on the first point's line; a point needs at least 3"),
-    ("bad.off", "OFF\n3 1 0\n0 0 0\n", r"bad\.off: the OFF header promises 3 vertices, the file holds 1"),
-    ("face.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", r"refers to a vertex that does not exist"),
-    ("bad.ply", "not a ply", r"bad\.ply: not a PLY file"),
-    ("bad.stl", "solid", r"unsupported file type '\.stl'"),
-])
-def test_malformed_files(tmp_path, name, content, match):
-    (tmp_path / name).write_text(content)
-    with pytest.raises(readers.PointFileError, match=match):
-        readers.read_points_file(tmp_path / name)
-
-
-def test_pickled_npy_is_refused(tmp_path):
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(readers.PointFileError, match=r"not a plain numeric \.npy array"):
-        readers.read_points_file(tmp_path / "obj.npy")
-
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -33,8 +33,7 @@ def test_malformed_files(tmp_path, content, match):
 
 # read_points_file (the classify job's reader): it reads what the formats allow and refuses, naming the file
 # (and the line), what would otherwise be classified as a made-up cloud.
-CUBE = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float)
-QUADS = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [1, 2, 6, 5], [0, 4, 7, 3]]
+from tests.test_classify import CUBE_F as QUADS, CUBE_V as CUBE  # noqa: E402  (the cube of the format tests)
 
 
 def _npy_with_header(path, header: dict, body: bytes = b""):
@@ -46,6 +45,13 @@ def _npy_with_header(path, header: dict, body: bytes = b""):
 
 
 @pytest.mark.parametrize("name, content, match", [
+    ("empty.xyz", "", r"empty\.xyz: no points"),
+    ("nan.xyz", "0 0 0\nnan 1 2\n", r"nan\.xyz: non-finite coordinates"),
+    ("bad.txt", "1 2\n", r"bad\.txt:1: 2 value\(s\) on the first point's line; a point needs at least 3"),
+    ("bad.off", "OFF\n3 1 0\n0 0 0\n", r"bad\.off: the OFF header promises 3 vertices, the file holds 1"),
+    ("index.off", "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", r"refers to a vertex that does not exist"),
+    ("bad.ply", "not a ply", r"bad\.ply: not a PLY file"),
+    ("bad.stl", "solid", r"unsupported file type '\.stl'"),
     ("two.txt", "1 2\n3 4\n5 6\n", r"two\.txt:1: 2 value\(s\) on the first point's line"),  # 6 values: not 2 points
     ("ragged.xyz", "0 0 0\n1 1 1 1\n", r"ragged\.xyz:2: 4 values, but the first point's line has 3"),
     ("word.txt", "0 0 0\n1 x 1\n", r"word\.txt:2: not a number"),
@@ -85,6 +91,8 @@ def test_point_files_refused_with_the_file_and_line(tmp_path, name, content, mat
 def test_npy_files_refused_without_loading_what_they_claim(tmp_path):
     cases = {
         "empty.npy": (lambda p: p.write_bytes(b""), r"empty file"),
+        "pickled.npy": (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+                        r"not a plain numeric \.npy array"),
         "archive.npy": (lambda p: np.savez(open(p, "wb"), a=np.ones((5, 3))), r"an \.npz archive"),
         "text.npy": (lambda p: p.write_text("1 2 3\n"), r"no NUMPY magic"),
         "complex.npy": (lambda p: np.save(p, np.ones((5, 3)) * (1 + 1j)), r"dtype complex128 is not real numbers"),

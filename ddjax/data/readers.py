@@ -232,7 +232,7 @@ def _read_ply(path: str, data: bytes):
     vertices = faces = None
     try:
         for el in elements:
-            props, rows = el["props"], []
+            props = el["props"]
             has_list = any(isinstance(t, tuple) for _, t in props)
             if fmt != "ascii" and not has_list:  # fixed-size rows: one structured read
                 dtype = np.dtype([(f"p{i}", order + t) for i, (_, t) in enumerate(props)])
