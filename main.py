@@ -1,8 +1,12 @@
 """ddjax entry point: `python main.py --config=configs/<name>.py[:arg] --workdir=DIR`.
 
-Parses flags and hands the config to its job; all work happens in the job's module.
+Parses flags and hands the config to its job; all work happens in the job's module. Exit status: 0 done;
+1 a user error (config value, input file, dataset files, checkpoint, run folder), reported as one line
+`error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error (one line);
+70 a bug in ddjax (its traceback, then a line saying where to report it).
 """
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -10,20 +14,13 @@ from ml_collections import config_flags
 
 from ddjax import classify
 from ddjax import demo
+from ddjax import errors
 from ddjax import robustness
-from ddjax import run_folder
 from ddjax import runtime
 from ddjax import train
 from ddjax import zeroshot
-from ddjax.data import builders
-from ddjax.data import readers
 from ddjax.data import prepare
 from ddjax.teachers import cache
-from ddjax.teachers import clip
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).")
 
 JOBS = {
     "kernels_demo": demo.run,
@@ -34,6 +31,19 @@ JOBS = {
     "prepare": prepare.run,
     "teacher_cache": cache.run,
 }
+EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
+
+
+def define_flags(flag_values: flags.FlagValues):
+    """The two flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set in-process)."""
+    config = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
+                                             flag_values=flag_values, lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).",
+                                  flag_values=flag_values)
+    return config, workdir
+
+
+_CONFIG, _WORKDIR = define_flags(flags.FLAGS)
 
 
 def _config_keys(config, prefix="") -> list[str]:
@@ -71,32 +81,64 @@ def _flag_error(argv: list[str], error: Exception) -> str:
     return f"bad flag or config value ({where}): {why}; see the config file's docstring for the accepted values"
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
     """absl's flag parsing (app.run's flags_parser), with every user error as one line and exit status 2."""
     try:
-        rest = flags.FLAGS(argv)
-        if _CONFIG.value is not None:  # a config file that fails to load raises on first use: here, one line
-            _CONFIG.value.keys()
+        rest = flag_values(argv)
+        if flag_values["config"].value is not None:  # a config file that fails to load raises on first use
+            flag_values["config"].value.keys()
         return rest
     except Exception as e:  # noqa: BLE001 - flags.Error, AttributeError (an unknown key), the config's ValueError
         sys.stderr.write(f"error: {_flag_error(argv, e)}\n")
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+
+
+def _usage(where: str, why: str, todo: str):
+    sys.stderr.write(f"error: bad command line ({where}): {why}; {todo}\n")
+    sys.exit(EXIT_USAGE)
+
+
+def run_job(argv: list[str], config, workdir) -> None:
+    """Runs the config's job. A UserError exits with its one line; anything else is a bug in ddjax."""
+    if len(argv) > 1:
+        _usage(" ".join(argv[1:]), "unexpected arguments", "pass everything as --config=... and --workdir=...")
+    if config is None:
+        _usage("--config", "missing", "pass --config=configs/<name>.py[:arg], e.g. configs/demo.py:smoke")
+    if config.get("job") not in JOBS:
+        _usage("config.job", f"{config.get('job')!r} is not a job", f"use one of {sorted(JOBS)}")
+    try:
+        runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
+        JOBS[config.job](config, workdir)
+    except errors.UserError as e:
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as e:  # noqa: BLE001 - a bug: the traceback, then where to report it
+        sys.stdout.flush()
+        traceback.print_exc()
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        sys.stderr.write(f"error: this is a bug in ddjax ({type(e).__name__} at {frame.filename}:{frame.lineno}); "
+                         f"please report it at {errors.REPORT_BUGS} with the command and the traceback above\n")
+        sys.exit(EXIT_BUG)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/demo.py")
-    if config.job not in JOBS:
-        raise app.UsageError(f"config.job={config.job!r} is not one of {sorted(JOBS)}")
-    runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
+    run_job(argv, _CONFIG.value, _WORKDIR.value)
+
+
+def run_command(argv: list[str]) -> int:
+    """The whole command in this process, with fresh flags (tests): its exit status."""
+    flag_values = flags.FlagValues()
+    config, workdir = define_flags(flag_values)
+    saved, sys.argv = sys.argv, ["main.py", *argv]  # config_flags reads the --config.* overrides from sys.argv
     try:
-        JOBS[config.job](config, _WORKDIR.value)
-    except (builders.DataError, readers.PointFileError, clip.TeacherLoadError, run_folder.RunFolderError,
-            FileNotFoundError) as e:
-        sys.exit(f"error: {e}")  # the user's data or weights: one clear line, no traceback
+        rest = parse_flags(sys.argv, flag_values)
+        run_job(rest, config.value, workdir.value)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    return 0
 
 
 if __name__ == "__main__":

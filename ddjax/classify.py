@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ddjax import errors
 from ddjax import zeroshot
 from ddjax.data import pipelines
 from ddjax.data import readers
 from ddjax.models import dual_denoising as dd
 from ddjax.teachers import clip
+from ddjax.teachers import prompts
 from kernels import fps
 
 
@@ -29,7 +31,7 @@ def load_cloud(path, *, npoints: int, point_all: int, need: int, mesh_points: in
     vertices, faces = readers.read_points_file(path)
     points = readers.sample_surface(vertices, faces, mesh_points, rng, str(path)) if faces is not None else vertices
     if len(points) < need:
-        raise readers.PointFileError(f"{path}: {len(points)} points, fewer than the {need} the tokenizer needs")
+        raise readers.PointFileError(path, f"{len(points)} points, fewer than the {need} the tokenizer needs")
     points = pipelines.normalize_unit_ball(points.astype(np.float64)).astype(np.float32)
     n_all = min(point_all, len(points))
     idx = np.asarray(fps(points[None], n_all))[0]  # (n_all,), FPS from index 0
@@ -37,19 +39,41 @@ def load_cloud(path, *, npoints: int, point_all: int, need: int, mesh_points: in
     return points[idx][choice][None]
 
 
-def run(config, workdir: str | None = None) -> dict:
-    labels = [label.strip() for label in config.labels.split(",") if label.strip()]
+def check_config(config) -> tuple[list[str], dict]:
+    """The candidate labels and the run's recorded config, every value checked before any work."""
+    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
     if not labels:
-        raise ValueError('classify: pass the candidate labels, e.g. --config.labels="chair,table,lamp"')
+        raise errors.ConfigError("labels", "no candidate labels", 'pass them, e.g. --config.labels="chair,table,lamp"')
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise errors.ConfigError("labels", f"{repeated} listed more than once", "list each label once")
     if not config.input:
-        raise ValueError("classify: pass the file to classify with --config.input=FILE")
-    run_config, variables, _ = zeroshot.restore_run(config.checkpoint) if config.checkpoint else (None, None, None)
-    if run_config is None:
-        raise ValueError("classify: pass --config.checkpoint=RUN_DIR (a configs/pretrain.py run directory)")
-    model_config = ml_collections.ConfigDict(run_config["model"])
+        raise errors.ConfigError("input", "no file given", "pass the file to classify with --config.input=FILE")
+    path = pathlib.Path(config.input).expanduser()
+    if not path.is_file():
+        raise errors.ConfigError("input", f"{config.input} does not exist or is not a file", "check the path")
+    if path.suffix.lower() not in readers.POINT_FILE_SUFFIXES:
+        raise errors.ConfigError("input", f"unsupported file type {path.suffix!r}",
+                                 f"use one of {readers.POINT_FILE_SUFFIXES}")
+    run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
+    errors.check_int(config, "npoints", 1)
+    errors.check_int(config, "point_all", config.npoints)
+    errors.check_int(config, "mesh_points", 1)
+    zeroshot.check_noise_setting(config, run_config)
+    errors.check_number(config, "ratio", 0.0)
+    errors.check_choice(config, "template", prompts.TEMPLATES)
+    errors.check_int(config, "seed")
+    return labels, run_config
+
+
+def run(config, workdir: str | None = None) -> dict:
+    labels, run_config = check_config(config)
+    model = run_config["model"]
     points = load_cloud(config.input, npoints=config.npoints, point_all=config.point_all,
-                        need=max(model_config.num_groups, model_config.group_size), mesh_points=config.mesh_points,
-                        seed=config.seed)
+                        need=max(model["num_groups"], model["group_size"]), mesh_points=config.mesh_points,
+                        seed=config.seed)  # a bad file is refused before the checkpoint is read
+    run_config, variables, _ = zeroshot.restore_run(config.checkpoint)
+    model_config = ml_collections.ConfigDict(run_config["model"])
     teacher = clip.load(run_config["resolved"]["teacher"])
     text = jnp.asarray(zeroshot.class_text_features(teacher, labels, config.template))
     infer, _ = dd.make_inference(model_config)

@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 
+from ddjax import errors
 from ddjax import pointcloud
 from ddjax import run_folder
 from ddjax.data import readers
@@ -26,11 +27,11 @@ def procedural_clouds(rng: np.random.Generator, batch: int, num_points: int) -> 
 
 def modelnet_clouds(data_dir: str, batch: int, num_points: int) -> np.ndarray:
     """The first `batch` test shapes of a modelnet40_normal_resampled folder, first `num_points` points."""
-    root = pathlib.Path(data_dir)
+    root = pathlib.Path(data_dir).expanduser()
     split = root / "modelnet40_test.txt"
     if not split.is_file():
-        raise FileNotFoundError(f"{split} not found: config.data_dir must be a modelnet40_normal_resampled "
-                                "folder (the official archive from the PointNet++ authors)")
+        raise errors.ConfigError("data_dir", f"{split} not found",
+                                 "pass a modelnet40_normal_resampled folder (the PointNet++ authors' archive)")
     names = split.read_text().split()[:batch]
     clouds = [readers.read_modelnet_txt(root / n.rsplit("_", 1)[0] / f"{n}.txt")[:num_points, :3]
               for n in names]
@@ -47,7 +48,19 @@ def _median_seconds(fn, *args, repeats: int) -> float:
     return float(np.median(times))
 
 
+def check_config(config) -> None:
+    for key in ("batch_size", "num_points", "repeats"):
+        errors.check_int(config, key, 1)
+    errors.check_int(config, "num_groups", 1, config.num_points)
+    errors.check_int(config, "group_size", 1, config.num_points)
+    errors.check_int(config, "interpret_batch_size", 1, config.batch_size)
+    errors.check_int(config, "seed")
+    if config.data_dir and not os.path.isdir(os.path.expanduser(config.data_dir)):
+        raise errors.ConfigError("data_dir", f"{config.data_dir} does not exist or is not a folder")
+
+
 def run(config, workdir: str | None) -> dict:
+    check_config(config)
     rng = np.random.default_rng(config.seed)
     if config.data_dir:
         clouds = modelnet_clouds(config.data_dir, config.batch_size, config.num_points)

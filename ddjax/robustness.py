@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddjax import attacks
+from ddjax import errors
 from ddjax import metrics
 from ddjax import plots
 from ddjax import run_folder
@@ -40,14 +41,16 @@ from ddjax import zeroshot
 
 
 def parse_list(config, field: str, kind=float) -> list:
-    """A comma-separated config string as a list of `kind`; ValueError naming the field."""
+    """A comma-separated config string as a list of `kind`; ConfigError naming the field."""
     text = str(config[field])
     try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"config.{field}={text!r} is not a comma-separated list of {kind.__name__}") from None
+        raise errors.ConfigError(field, f"{text!r} is not a comma-separated list of {kind.__name__}") from None
     if not values:
-        raise ValueError(f"config.{field} is empty")
+        raise errors.ConfigError(field, "empty list")
+    if kind is float and not all(np.isfinite(values)):
+        raise errors.ConfigError(field, f"{text!r} holds a non-finite number")
     return values
 
 
@@ -59,12 +62,15 @@ def parse_settings(text: str, field: str = "settings") -> list[tuple[int, int]]:
         try:
             settings.append((int(n), int(t)))
         except ValueError:
-            raise ValueError(f"config.{field}: {item!r} is not N:t (e.g. 8:100)") from None
+            raise errors.ConfigError(field, f"{item!r} is not N:t", "e.g. --config.settings=8:100,16:500") from None
     return settings
 
 
-def check_config(config) -> dict:
-    """Parses and checks the job's lists and numbers; returns them as a dict. ValueError names the field."""
+def check_config(config, workdir: str | None = None) -> dict:
+    """Parses and checks every value of the job before any data, checkpoint or compilation; returns the
+    lists as a dict. ConfigError names the key."""
+    errors.require_workdir(workdir, "attack", "attack.json, table2.md and figure8.png")
+    run_config = zeroshot.check_evaluation(config)
     parsed = {
         "settings": parse_settings(config.settings),
         "attacks": parse_list(config, "attacks", str),
@@ -76,28 +82,32 @@ def check_config(config) -> dict:
     for field, known in (("attacks", attacks.ATTACKS), ("modes", attacks.MODES)):
         bad = [v for v in parsed[field] if v not in known]
         if bad:
-            raise ValueError(f"config.{field}: {bad} not in {list(known)}")
-    for n, t in parsed["settings"] + [(n, t) for n in parsed["sweep_n"] for t in parsed["sweep_t"]]:
-        if n < 1 or not 0 <= t < 1000:
-            raise ValueError(f"config.settings/sweep: N={n}, t={t}: need N >= 1 and 0 <= t < num_timesteps")
-    if any(e < 0 for e in parsed["eps"]) or config.sweep_eps < 0:
-        raise ValueError(f"config.eps / sweep_eps must be >= 0, got {parsed['eps']} / {config.sweep_eps}")
+            raise errors.ConfigError(field, f"{bad} not in {list(known)}")
+    timesteps = run_config["model"]["num_timesteps"]
+    for field, pairs in (("settings", parsed["settings"]),
+                         ("sweep_n/sweep_t", [(n, t) for n in parsed["sweep_n"] for t in parsed["sweep_t"]])):
+        for n, t in pairs:
+            if n < 1 or not 0 <= t < timesteps:
+                raise errors.ConfigError(field, f"N={n}, t={t}: need N >= 1 and 0 <= t < {timesteps}")
+    if any(e < 0 for e in parsed["eps"]):
+        raise errors.ConfigError("eps", f"must be >= 0, got {parsed['eps']}")
+    errors.check_number(config, "sweep_eps", 0.0)
     for field in ("steps", "sweep_steps", "eot_samples", "seeds", "batch_size"):
-        if not isinstance(config[field], int) or config[field] < 1:
-            raise ValueError(f"config.{field} must be a positive integer, got {config[field]!r}")
+        errors.check_int(config, field, 1)
     for field in ("max_shapes", "curve_every", "draws_per_step", "success_draws"):
-        if not isinstance(config[field], int) or config[field] < 0:
-            raise ValueError(f"config.{field} must be an integer >= 0, got {config[field]!r}")
-    if config.batch_size % jax.device_count():
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
-                         "devices of the data mesh")
+        errors.check_int(config, field, 0)
+    errors.check_int(config, "seed")
+    errors.check_choice(config, "fixed_noise", (True, False))
+    errors.check_choice(config, "sweep", (True, False))
+    errors.check_divisible(config, "batch_size", jax.device_count())
     if config.curve_every and config.steps % config.curve_every:
-        raise ValueError(f"config.curve_every={config.curve_every} must divide config.steps={config.steps}")
-    cw = config.cw
-    if not (isinstance(cw.search_steps, int) and cw.search_steps >= 1 and isinstance(cw.iterations, int)
-            and cw.iterations >= 1 and cw.learning_rate > 0 and cw.lower <= cw.initial_lambda <= cw.upper):
-        raise ValueError(f"config.cw: need search_steps, iterations >= 1, learning_rate > 0 and "
-                         f"lower <= initial_lambda <= upper; got {cw.to_dict()}")
+        raise errors.ConfigError("curve_every", f"{config.curve_every} does not divide config.steps={config.steps}")
+    errors.check_int(config, "cw.search_steps", 1)
+    errors.check_int(config, "cw.iterations", 1)
+    errors.check_number(config, "cw.learning_rate", 0.0, low_open=True)
+    errors.check_number(config, "cw.lower", 0.0)
+    errors.check_number(config, "cw.upper", config.cw.lower)
+    errors.check_number(config, "cw.initial_lambda", config.cw.lower, config.cw.upper)
     return parsed
 
 
@@ -121,7 +131,7 @@ def load_batches(builder, config) -> list[dict]:
         batches.append({"points": np.concatenate([points, np.repeat(points[:1], pad, 0)]),
                         "label": np.concatenate([label, np.repeat(label[:1], pad)]), "valid": valid})
     if not batches:
-        raise ValueError(f"attack: the test split of {config.dataset} is empty")
+        raise errors.ConfigError("dataset", f"the test split of {config.dataset} is empty")
     return batches
 
 
@@ -325,11 +335,7 @@ def run(config, workdir: str | None) -> dict:
     adversarial half (sweep.csv, sweep.md)."""
     from ddjax.models import dual_denoising as dd
 
-    if not config.checkpoint:
-        raise ValueError("attack: pass --config.checkpoint=RUN_DIR (a configs/pretrain.py run directory)")
-    if not workdir:
-        raise ValueError("attack: pass --workdir=DIR for attack.json, table2.md and figure8.png")
-    parsed = check_config(config)
+    parsed = check_config(config, workdir)
     out = pathlib.Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     ev = zeroshot.load_evaluation(config, out)

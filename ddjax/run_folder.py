@@ -19,6 +19,8 @@ import tempfile
 
 import numpy as np
 
+from ddjax import errors
+
 # Keys that never change what a run means.
 FREE = ("log_every", "checkpoint_every", "keep_checkpoints", "worker_count", "data_dir", "auto_prepare",
         "distributed", "init_from", "allow_changes", "eval", "teacher_cache", "tiny_teacher.tokenizer_dir")
@@ -27,8 +29,10 @@ CONTINUABLE = ("total_steps", "epochs")
 RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
 
 
-class RunFolderError(ValueError):
-    """A command would change what an existing run folder means; the message says what and what to do."""
+class RunFolderError(errors.UserError):
+    """A command would change what an existing run folder means: RunFolderError(folder, why, what to do)."""
+    what = "refused to write into the run folder"
+    todo = "start a new run with another --workdir"
 
 
 def _atomic(path, write) -> None:
@@ -87,8 +91,8 @@ def parse_allowed(text: str) -> list[str]:
     allowed = [k.strip() for k in str(text).split(",") if k.strip()]
     bad = [k for k in allowed if k not in CONTINUABLE]
     if bad:
-        raise ValueError(f"config.allow_changes: {bad} cannot change in an existing run; only "
-                         f"{list(CONTINUABLE)} can")
+        raise errors.ConfigError("allow_changes", f"{bad} cannot change in an existing run",
+                                 f"only {list(CONTINUABLE)} can be listed")
     return allowed
 
 
@@ -102,8 +106,8 @@ def check_same_run(workdir, config_json: dict) -> None:
     try:
         recorded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(f"{path}: unreadable ({e}); this run folder's record is damaged, so nothing "
-                             "is written into it; use another --workdir") from None
+        raise RunFolderError(path, f"this run folder's record is unreadable ({errors.one_line(e)}); nothing "
+                             "was written", "use another --workdir") from None
     allowed = parse_allowed(config_json.get("allow_changes", ""))
     changed = [(k, a, b) for k, a, b in differences(recorded, config_json) if not _matches(k, FREE)]
     refused = [(k, a, b) for k, a, b in changed if k not in allowed]
@@ -112,8 +116,8 @@ def check_same_run(workdir, config_json: dict) -> None:
         continuable = [k for k, _, _ in refused if k in CONTINUABLE]
         hint = (f", or continue this run with --config.allow_changes={','.join(continuable)}"
                 if continuable and len(continuable) == len(refused) else "")
-        raise RunFolderError(f"{pathlib.Path(workdir)}: this run was created with a different config ({listed}); "
-                             f"nothing was written. Start a new run with another --workdir{hint}")
+        raise RunFolderError(workdir, f"this run was created with a different config ({listed}); nothing was "
+                             "written", f"start a new run with another --workdir{hint}")
 
 
 def store_path(workdir, path: str) -> str:
@@ -139,3 +143,35 @@ def save_png(path, image) -> None:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     write_bytes(path, buf.getvalue())
+
+
+def restore(manager, step: int, args, directory):
+    """manager.restore(step, args=args), with a damaged or unreadable checkpoint as one CheckpointError."""
+    try:
+        return manager.restore(step, args=args)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
+        why = errors.one_line(e)
+        raise errors.CheckpointError(
+            pathlib.Path(directory) / str(step), f"damaged or not an orbax checkpoint ({type(e).__name__}: "
+            f"{why[:300]}{'...' if len(why) > 300 else ''})",
+            "restore it from a backup, or delete that step's folder to fall back to an earlier checkpoint "
+            "(or retrain)") from None
+
+
+def check_tree(expected, restored, where) -> None:
+    """CheckpointError naming the first parameter whose path or shape differs between `expected` (shapes of
+    the model the run's config describes) and `restored` (what the checkpoint holds)."""
+    import jax
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    have = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(restored)}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [k for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    if missing or extra or shapes:
+        parts = ([f"{len(missing)} parameters missing (first {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} unexpected (first {extra[0]})"] if extra else []) + \
+                ([f"{len(shapes)} of another shape (first {shapes[0]}: {have[shapes[0]]}, the run's config needs "
+                  f"{want[shapes[0]]})"] if shapes else [])
+        raise errors.CheckpointError(where, "holds a different model than the run's config.json describes ("
+                                     + ", ".join(parts) + ")",
+                                     "the checkpoint and config.json come from different runs: copy the whole run "
+                                     "folder, never one file of it")

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ddjax import errors
 from ddjax import metrics as metrics_lib
 from ddjax import optim
 from ddjax import run_folder
@@ -44,33 +45,51 @@ CONSUMED = {
 TEACHER_MODES = ("online", "cached")
 
 
-def check_config(config) -> None:
-    """Clear errors for bad values and for keys that nothing reads."""
+def check_config(config, workdir: str | None = None) -> None:
+    """Every value checked before any data, teacher or compilation: ConfigError naming the key."""
+    from ddjax.data import image_augment
     unread = [k for k in config.keys() if k not in CONSUMED[""]]
     for section in ("tiny_teacher", "eval"):
         unread += [f"{section}.{k}" for k in config[section].keys() if k not in CONSUMED[section]]
     unread += [f"model.{k}" for k in config.model.keys() if k not in dd.model_config("tiny").keys()]
     if unread:
-        raise ValueError(f"config keys that nothing reads: {sorted(unread)} (misspelt or stale?)")
+        raise errors.ConfigError(sorted(unread)[0], f"nothing reads the keys {sorted(unread)} (misspelt or stale?)",
+                                 "remove them from the config file")
+    errors.require_workdir(workdir, "pretrain", "checkpoints and metrics")
     dd.validate_config(config.model)
-    if config.dataset not in prepare.DATASETS:
-        raise ValueError(f"config.dataset={config.dataset!r} is not one of {sorted(prepare.DATASETS)}")
-    if config.eval.dataset and config.eval.dataset not in prepare.DATASETS:
-        raise ValueError(f"config.eval.dataset={config.eval.dataset!r} is not one of {sorted(prepare.DATASETS)}")
-    for key in ("batch_size", "num_points", "epochs", "log_every", "checkpoint_every", "keep_checkpoints"):
-        if not isinstance(config[key], int) or config[key] < 1:
-            raise ValueError(f"config.{key} must be a positive integer, got {config[key]!r}")
-    if not isinstance(config.total_steps, int) or config.total_steps < 0:
-        raise ValueError(f"config.total_steps must be >= 0 (0: derived from epochs), got {config.total_steps!r}")
-    if config.batch_size % jax.device_count():
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
-                         "devices of the data mesh")
-    if config.teacher_mode not in TEACHER_MODES:
-        raise ValueError(f"config.teacher_mode must be one of {TEACHER_MODES}, got {config.teacher_mode!r}")
+    errors.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    if config.eval.dataset:
+        errors.check_choice(config, "eval.dataset", sorted(prepare.DATASETS))
+    if not config.splits or any(s not in ("train", "test") for s in config.splits):
+        raise errors.ConfigError("splits", f"must name 'train' and/or 'test', got {tuple(config.splits)}")
+    for key in ("batch_size", "num_points", "epochs", "log_every", "checkpoint_every", "keep_checkpoints",
+                "eval.npoints", "eval.batch_size", "eval.num_paths", "tiny_teacher.steps", "tiny_teacher.width",
+                "tiny_teacher.image_size", "tiny_teacher.projection_dim"):
+        errors.check_int(config, key, 1)
+    for key in ("total_steps", "warmup_epochs", "worker_count"):
+        errors.check_int(config, key, 0)
+    errors.check_int(config, "seed")
+    errors.check_int(config, "eval.seed")
+    errors.check_int(config, "eval.t", 0, config.model.num_timesteps - 1)
+    errors.check_int(config, "eval.point_all", config.eval.npoints)
+    errors.check_number(config, "lr", 0.0, low_open=True)
+    errors.check_number(config, "weight_decay", 0.0)
+    errors.check_number(config, "eval.ratio", 0.0)
+    errors.check_divisible(config, "batch_size", jax.device_count())
+    errors.check_choice(config, "teacher_mode", TEACHER_MODES)
+    errors.check_choice(config, "image_pipeline", image_augment.PIPELINES)
     run_folder.parse_allowed(config.allow_changes)
     if config.num_points < max(config.model.num_groups, config.model.group_size):
-        raise ValueError(f"config.num_points={config.num_points} is fewer than the tokenizer needs "
-                         f"(model.num_groups={config.model.num_groups}, model.group_size={config.model.group_size})")
+        raise errors.ConfigError("num_points", f"{config.num_points} points are fewer than the tokenizer needs "
+                                 f"(model.num_groups={config.model.num_groups}, model.group_size="
+                                 f"{config.model.group_size})")
+    if config.teacher_mode == "cached" and not pathlib.Path(config.teacher_cache).expanduser().is_dir():
+        raise errors.ConfigError("teacher_cache", f"{config.teacher_cache!r} is not a folder",
+                                 "build the bank with configs/teacher_cache.py and pass its --workdir")
+    if config.teacher_mode == "online" and not config.tiny_teacher.enabled and not config.teacher:
+        raise errors.ConfigError("teacher", "empty", "pass a CLIP hub name or a local directory")
+    if config.init_from:
+        errors.check_run_dir(config, "init_from")
 
 
 def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> clip.Teacher:
@@ -87,18 +106,14 @@ def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> c
     try:
         return clip.load(config.teacher)
     except clip.TeacherLoadError as e:
-        raise clip.TeacherLoadError(
-            f"{e}\nThe pretraining run needs the CLIP teacher {config.teacher!r}: on a machine with internet "
-            "it downloads on first use; offline, save it there with FlaxCLIPModel.from_pretrained(NAME)"
-            ".save_pretrained(DIR) (plus CLIPTokenizer...save_pretrained(DIR)) and pass --config.teacher=DIR."
-        ) from None
+        raise clip.TeacherLoadError(f"config.teacher={config.teacher}", e.why,
+                                    "with internet the hub name downloads on first use; " + e.todo.replace(
+                                        "then pass DIR", "then pass --config.teacher=DIR")) from None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------------------------------ setup
-    if not workdir:
-        raise ValueError("pretraining writes checkpoints and metrics: pass --workdir=DIR")
-    check_config(config)
+    check_config(config, workdir)
     workdir = pathlib.Path(workdir).expanduser().resolve()  # orbax needs absolute paths
     config_json = json.loads(config.to_json_best_effort())
     run_folder.check_same_run(workdir, config_json)  # before anything is written into an existing run
@@ -114,8 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     source = pipelines.IndexedSource([builder.as_data_source(s) for s in config.splits])
     steps_per_epoch = len(source) // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"config.batch_size={config.batch_size} exceeds the {len(source)} records of "
-                         f"{config.dataset} {tuple(config.splits)}")
+        raise errors.ConfigError("batch_size", f"{config.batch_size} exceeds the {len(source)} records of "
+                                 f"{config.dataset} {tuple(config.splits)}", "use a smaller batch")
     total_steps = config.total_steps or (config.epochs + 1) * steps_per_epoch  # ReCon runs epochs 0..300
     class_texts = cache.class_texts(builder)
 
@@ -131,8 +146,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             image_pipeline=config.image_pipeline, num_records=len(source))
         num_views, teacher_dim = manifest["views"], manifest["dim"]
     if teacher_dim != config.model.teacher_dim:
-        raise ValueError(f"config.model.teacher_dim={config.model.teacher_dim} but the teacher's features have "
-                         f"{teacher_dim} dimensions")
+        raise errors.ConfigError("model.teacher_dim", f"{config.model.teacher_dim}, but the teacher's features have "
+                                 f"{teacher_dim} dimensions", f"set --config.model.teacher_dim={teacher_dim}")
     image_size = teacher.image_size if teacher is not None else 224
     transform = pipelines.PretrainTransform(
         num_points=config.num_points, image_pipeline=config.image_pipeline if teacher is not None else None,
@@ -201,8 +216,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding)
     start = manager.latest_step()
     if start is not None:
-        restored = manager.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(restore_target), data=grain.checkpoint.CheckpointRestore(data_iter)))
+        restored = run_folder.restore(manager, start, ocp.args.Composite(
+            state=ocp.args.StandardRestore(restore_target), data=grain.checkpoint.CheckpointRestore(data_iter)),
+            workdir / "checkpoints")
         state = restored["state"]
         print(f"resumed from {workdir / 'checkpoints' / str(start)}")
     else:
@@ -244,8 +260,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, metrics = step_fn(state, batch, teacher_params, text_bank, image_bank)
         loss = float(metrics["loss"])  # one scalar per step: names the exact step of a non-finite loss
         if not np.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss} at step {step} (steps {start}..{step} ran in this "
-                                     f"process); the last checkpoint is step {manager.latest_step()}")
+            raise errors.UserError(workdir, f"non-finite loss {loss} at step {step} (steps {start}..{step} ran in "
+                                   f"this process; the last checkpoint is step {manager.latest_step()})",
+                                   "lower --config.lr or check the data; a new run needs another --workdir")
         done = step + 1
         if done % config.log_every == 0 or done == total_steps:
             last = writer.write(done, jax.device_get(metrics))
@@ -262,8 +279,10 @@ def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
     other = ocp.CheckpointManager(pathlib.Path(run_dir).expanduser().resolve() / "checkpoints")
     step = other.latest_step()
     if step is None:
-        raise FileNotFoundError(f"config.init_from={run_dir}: no checkpoint in {run_dir}/checkpoints")
-    restored = other.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(restore_target)))
+        raise errors.ConfigError("init_from", f"{run_dir} has no checkpoint in {run_dir}/checkpoints",
+                                 "pass a run that has saved one")
+    restored = run_folder.restore(other, step, ocp.args.Composite(state=ocp.args.StandardRestore(restore_target)),
+                                  pathlib.Path(run_dir) / "checkpoints")
     other.close()
     return {**state, "params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
 

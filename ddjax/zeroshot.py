@@ -12,8 +12,80 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddjax import errors
 from ddjax import run_folder
 from ddjax.teachers import clip, prompts
+
+SCAN_SPELLINGS = ("toile", "toilet")
+
+
+def check_evaluation(config) -> dict:
+    """Checks the run, test-data and scoring fields every evaluation job shares (configs/zeroshot.py's
+    `evaluation_fields`) without loading anything heavy; returns the run's recorded config (config.json)."""
+    from ddjax.data import prepare
+
+    run_config = read_run_config(errors.check_run_dir(config, "checkpoint"))
+    errors.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    errors.check_int(config, "npoints", 1)
+    errors.check_int(config, "point_all", config.npoints)
+    errors.check_int(config, "num_groups", 0, config.npoints)
+    errors.check_int(config, "group_size", 0 if not config.num_groups else 1, config.npoints)
+    errors.check_number(config, "ratio", 0.0)
+    errors.check_choice(config, "template", prompts.TEMPLATES)
+    errors.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
+    errors.check_choice(config, "normalize", (True, False))
+    model = run_config["model"]
+    groups = config.num_groups or model["num_groups"]
+    size = config.group_size if config.num_groups else model["group_size"]
+    if config.npoints < max(groups, size):
+        raise errors.ConfigError("npoints", f"{config.npoints} points are fewer than the tokenizer needs "
+                                            f"({groups} groups of {size})", "raise npoints or lower num_groups")
+    return run_config
+
+
+def check_noise_setting(config, run_config: dict, n_key: str = "num_paths", t_key: str = "t") -> None:
+    errors.check_int(config, n_key, 1)
+    errors.check_int(config, t_key, 0, run_config["model"]["num_timesteps"] - 1)
+
+
+def check_config(config, workdir: str | None) -> dict:
+    """The zeroshot job's checks, before any data, checkpoint or compilation."""
+    import jax
+    errors.require_workdir(workdir, "zeroshot", "zeroshot.json and confusion.png")
+    run_config = check_evaluation(config)
+    check_noise_setting(config, run_config)
+    errors.check_int(config, "batch_size", 1)
+    errors.check_divisible(config, "batch_size", jax.device_count())
+    errors.check_int(config, "seed")
+    errors.check_choice(config, "sweep", (True, False))
+    parse_ratios(config.ratios)
+    return run_config
+
+
+def parse_ratios(text: str) -> list[float]:
+    """config.ratios '0,0.1,0.25' -> [0.0, 0.1, 0.25]; ConfigError unless finite numbers >= 0."""
+    import math
+    try:
+        ratios = [float(r) for r in str(text).split(",") if r.strip()]
+    except ValueError:
+        raise errors.ConfigError("ratios", f"{text!r} is not a comma-separated list of numbers",
+                                 "e.g. --config.ratios=0,0.1,0.25") from None
+    if any(not math.isfinite(r) or r < 0 for r in ratios):
+        raise errors.ConfigError("ratios", f"{text!r}: every text weight must be a finite number >= 0")
+    return ratios
+
+
+def read_run_config(run_dir: str) -> dict:
+    """RUN_DIR/config.json as a dict; CheckpointError if it is unreadable or lacks the model."""
+    import json
+    import pathlib
+    path = pathlib.Path(run_dir).expanduser() / "config.json"
+    try:
+        run_config = json.loads(path.read_text())
+        run_config["model"]["num_timesteps"], run_config["model"]["num_groups"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise errors.CheckpointError(path, f"not a readable run record ({errors.one_line(e)})") from None
+    return run_config
 
 
 def class_text_features(teacher: clip.Teacher, classnames, template: str = "recon") -> np.ndarray:
@@ -84,33 +156,31 @@ def open_eval_dataset(dataset: str, data_dir: str):
 def restore_run(run_dir: str) -> tuple[dict, dict, int]:
     """(run config as a dict, variables {'params', 'batch_stats'}, step) of a pretraining run's latest
     checkpoint, restored into the shapes of its own model config."""
-    import json
     import pathlib
 
     import ml_collections
     import orbax.checkpoint as ocp
 
-    from ddjax import run_folder
     from ddjax.models import dual_denoising as dd
 
     root = pathlib.Path(run_dir).expanduser().resolve()
     if not (root / "config.json").is_file():
-        raise FileNotFoundError(f"{root} is not a pretraining run directory (no config.json); pass "
-                                "--config.checkpoint=RUN_DIR of a configs/pretrain.py run")
-    run_config = json.loads((root / "config.json").read_text())
+        raise errors.CheckpointError(root, "not a pretraining run folder (no config.json)")
+    run_config = read_run_config(root)
     if "teacher" in run_config.get("resolved", {}):  # './teacher' lies inside the run folder, wherever it is now
         run_config["resolved"]["teacher"] = run_folder.resolve_path(root, run_config["resolved"]["teacher"])
     model_config = ml_collections.ConfigDict(run_config["model"])
     manager = ocp.CheckpointManager(root / "checkpoints")
     step = manager.latest_step()
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {root / 'checkpoints'}")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        raise errors.CheckpointError(root / "checkpoints", "no checkpoint (the run has not saved one yet)")
+    restored = run_folder.restore(manager, step, ocp.args.Composite(state=ocp.args.StandardRestore()),
+                                  root / "checkpoints")
     manager.close()
     state = restored["state"]
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     shapes = jax.eval_shape(lambda k: dd.init_variables(model_config, k), jax.random.key(0))
-    jax.tree_util.tree_map(lambda a, b: None, shapes, variables)  # raises if the trees differ
+    run_folder.check_tree(shapes, variables, root / "checkpoints" / str(step))
     return run_config, variables, int(step)
 
 
@@ -227,10 +297,7 @@ def run(config, workdir: str | None) -> dict:
     from ddjax.data import pipelines
     from ddjax.models import dual_denoising as dd
 
-    if not config.checkpoint:
-        raise ValueError("zeroshot: pass --config.checkpoint=RUN_DIR (a configs/pretrain.py run directory)")
-    if not workdir:
-        raise ValueError("zeroshot: pass --workdir=DIR for zeroshot.json and confusion.png")
+    check_config(config, workdir)
     out = pathlib.Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     ev = load_evaluation(config, out)
@@ -249,7 +316,7 @@ def run(config, workdir: str | None) -> dict:
         print(f"zero-shot sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}; best top-1 "
               f"{best['top1']:.4f} at N={best['N']}, t={best['t']}")
         return {"sweep": rows}
-    ratios = [float(r) for r in str(config.ratios).split(",") if r.strip()]
+    ratios = parse_ratios(config.ratios)
     by_ratio, labels = score_batches(infer, variables, batches, text, ratios=[config.ratio, *ratios], t=config.t,
                                      num_paths=config.num_paths, key=jax.random.key(config.seed),
                                      feature_types=types)  # one inference pass, every ratio scored

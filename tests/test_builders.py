@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ddjax import errors
 from ddjax.data import builders, pipelines, prepare
 from tests import references as ref
 from tests.conftest import MODELNET_DIR
@@ -65,17 +66,17 @@ def tiny_modelnet(tmp_path):
 def test_modelnet_malformed_inputs_are_named(tiny_modelnet, tmp_path):
     data_dir = tmp_path / "out"
     (tiny_modelnet / "chair" / "chair_0002.txt").unlink()
-    with pytest.raises(builders.DataError, match=r"missing file .*chair_0002\.txt; it comes from .*PointNet\+\+"):
+    with pytest.raises(builders.DataError, match=r"chair_0002\.txt\): missing file; it comes from .*PointNet\+\+"):
         prepare.prepare("modelnet40", data_dir / "a", tiny_modelnet)
     (tiny_modelnet / "modelnet40_test.txt").write_text("sofa_0001\n")
-    with pytest.raises(builders.DataError, match=r"modelnet40_test\.txt:1: shape 'sofa_0001' has class 'sofa'"):
+    with pytest.raises(builders.DataError, match=r"modelnet40_test\.txt:1\): shape 'sofa_0001' has class 'sofa'"):
         prepare.prepare("modelnet40", data_dir / "b", tiny_modelnet)
     (tiny_modelnet / "modelnet40_test.txt").write_text("chair_0001\n")
     with open(tiny_modelnet / "chair" / "chair_0001.txt", "a") as f:
         f.write("1,2,3\n")
-    with pytest.raises(ValueError, match=r"chair_0001\.txt:8301: expected 6 comma-separated values"):
+    with pytest.raises(ValueError, match=r"chair_0001\.txt:8301\): expected 6 comma-separated values"):
         prepare.prepare("modelnet40", data_dir / "c", tiny_modelnet)
-    with pytest.raises(builders.DataError, match=r"manual directory .* does not exist"):
+    with pytest.raises(errors.ConfigError, match=r"config\.manual_dir\): .* does not exist"):
         prepare.prepare("modelnet40", data_dir / "d", tmp_path / "nowhere")
     with pytest.raises(builders.DataError, match=r"is not prepared in .*configs/prepare.py:modelnet40"):
         prepare.open_dataset("modelnet40", data_dir / "e")
@@ -86,7 +87,7 @@ def test_modelnet_malformed_inputs_are_named(tiny_modelnet, tmp_path):
 def test_modelnet_too_few_points(tiny_modelnet, tmp_path):
     data = np.ones((100, 6))
     np.savetxt(tiny_modelnet / "chair" / "chair_0002.txt", data, delimiter=",")
-    with pytest.raises(builders.DataError, match=r"chair_0002\.txt has 100 points, fewer than the 8192"):
+    with pytest.raises(builders.DataError, match=r"chair_0002\.txt\): 100 points, fewer than the 8192"):
         prepare.prepare("modelnet40", tmp_path / "out", tiny_modelnet)
 
 
@@ -133,7 +134,7 @@ def test_scanobjectnn_builds_each_config(tiny_scanobjectnn, tmp_path):
 def test_scanobjectnn_malformed_inputs_are_named(tiny_scanobjectnn, tmp_path):
     path = tiny_scanobjectnn / "main_split_nobg" / "test_objectdataset.h5"
     _write_h5(path, np.zeros((2, 2048, 3), np.float32), None, keys=("data",))
-    with pytest.raises(builders.DataError, match=r"test_objectdataset\.h5 has no key 'label'"):
+    with pytest.raises(builders.DataError, match=r"test_objectdataset\.h5\): no key 'label'"):
         prepare.prepare("scanobjectnn/obj_only", tmp_path / "a", tiny_scanobjectnn)
     _write_h5(path, np.zeros((2, 1024, 3), np.float32), np.zeros(2))
     with pytest.raises(builders.DataError, match=r"key 'data' has shape \(2, 1024, 3\), expected \(M, 2048, 3\)"):
@@ -142,10 +143,10 @@ def test_scanobjectnn_malformed_inputs_are_named(tiny_scanobjectnn, tmp_path):
     with pytest.raises(builders.DataError, match=r"key 'label' entry 1 is 15, not a class in \[0, 15\)"):
         prepare.prepare("scanobjectnn/obj_only", tmp_path / "c", tiny_scanobjectnn)
     path.write_bytes(b"not hdf5")
-    with pytest.raises(builders.DataError, match=r"test_objectdataset\.h5 is not a readable HDF5 file"):
+    with pytest.raises(builders.DataError, match=r"test_objectdataset\.h5\): not a readable HDF5 file"):
         prepare.prepare("scanobjectnn/obj_only", tmp_path / "d", tiny_scanobjectnn)
     path.unlink()
-    with pytest.raises(builders.DataError, match=r"missing file .*test_objectdataset\.h5; it comes from .*ScanObjectNN"):
+    with pytest.raises(builders.DataError, match=r"test_objectdataset\.h5\): missing file; it comes from .*ScanObjectNN"):
         prepare.prepare("scanobjectnn/obj_only", tmp_path / "e", tiny_scanobjectnn)
 
 
@@ -187,23 +188,23 @@ def test_shapenet_builds_with_images_and_texts(tiny_shapenet, tmp_path):
 def test_shapenet_malformed_inputs_are_named(tiny_shapenet, tmp_path):
     pc = tiny_shapenet / "shapenet_pc" / "02691160-ccc.npy"
     np.save(pc, np.zeros((100, 3), np.float32))
-    with pytest.raises(builders.DataError, match=r"02691160-ccc\.npy has shape \(100, 3\), expected \(8192, 3\)"):
+    with pytest.raises(builders.DataError, match=r"02691160-ccc\.npy\): shape \(100, 3\) and dtype float\d+, expected \(8192, 3\)"):
         prepare.prepare("shapenet55", tmp_path / "a", tiny_shapenet)
     np.save(pc, np.array([{"not": "an array"}], dtype=object), allow_pickle=True)  # never unpickled
-    with pytest.raises(builders.DataError, match=r"02691160-ccc\.npy is not a plain \.npy array"):
+    with pytest.raises(builders.DataError, match=r"02691160-ccc\.npy\): not a plain \.npy array"):
         prepare.prepare("shapenet55", tmp_path / "b", tiny_shapenet)
     np.save(pc, np.zeros((8192, 3), np.float32))
     (tiny_shapenet / "shapenet_img" / "02691160-ccc.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(builders.DataError, match=r"02691160-ccc\.png is not a readable PNG"):
+    with pytest.raises(builders.DataError, match=r"02691160-ccc\.png\): not a readable PNG"):
         prepare.prepare("shapenet55", tmp_path / "c", tiny_shapenet)
     (tiny_shapenet / "shapenet_img" / "02691160-ccc.png").unlink()
-    with pytest.raises(builders.DataError, match=r"missing file .*02691160-ccc\.png"):
+    with pytest.raises(builders.DataError, match=r"02691160-ccc\.png\): missing file"):
         prepare.prepare("shapenet55", tmp_path / "d", tiny_shapenet)
     (tiny_shapenet / "ShapeNet-55" / "test.txt").write_text("09999999-zzz.npy\n")
-    with pytest.raises(builders.DataError, match=r"test\.txt:1: synset '09999999' .* not in shapenet55\.json"):
+    with pytest.raises(builders.DataError, match=r"test\.txt:1\): synset '09999999' .* not in shapenet55\.json"):
         prepare.prepare("shapenet55", tmp_path / "e", tiny_shapenet)
     (tiny_shapenet / "shapenet55.json").write_text("{broken")
-    with pytest.raises(builders.DataError, match=r"shapenet55\.json is not valid JSON"):
+    with pytest.raises(builders.DataError, match=r"shapenet55\.json\): not valid JSON"):
         prepare.prepare("shapenet55", tmp_path / "f", tiny_shapenet)
 
 

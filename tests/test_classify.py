@@ -81,7 +81,7 @@ def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     (tmp_path / "few.xyz").write_text("0 0 0\n1 1 1\n")
     for bad, message in [(tmp_path / "few.xyz", "fewer than the 16 the tokenizer needs"),
-                         (tmp_path / "missing.off", "cannot read")]:
+                         (tmp_path / "missing.off", "does not exist")]:
         proc = _classify(run_dir, bad)
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr[-2000:]

@@ -229,13 +229,13 @@ def test_parameter_counts_match_the_architecture():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(noise_scale=-0.1), r"`noise_scale` must be >= 0"),
-    (dict(delta=0), r"`delta` must be an integer >= 1"),
-    (dict(delta=2000), r"`delta` must be <= num_timesteps"),
-    (dict(feature_input="zeros"), r"`feature_input` must be one of"),
-    (dict(target_frame="x"), r"`target_frame` must be one of"),
-    (dict(mask_ratio=1.0), r"`mask_ratio` must be in \[0, 1\)"),
-    (dict(num_heads=3), r"`width` must be divisible by num_heads=3"),
+    (dict(noise_scale=-0.1), r"config.model.noise_scale\): must be >= 0"),
+    (dict(delta=0), r"config.model.delta\): must be an integer >= 1"),
+    (dict(delta=2000), r"config.model.delta\): must be <= num_timesteps"),
+    (dict(feature_input="zeros"), r"config.model.feature_input\): must be one of"),
+    (dict(target_frame="x"), r"config.model.target_frame\): must be one of"),
+    (dict(mask_ratio=1.0), r"config.model.mask_ratio\): must be in \[0, 1\)"),
+    (dict(num_heads=3), r"config.model.width\): must be divisible by num_heads=3"),
 ])
 def test_bad_config_values_name_the_field(overrides, match):
     with pytest.raises(ValueError, match=match):

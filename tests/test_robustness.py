@@ -223,8 +223,8 @@ def test_attack_config_errors(run_dir, synthetic_tiny, tmp_path):
         attack_config.get_config("modelnet10")
     for field, value, message in (("settings", "8-100", "is not N:t"), ("attacks", "pgd,fgsm", "not in"),
                                   ("modes", "adaptive", "not in"), ("eps", "0.01,x", "comma-separated"),
-                                  ("curve_every", 3, "must divide"),
-                                  ("success_draws", -1, r"config.success_draws must be an integer >= 0")):
+                                  ("curve_every", 3, "does not divide"),
+                                  ("success_draws", -1, r"config.success_draws\): must be in \[0, inf\], got -1")):
         config = job_config(run_dir, synthetic_tiny)
         config[field] = value
         with pytest.raises(ValueError, match=message):

@@ -51,14 +51,14 @@ def test_continuing_deliberately_and_free_keys(tmp_path):
         run_folder.check_same_run(tmp_path, _record(tmp_path, **{key: value}))
     with pytest.raises(run_folder.RunFolderError, match=r"lr: 0.0005 -> 0.001"):  # only the named key
         run_folder.check_same_run(tmp_path, _record(tmp_path, lr=1e-3, total_steps=6, allow_changes="total_steps"))
-    with pytest.raises(ValueError, match=r"allow_changes: \['model.width'\] cannot change.*\['total_steps', 'epochs'\]"):
+    with pytest.raises(ValueError, match=r"allow_changes\): \['model.width'\] cannot change.*\['total_steps', 'epochs'\]"):
         run_folder.check_same_run(tmp_path, _record(tmp_path, allow_changes="model.width"))
     run_folder.check_same_run(tmp_path / "new", _record(tmp_path, lr=1.0))  # no record yet: a new run
 
 
 def test_a_damaged_record_is_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"job": "pre')
-    with pytest.raises(run_folder.RunFolderError, match=r"config.json: unreadable"):
+    with pytest.raises(run_folder.RunFolderError, match=r"config.json\): this run folder's record is unreadable"):
         run_folder.check_same_run(tmp_path, {"job": "pretrain"})
 
 

@@ -43,11 +43,11 @@ def test_bank_contents(teacher, synthetic_tiny, bank_dir):
 
 
 def test_manifest_is_checked(bank_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"manifest field 'teacher' is .*, this run expects 'openai/clip"):
+    with pytest.raises(ValueError, match=r"manifest.json\): field 'teacher' is .*, this run expects 'openai/clip"):
         cache.load(bank_dir, teacher="openai/clip-vit-base-patch32")
-    with pytest.raises(ValueError, match=r"manifest field 'image_pipeline' is 'recon', this run expects 'clip'"):
+    with pytest.raises(ValueError, match=r"field 'image_pipeline' is 'recon', this run expects 'clip'"):
         cache.load(bank_dir, image_pipeline="clip")
-    with pytest.raises(FileNotFoundError, match=r"no teacher cache at .*configs/teacher_cache.py"):
+    with pytest.raises(cache.CacheError, match=r"no teacher cache here .*configs/teacher_cache.py"):
         cache.load(tmp_path / "none")
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -56,7 +56,7 @@ def test_manifest_is_checked(bank_dir, tmp_path):
     manifest = json.loads((broken / cache.MANIFEST).read_text())
     manifest["views"] = 3
     (broken / cache.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"image_features\.npy has shape \(24, 2, 16\), the manifest says \(24, 3, 16\)"):
+    with pytest.raises(ValueError, match=r"image_features\.npy\): shape \(24, 2, 16\), the manifest says \(24, 3, 16\)"):
         cache.load(broken)
 
 

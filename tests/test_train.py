@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import pretrain
+from ddjax import errors
 from ddjax import run_folder
 from ddjax import train
 from ddjax.metrics import read_metrics
@@ -153,7 +154,7 @@ print("RESULT", json.dumps({"devices": jax.device_count(), "loss": out["metrics"
                             "param_norm": out["metrics"]["param_norm"]}))
 bad = tiny_run_config(sys.argv[1], total_steps=1, batch_size=6)
 try:
-    train.check_config(bad)
+    train.check_config(bad, sys.argv[2])
 except ValueError as e:
     print("ERROR", e)
 """
@@ -175,23 +176,24 @@ def test_four_devices_match_one(synthetic_tiny, tmp_path):
         results[devices] = json.loads(line.split(" ", 1)[1])
         errors = [l for l in proc.stdout.splitlines() if l.startswith("ERROR")]
         if devices == 4:
-            assert errors and "batch_size=6 is not divisible by the 4 devices" in errors[0]
+            assert errors and "config.batch_size): 6 is not divisible by the 4 devices" in errors[0]
     assert results[4]["devices"] == 4 and results[1]["devices"] == 1
     np.testing.assert_allclose(results[4]["loss"], results[1]["loss"], rtol=1e-4)
     np.testing.assert_allclose(results[4]["param_norm"], results[1]["param_norm"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(dataset="shapenet56"), r"config.dataset='shapenet56' is not one of"),
-    (dict(total_steps=-1), r"config.total_steps must be >= 0"),
-    (dict(batch_size=0), r"config.batch_size must be a positive integer"),
-    (dict(teacher_mode="offline"), r"config.teacher_mode must be one of"),
-    (dict(num_points=8), r"config.num_points=8 is fewer than the tokenizer needs"),
-    (dict(**{"model.delta": 0}), r"`delta` must be an integer >= 1"),
+    (dict(dataset="shapenet56"), r"\(config.dataset\): must be one of .*got 'shapenet56'"),
+    (dict(total_steps=-1), r"\(config.total_steps\): must be in \[0, inf\], got -1"),
+    (dict(batch_size=0), r"\(config.batch_size\): must be in \[1, inf\], got 0"),
+    (dict(teacher_mode="offline"), r"\(config.teacher_mode\): must be one of"),
+    (dict(num_points=8), r"\(config.num_points\): 8 points are fewer than the tokenizer needs"),
+    (dict(**{"model.delta": 0}), r"\(config.model.delta\): must be an integer >= 1"),
+    (dict(lr=-1.0), r"\(config.lr\): must be > 0.0, got -1.0"),
 ])
 def test_bad_config_values(tmp_path, overrides, match):
-    with pytest.raises(ValueError, match=match):
-        train.check_config(tiny_run_config(tmp_path, **overrides))
+    with pytest.raises(errors.ConfigError, match=match):
+        train.check_config(tiny_run_config(tmp_path, **overrides), str(tmp_path / "run"))
 
 
 def test_unread_config_keys_are_reported(tmp_path):
@@ -199,8 +201,8 @@ def test_unread_config_keys_are_reported(tmp_path):
     config.unlock()
     config.learning_rate = 1e-3
     config.eval.rato = 0.3
-    with pytest.raises(ValueError, match=r"config keys that nothing reads: \['eval.rato', 'learning_rate'\]"):
-        train.check_config(config)
+    with pytest.raises(errors.ConfigError, match=r"nothing reads the keys \['eval.rato', 'learning_rate'\]"):
+        train.check_config(config, str(tmp_path / "run"))
 
 
 def test_missing_data_says_how_to_prepare(tmp_path):

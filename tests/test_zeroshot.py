@@ -62,7 +62,7 @@ def test_zeroshot_job_errors(tmp_path):
     with pytest.raises(ValueError, match=r"pass --config.checkpoint=RUN_DIR"):
         zeroshot.run(config, str(tmp_path))
     config.checkpoint = str(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"is not a pretraining run directory"):
+    with pytest.raises(ValueError, match=r"is not a pretraining run folder \(no config.json\)"):
         zeroshot.run(config, str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown dataset 'modelnet41'"):
         zeroshot_config.get_config("modelnet41")

@@ -25,6 +25,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ddjax import errors
 from ddjax.data import readers
 from ddjax.data import synthetic
 
@@ -41,22 +42,27 @@ SHAPENET_SOURCE = ("ShapeNet55-34 from Point-BERT's DATASET.md (shapenet_pc/*.np
                    "(ReCon's DATASET.md)")
 
 
-class DataError(ValueError):
-    """A user's data file is missing or malformed; the message names the file and what is wrong."""
+class DataError(errors.UserError):
+    """A dataset file is missing or malformed: DataError(path[:line], why[, what to do])."""
+    what = "cannot prepare the dataset"
+    todo = "fix or re-download that file (configs/prepare.py's docstring names each dataset's official files)"
 
 
 def _require_file(path: pathlib.Path, source: str) -> pathlib.Path:
     if not path.is_file():
-        raise DataError(f"missing file {path}; it comes from {source}")
+        raise DataError(path, "missing file", f"it comes from {source}")
     return path
 
 
-def _read_list(path: pathlib.Path, source: str) -> list[str]:
-    """Non-empty stripped lines of a list file."""
-    lines = [line.strip() for line in _require_file(path, source).read_text().splitlines()]
-    lines = [line for line in lines if line]
+def _read_list(path: pathlib.Path, source: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of the non-empty lines of a list file."""
+    try:
+        text = _require_file(path, source).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not a text file (byte {e.start} is not UTF-8)", f"it comes from {source}") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
-        raise DataError(f"{path} is empty; it comes from {source}")
+        raise DataError(path, "empty file", f"it comes from {source}")
     return lines
 
 
@@ -73,12 +79,12 @@ def _check_png(path: pathlib.Path) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format != "PNG":
-                raise DataError(f"{path} is a {img.format} file, not a PNG")
+                raise DataError(path, f"a {img.format} file, not a PNG")
             img.verify()
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path} is not a readable PNG image ({e})") from None
+        raise DataError(path, f"not a readable PNG image ({errors.one_line(e)})") from None
     return data
 
 
@@ -117,7 +123,7 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
 
     def _class_names(self) -> list[str]:
         manual = pathlib.Path(self._manual_dir)
-        return _read_list(manual / f"{self._prefix}_shape_names.txt", MODELNET_SOURCE)
+        return [name for _, name in _read_list(manual / f"{self._prefix}_shape_names.txt", MODELNET_SOURCE)]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -132,8 +138,8 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
         self._manual_dir = dl_manager.manual_dir
         names = self._class_names()
         if len(names) != self.NUM_CLASSES:
-            raise DataError(f"{self._manual_dir}/{self._prefix}_shape_names.txt lists {len(names)} classes, "
-                            f"expected {self.NUM_CLASSES}")
+            raise DataError(f"{self._manual_dir}/{self._prefix}_shape_names.txt",
+                            f"lists {len(names)} classes, expected {self.NUM_CLASSES}")
         self.info.features["label"].names = names
         return {split: self._generate_examples(split, names) for split in ("train", "test")}
 
@@ -152,15 +158,19 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
                     yield shape_id, {"points": data[:, :3], "normals": data[:, 3:], "label": label, "id": shape_id}
             chunk.clear()
 
-        for line_no, shape_id in enumerate(ids, 1):
+        for line_no, shape_id in ids:
             cls = shape_id.rsplit("_", 1)[0]
             if cls not in label_of:
-                raise DataError(f"{manual}/{self._prefix}_{split}.txt:{line_no}: shape {shape_id!r} has class "
+                raise DataError(f"{manual}/{self._prefix}_{split}.txt:{line_no}", f"shape {shape_id!r} has class "
                                 f"{cls!r}, which is not in {self._prefix}_shape_names.txt")
             path = _require_file(manual / cls / f"{shape_id}.txt", MODELNET_SOURCE)
-            data = readers.read_modelnet_txt(path)  # (N, 6), checked
+            try:
+                data = readers.read_modelnet_txt(path)  # (N, 6), checked
+            except readers.PointFileError as e:
+                raise DataError(e.where, e.why, f"it comes from {MODELNET_SOURCE}") from None
             if len(data) < MODELNET_POINTS:
-                raise DataError(f"{path} has {len(data)} points, fewer than the {MODELNET_POINTS} to keep")
+                raise DataError(path, f"{len(data)} points, fewer than the {MODELNET_POINTS} to keep",
+                                f"it comes from {MODELNET_SOURCE}")
             chunk.append((shape_id, label_of[cls], data))
             if len(chunk) == 32:
                 yield from flush()
@@ -192,24 +202,24 @@ def read_scanobjectnn_h5(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise DataError(f"{path} is not a readable HDF5 file ({e})") from None
+        raise DataError(path, f"not a readable HDF5 file ({errors.one_line(e)})") from None
     with f:
         for key in ("data", "label"):
             if key not in f:
-                raise DataError(f"{path} has no key {key!r} (keys: {sorted(f.keys())})")
+                raise DataError(path, f"no key {key!r} (keys: {sorted(f.keys())})")
         data = np.asarray(f["data"], np.float32)
         label = np.asarray(f["label"]).reshape(-1)
     if data.ndim != 3 or data.shape[1:] != (SCANOBJECTNN_POINTS, 3):
-        raise DataError(f"{path}: key 'data' has shape {data.shape}, expected (M, {SCANOBJECTNN_POINTS}, 3)")
+        raise DataError(f"{path}", f"key 'data' has shape {data.shape}, expected (M, {SCANOBJECTNN_POINTS}, 3)")
     if len(label) != len(data):
-        raise DataError(f"{path}: key 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
+        raise DataError(f"{path}", f"key 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
     bad = (label < 0) | (label >= SCANOBJECTNN_NUM_CLASSES) | (label != np.round(label))
     if bad.any():
-        raise DataError(f"{path}: key 'label' entry {int(np.argmax(bad))} is {label[bad][0]}, "
+        raise DataError(f"{path}", f"key 'label' entry {int(np.argmax(bad))} is {label[bad][0]}, "
                         f"not a class in [0, {SCANOBJECTNN_NUM_CLASSES})")
     finite = np.isfinite(data).all(axis=(1, 2))
     if not finite.all():
-        raise DataError(f"{path}: key 'data' cloud {int(np.argmin(finite))} has non-finite coordinates")
+        raise DataError(f"{path}", f"key 'data' cloud {int(np.argmin(finite))} has non-finite coordinates")
     return data, label.astype(np.int64)
 
 
@@ -258,21 +268,21 @@ def read_shapenet_categories(path: pathlib.Path) -> list[tuple[str, str]]:
     try:
         table = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from None
+        raise DataError(path, f"not valid JSON ({e})") from None
     if isinstance(table, dict):
         for key in ("catalogue", "describe"):
             if key not in table:
-                raise DataError(f"{path} has no column {key!r} (columns: {sorted(table)})")
+                raise DataError(path, f"no column {key!r} (columns: {sorted(table)})")
         rows = sorted(table["catalogue"], key=int)
         records = [{"catalogue": table["catalogue"][r], "describe": table["describe"].get(r)} for r in rows]
     elif isinstance(table, list):
         records = table
     else:
-        raise DataError(f"{path}: expected a table (object of columns or list of records)")
+        raise DataError(f"{path}", "expected a table (object of columns or list of records)")
     out = []
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or rec.get("catalogue") is None or not rec.get("describe"):
-            raise DataError(f"{path}: row {i} lacks 'catalogue' or 'describe'")
+            raise DataError(f"{path}", f"row {i} lacks 'catalogue' or 'describe'")
         synset = str(rec["catalogue"])
         out.append((synset.zfill(8), str(rec["describe"])))
     return out
@@ -304,7 +314,7 @@ class Shapenet55(tfds.core.GeneratorBasedBuilder):
         manual = pathlib.Path(dl_manager.manual_dir)
         categories = read_shapenet_categories(manual / "shapenet55.json")
         if len(categories) != 55:
-            raise DataError(f"{manual / 'shapenet55.json'} lists {len(categories)} categories, expected 55")
+            raise DataError(manual / "shapenet55.json", f"lists {len(categories)} categories, expected 55")
         self.info.features["label"].names = [synset for synset, _ in categories]
         self.info.metadata["class_texts"] = [text for _, text in categories]
         return {split: self._generate_examples(manual, split, categories) for split in ("train", "test")}
@@ -312,20 +322,22 @@ class Shapenet55(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, manual: pathlib.Path, split: str, categories):
         label_of = {synset: (i, text) for i, (synset, text) in enumerate(categories)}
         list_path = manual / "ShapeNet-55" / f"{split}.txt"
-        for line_no, name in enumerate(_read_list(list_path, SHAPENET_SOURCE), 1):
+        for line_no, name in _read_list(list_path, SHAPENET_SOURCE):
             stem = name[:-4] if name.endswith(".npy") else name
             synset = stem.split("-", 1)[0]
             if synset not in label_of:
-                raise DataError(f"{list_path}:{line_no}: synset {synset!r} of {name!r} is not in shapenet55.json")
+                raise DataError(f"{list_path}:{line_no}", f"synset {synset!r} of {name!r} is not in shapenet55.json")
             pc_path = _require_file(manual / "shapenet_pc" / f"{stem}.npy", SHAPENET_SOURCE)
             try:
-                points = np.load(pc_path, allow_pickle=False)
-            except ValueError as e:
-                raise DataError(f"{pc_path} is not a plain .npy array ({e})") from None
-            if points.shape != (SHAPENET_POINTS, 3):
-                raise DataError(f"{pc_path} has shape {points.shape}, expected ({SHAPENET_POINTS}, 3)")
+                points = np.load(pc_path, mmap_mode="r", allow_pickle=False)  # a lying header reads nothing
+            except (ValueError, OSError, EOFError) as e:
+                raise DataError(pc_path, f"not a plain .npy array ({errors.one_line(e)})") from None
+            if points.shape != (SHAPENET_POINTS, 3) or points.dtype.kind not in "iuf":
+                raise DataError(pc_path, f"shape {points.shape} and dtype {points.dtype}, expected "
+                                         f"({SHAPENET_POINTS}, 3) real numbers")
+            points = np.asarray(points, np.float32)
             if not np.isfinite(points).all():
-                raise DataError(f"{pc_path} has non-finite coordinates")
+                raise DataError(pc_path, "non-finite coordinates")
             image = _check_png(_require_file(manual / "shapenet_img" / f"{stem}.png", SHAPENET_SOURCE))
             label, text = label_of[synset]
             yield stem, {"points": points.astype(np.float32), "image": image, "label": label, "text": text,

@@ -10,6 +10,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
+from ddjax import errors
 from ddjax.data import builders
 
 # name -> (builder class, config name or None, whether it reads a manual directory)
@@ -27,7 +28,7 @@ DATASETS = {
 
 def _entry(name: str):
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+        raise errors.ConfigError("dataset", f"unknown dataset {name!r}", f"use one of {sorted(DATASETS)}")
     return DATASETS[name]
 
 
@@ -56,12 +57,13 @@ def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
     config = None
     if needs_manual:
         if not manual_dir:
-            raise builders.DataError(f"dataset {name!r} is built from your downloaded files: pass their folder "
-                                     f"as manual_dir. {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            raise errors.ConfigError("manual_dir", f"dataset {name!r} is built from your downloaded files",
+                                     f"pass their folder as --config.manual_dir=DIR. "
+                                     f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
         manual = pathlib.Path(os.path.expanduser(manual_dir))
         if not manual.is_dir():
-            raise builders.DataError(f"manual directory {manual} does not exist. "
-                                     f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            raise errors.ConfigError("manual_dir", f"{manual} does not exist or is not a folder",
+                                     builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
         config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
     builder.download_and_prepare(download_config=config)
     return builder
@@ -71,7 +73,7 @@ def open_dataset(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBui
     """The prepared builder; DataError with the command that prepares it if it is not there."""
     builder = get_builder(name, data_dir)
     if not is_prepared(builder):
-        raise builders.DataError(f"dataset {name!r} is not prepared in {data_dir} (no {builder.data_dir}); "
+        raise builders.DataError(builder.data_dir, f"dataset {name!r} is not prepared in {data_dir}",
                                  f"prepare it with: {prepare_command(name, os.fspath(data_dir))}")
     return builder
 

@@ -5,11 +5,13 @@ import os
 
 import numpy as np
 
+from ddjax import errors
+
 
 def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
     """Reads an official `modelnet40_normal_resampled` shape: lines `x,y,z,nx,ny,nz` -> f32[N, 6].
 
-    Raises ValueError naming the file (and the line) if it is empty, ragged, non-numeric or non-finite.
+    Raises PointFileError naming the file (and the line) if it is empty, ragged, non-numeric or non-finite.
     """
     path = os.fspath(path)
     rows = []
@@ -20,23 +22,25 @@ def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
                 continue
             fields = line.replace(",", " ").split()
             if len(fields) != 6:
-                raise ValueError(f"{path}:{line_no}: expected 6 comma-separated values "
+                raise PointFileError(f"{path}:{line_no}", "expected 6 comma-separated values "
                                  f"(x,y,z,nx,ny,nz), got {len(fields)}: {line[:80]!r}")
             try:
                 rows.append([float(v) for v in fields])
             except ValueError:
-                raise ValueError(f"{path}:{line_no}: not a number in {line[:80]!r}") from None
+                raise PointFileError(f"{path}:{line_no}", f"not a number in {line[:80]!r}") from None
     if not rows:
-        raise ValueError(f"{path}: no points (empty file)")
+        raise PointFileError(path, "no points (empty file)")
     data = np.asarray(rows, np.float32)
     bad = ~np.isfinite(data).all(axis=1)
     if bad.any():
-        raise ValueError(f"{path}:{int(np.argmax(bad)) + 1}: non-finite value (NaN or inf)")
+        raise PointFileError(f"{path}:{int(np.argmax(bad)) + 1}", "non-finite value (NaN or inf)")
     return data
 
 
-class PointFileError(ValueError):
-    """A user's point-cloud or mesh file cannot be used; the message names the file and the problem."""
+class PointFileError(errors.UserError):
+    """A user's point-cloud or mesh file cannot be used: PointFileError(path[:line], why[, what to do])."""
+    what = "cannot use the point file"
+    todo = "the README's 'Classify your own file' says what each format may contain"
 
 
 POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
@@ -59,7 +63,7 @@ def _decode(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise PointFileError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
+        raise PointFileError(path, f"not a text file (byte {e.start} is not UTF-8)") from None
 
 
 def _strip_comments(text: str) -> list[tuple[int, str]]:
@@ -74,20 +78,20 @@ def _read_npy(path: str) -> np.ndarray:
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic:
-        raise PointFileError(f"{path}: empty file")
+        raise PointFileError(path, "empty file")
     if magic.startswith(b"PK"):
-        raise PointFileError(f"{path}: an .npz archive, not an .npy array; save one (N, 3) array with np.save")
+        raise PointFileError(f"{path}", "an .npz archive, not an .npy array", "save one (N, 3) array with np.save")
     if magic != b"\x93NUMPY":
-        raise PointFileError(f"{path}: not an .npy file (no NUMPY magic); save one (N, 3) array with np.save")
+        raise PointFileError(f"{path}", "not an .npy file (no NUMPY magic)", "save one (N, 3) array with np.save")
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:  # pickled objects, a bad or huge header, a truncated body
-        raise PointFileError(f"{path}: not a plain numeric .npy array ({e})") from None
+        raise PointFileError(path, f"not a plain numeric .npy array ({e})") from None
     if data.dtype.kind not in "iuf":
-        raise PointFileError(f"{path}: dtype {data.dtype} is not real numbers (integer or float); "
-                             "complex, boolean, string and structured arrays are refused")
+        raise PointFileError(path, f"dtype {data.dtype} is not real numbers (integer or float)",
+                             "save the points as a float array; complex, boolean, string and structured arrays are refused")
     if data.ndim != 2 or data.shape[1] < 3:
-        raise PointFileError(f"{path}: expected an (N, >= 3) array of points, got shape {data.shape}")
+        raise PointFileError(path, f"expected an (N, >= 3) array of points, got shape {data.shape}")
     return np.asarray(data[:, :3], np.float64)
 
 
@@ -100,15 +104,15 @@ def _read_text_points(path: str, text: str) -> np.ndarray:
         if width is None:
             width = len(fields)
             if width < 3:
-                raise PointFileError(f"{path}:{line_no}: {width} value(s) on the first point's line; a point "
-                                     "needs at least 3 (x y z ...)")
+                raise PointFileError(f"{path}:{line_no}", f"{width} value(s) on the first point's line",
+                                     "a point needs at least 3 values (x y z ...)")
         if len(fields) != width:
-            raise PointFileError(f"{path}:{line_no}: {len(fields)} values, but the first point's line has "
+            raise PointFileError(f"{path}:{line_no}", f"{len(fields)} values, but the first point's line has "
                                  f"{width}: {line[:60]!r}")
         try:
             rows.append([float(v) for v in fields[:3]])
         except ValueError:
-            raise PointFileError(f"{path}:{line_no}: not a number in {line[:60]!r}") from None
+            raise PointFileError(f"{path}:{line_no}", f"not a number in {line[:60]!r}") from None
     return np.asarray(rows, np.float64).reshape(-1, 3)
 
 
@@ -116,19 +120,19 @@ def _read_off(path: str, text: str):
     lines = _strip_comments(text)
     tokens = [t for _, line in lines for t in line.split()]
     if not tokens or not tokens[0].startswith("OFF"):
-        raise PointFileError(f"{path}: not an OFF file (first token {tokens[:1]})")
+        raise PointFileError(path, f"not an OFF file (first token {tokens[:1]})")
     head = tokens[0][3:]  # ModelNet quirk: 'OFF490 518 0' with the counts glued to the keyword
     rest = ([head] if head else []) + tokens[1:]
     try:
         n_vertices, n_faces = int(rest[0]), int(rest[1])
     except (ValueError, IndexError):
-        raise PointFileError(f"{path}: malformed OFF header (expected 'OFF' then vertex, face and edge "
+        raise PointFileError(path, "malformed OFF header (expected 'OFF' then vertex, face and edge "
                              f"counts, got {rest[:3]})") from None
     if n_vertices < 0 or n_faces < 0:
-        raise PointFileError(f"{path}: negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)")
+        raise PointFileError(path, f"negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)")
     values = rest[3:]
     if len(values) < 3 * n_vertices:
-        raise PointFileError(f"{path}: the OFF header promises {n_vertices} vertices, the file holds "
+        raise PointFileError(path, f"the OFF header promises {n_vertices} vertices, the file holds "
                              f"{len(values) // 3}")
     try:
         vertices = np.asarray(values[: 3 * n_vertices], np.float64).reshape(n_vertices, 3)
@@ -136,13 +140,13 @@ def _read_off(path: str, text: str):
         for face in range(n_faces):
             k = int(values[pos])
             if k < 3 or pos + 1 + k > len(values):
-                raise PointFileError(f"{path}: OFF face {face} has {k} vertices or is cut short")
+                raise PointFileError(path, f"OFF face {face} has {k} vertices or is cut short")
             polygons.append([int(v) for v in values[pos + 1: pos + 1 + k]])
             pos += 1 + k
     except PointFileError:
         raise
     except (ValueError, IndexError):
-        raise PointFileError(f"{path}: malformed OFF (vertices or faces do not parse)") from None
+        raise PointFileError(path, "malformed OFF (vertices or faces do not parse)") from None
     return vertices, _fan_triangles(polygons)
 
 
@@ -153,18 +157,18 @@ def _read_obj(path: str, text: str):
         try:
             if parts[0] == "v":
                 if len(parts) < 4:
-                    raise PointFileError(f"{path}:{line_no}: a vertex needs x y z, got {line[:60]!r}")
+                    raise PointFileError(f"{path}:{line_no}", f"a vertex needs x y z, got {line[:60]!r}")
                 vertices.append([float(v) for v in parts[1:4]])
             elif parts[0] == "f":
                 idx = [int(p.split("/")[0]) for p in parts[1:]]
                 if len(idx) < 3 or 0 in idx:
-                    raise PointFileError(f"{path}:{line_no}: a face needs 3 or more vertex numbers (from 1 or "
+                    raise PointFileError(f"{path}:{line_no}", "a face needs 3 or more vertex numbers (from 1 or "
                                          f"negative), got {line[:60]!r}")
                 polygons.append([i - 1 if i > 0 else len(vertices) + i for i in idx])
         except PointFileError:
             raise
         except ValueError:
-            raise PointFileError(f"{path}:{line_no}: malformed OBJ line {line[:60]!r}") from None
+            raise PointFileError(f"{path}:{line_no}", f"malformed OBJ line {line[:60]!r}") from None
     return np.asarray(vertices, np.float64).reshape(-1, 3), _fan_triangles(polygons)
 
 
@@ -181,11 +185,11 @@ def _ply_header(path: str, data: bytes) -> tuple[str, list[dict], int]:
     while True:
         nl = data.find(b"\n", pos)
         if nl < 0:
-            raise PointFileError(f"{path}: not a PLY file (no 'end_header' line)")
+            raise PointFileError(path, "not a PLY file (no 'end_header' line)")
         line = data[pos:nl].decode("ascii", "replace").strip()
         pos = nl + 1
         if not lines and line != "ply":
-            raise PointFileError(f"{path}: not a PLY file (no 'ply' magic)")
+            raise PointFileError(path, "not a PLY file (no 'ply' magic)")
         lines.append(line)
         if line == "end_header":
             break
@@ -210,7 +214,7 @@ def _ply_header(path: str, data: bytes) -> tuple[str, list[dict], int]:
                 else:
                     elements[-1]["props"].append((parts[2], PLY_TYPES[parts[1]]))
         except (ValueError, IndexError, KeyError):
-            raise PointFileError(f"{path}: PLY header line {line_no} is malformed: {line[:60]!r}") from None
+            raise PointFileError(path, f"PLY header line {line_no} is malformed: {line[:60]!r}") from None
     return fmt, elements, pos
 
 
@@ -226,7 +230,7 @@ def _read_ply(path: str, data: bytes):
     fmt, elements, start = _ply_header(path, data)
     body, pos = data[start:], 0  # pos: the binary reader's offset in body
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise PointFileError(f"{path}: unsupported PLY format {fmt!r}")
+        raise PointFileError(path, f"unsupported PLY format {fmt!r}")
     order = "<" if fmt == "binary_little_endian" else ">"
     tokens = iter(body.split()) if fmt == "ascii" else None
     vertices = faces = None
@@ -259,7 +263,7 @@ def _read_ply(path: str, data: bytes):
                             pos += np.dtype(t).itemsize
             if el["name"] == "vertex":
                 if not all(c in columns for c in "xyz"):
-                    raise PointFileError(f"{path}: the PLY vertex element has no x, y, z properties")
+                    raise PointFileError(path, "the PLY vertex element has no x, y, z properties")
                 vertices = np.stack([np.asarray(columns[c], np.float64) for c in "xyz"], axis=1).reshape(-1, 3)
             elif el["name"] == "face":
                 which = _ply_face_list(props)
@@ -268,9 +272,9 @@ def _read_ply(path: str, data: bytes):
     except PointFileError:
         raise
     except (ValueError, IndexError, StopIteration, TypeError):
-        raise PointFileError(f"{path}: malformed PLY body (it does not match its header)") from None
+        raise PointFileError(path, "malformed PLY body (it does not match its header)") from None
     if vertices is None:
-        raise PointFileError(f"{path}: PLY has no vertex element")
+        raise PointFileError(path, "PLY has no vertex element")
     return vertices, faces
 
 
@@ -278,18 +282,18 @@ def check_cloud(path: str, vertices: np.ndarray) -> None:
     """PointFileError naming the file for a cloud that would classify as something made up: no points,
     non-finite coordinates, coordinates whose normalisation overflows, or all points in one place."""
     if len(vertices) == 0:
-        raise PointFileError(f"{path}: no points")
+        raise PointFileError(path, "no points")
     finite = np.isfinite(vertices).all(axis=1)
     if not finite.all():
-        raise PointFileError(f"{path}: non-finite coordinates (NaN or inf), first at point {int(np.argmin(finite))}")
+        raise PointFileError(path, f"non-finite coordinates (NaN or inf), first at point {int(np.argmin(finite))}")
     largest = float(np.abs(vertices).max())
     if largest > MAX_ABS_COORDINATE:
-        raise PointFileError(f"{path}: coordinates up to {largest:.3g} are too large to normalise (at most "
-                             f"{MAX_ABS_COORDINATE:g}); rescale the file")
+        raise PointFileError(path, f"coordinates up to {largest:.3g} are too large to normalise (at most "
+                             f"{MAX_ABS_COORDINATE:g})", "rescale the file")
     centred = vertices - vertices.mean(axis=0)
     radius = float(np.sqrt((centred ** 2).sum(axis=1)).max())
     if radius <= MIN_RADIUS * max(1.0, largest):
-        raise PointFileError(f"{path}: a degenerate cloud, all {len(vertices)} points in one place (largest "
+        raise PointFileError(path, f"a degenerate cloud, all {len(vertices)} points in one place (largest "
                              f"distance from their centroid {radius:.3g})")
 
 
@@ -302,7 +306,7 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in POINT_FILE_SUFFIXES:
-        raise PointFileError(f"{path}: unsupported file type {suffix!r}; use one of {POINT_FILE_SUFFIXES}")
+        raise PointFileError(path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}")
     try:
         if suffix == ".npy":
             vertices, faces = _read_npy(path), None
@@ -310,7 +314,7 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
             with open(path, "rb") as f:
                 data = f.read()
             if not data.strip():
-                raise PointFileError(f"{path}: no points (empty file)")
+                raise PointFileError(path, "no points (empty file)")
             if suffix == ".ply":
                 vertices, faces = _read_ply(path, data)
             elif suffix in (".txt", ".xyz"):
@@ -318,10 +322,10 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
             else:
                 vertices, faces = (_read_off if suffix == ".off" else _read_obj)(path, _decode(path, data))
     except OSError as e:
-        raise PointFileError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise PointFileError(path, f"cannot read ({e.strerror or e})") from None
     check_cloud(path, vertices)
     if faces is not None and len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise PointFileError(f"{path}: a face refers to a vertex that does not exist")
+        raise PointFileError(path, "a face refers to a vertex that does not exist")
     return vertices, (faces if faces is not None and len(faces) else None)
 
 
@@ -331,7 +335,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int, rng
     tri = vertices[faces]  # (T, 3, 3)
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     if area.sum() <= 0:
-        raise PointFileError(f"{path}: the mesh has zero surface area (every face is degenerate)")
+        raise PointFileError(path, "the mesh has zero surface area (every face is degenerate)")
     which = rng.choice(len(tri), num_points, p=area / area.sum())
     u, v = rng.random((2, num_points))
     flip = u + v > 1

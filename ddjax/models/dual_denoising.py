@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ddjax import errors
 from ddjax import losses
 from ddjax import pointcloud
 from ddjax.models import blocks
@@ -64,10 +65,10 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
 
 
 def validate_config(config) -> None:
-    """Raises ValueError naming the field for any bad value."""
+    """Raises ConfigError (a ValueError) naming the field (config.model.<field>) for any bad value."""
     def need(ok: bool, field: str, what: str):
         if not ok:
-            raise ValueError(f"model config: `{field}` {what}, got {config[field]!r}")
+            raise errors.ConfigError(f"model.{field}", f"{what}, got {config[field]!r}")
 
     for field in ("width", "depth", "num_heads", "decoder_depth", "teacher_dim", "num_groups", "group_size",
                   "num_timesteps", "delta"):
@@ -82,6 +83,9 @@ def validate_config(config) -> None:
     need(0 <= config.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
     need(len(config.feature_types) >= 1, "feature_types", "must name at least one type")
     need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
+    need(config.alpha >= 0, "alpha", "must be >= 0")
+    need(set(config.feature_types) <= {"image", "text"} and len(set(config.feature_types)) == len(config.feature_types),
+         "feature_types", "must be distinct names from ('image', 'text')")
 
 
 def num_visible(config) -> int:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddjax import errors
 from ddjax.data import image_augment
 from ddjax.data import pipelines
 from ddjax.teachers import clip
@@ -51,6 +52,25 @@ def cached_targets(image_bank: jax.Array, text_bank: jax.Array, batch: dict) -> 
     """Targets looked up in the banks: image_bank f32[R, V, D] at (record, view). Jittable."""
     return {"image_features": image_bank[batch["record"], batch["view"]],
             "text_features": text_targets(text_bank, batch["label"], batch["prompt"])}
+
+
+class CacheError(errors.UserError):
+    what = "cannot use the teacher cache"
+
+
+def check_config(config, workdir: str | None) -> None:
+    """The teacher_cache job's values, checked before the dataset or the teacher is loaded."""
+    from ddjax.data import prepare
+    errors.require_workdir(workdir, "teacher_cache", "the bank")
+    errors.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    if not config.splits or any(s not in ("train", "test") for s in config.splits):
+        raise errors.ConfigError("splits", f"must name 'train' and/or 'test', got {tuple(config.splits)}")
+    if not config.teacher:
+        raise errors.ConfigError("teacher", "empty", "pass a CLIP hub name or a local directory")
+    errors.check_choice(config, "image_pipeline", image_augment.PIPELINES)
+    errors.check_int(config, "views", 1)
+    errors.check_int(config, "batch_size", 1)
+    errors.check_int(config, "seed")
 
 
 def build(teacher: clip.Teacher, builder, out_dir: str | os.PathLike, *, splits=("train", "test"), views: int = 8,
@@ -105,31 +125,42 @@ def load(cache_dir: str | os.PathLike, **expected) -> tuple[jax.Array, jax.Array
     """(text_bank f32[C, 20, 3, D], image_bank f32[R, V, D], manifest); every `expected` manifest field is
     checked (e.g. teacher=..., dataset=..., image_pipeline=...), ValueError naming the first mismatch."""
     path = pathlib.Path(cache_dir)
+    rebuild = f"rebuild it: python main.py --config=configs/teacher_cache.py --workdir={path}"
     if not (path / MANIFEST).is_file():
-        raise FileNotFoundError(f"no teacher cache at {path} (missing {MANIFEST}); build one with "
-                                f"python main.py --config=configs/teacher_cache.py --workdir={path}")
-    manifest = json.loads((path / MANIFEST).read_text())
+        raise CacheError(path / MANIFEST, "no teacher cache here (missing manifest)", rebuild)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        num_records, views, dim, texts = (manifest[k] for k in ("num_records", "views", "dim", "class_texts"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CacheError(path / MANIFEST, f"unreadable manifest ({errors.one_line(e)})", rebuild) from None
     for key, want in expected.items():
         have = manifest.get(key)
         if (list(have) if isinstance(have, (list, tuple)) else have) != (
                 list(want) if isinstance(want, (list, tuple)) else want):
-            raise ValueError(f"teacher cache {path}: manifest field {key!r} is {have!r}, this run expects {want!r}")
-    text_bank = np.load(path / TEXT_FILE, allow_pickle=False)
-    image_bank = np.load(path / IMAGE_FILE, allow_pickle=False)
-    if image_bank.shape != (manifest["num_records"], manifest["views"], manifest["dim"]):
-        raise ValueError(f"teacher cache {path}: {IMAGE_FILE} has shape {image_bank.shape}, the manifest says "
-                         f"({manifest['num_records']}, {manifest['views']}, {manifest['dim']})")
-    if text_bank.shape[0] != len(manifest["class_texts"]) or text_bank.shape[-1] != manifest["dim"]:
-        raise ValueError(f"teacher cache {path}: {TEXT_FILE} has shape {text_bank.shape}, inconsistent with "
-                         "the manifest")
+            raise CacheError(path / MANIFEST, f"field {key!r} is {have!r}, this run expects {want!r}",
+                             "build a cache for this run's dataset, splits and teacher")
+    banks = []
+    for name in (TEXT_FILE, IMAGE_FILE):
+        try:
+            banks.append(np.load(path / name, mmap_mode="r", allow_pickle=False))
+        except (ValueError, OSError, EOFError) as e:  # missing, truncated, pickled
+            raise CacheError(path / name, f"unreadable ({errors.one_line(e)})", rebuild) from None
+    text_bank, image_bank = banks
+    if image_bank.shape != (num_records, views, dim):
+        raise CacheError(path / IMAGE_FILE, f"shape {image_bank.shape}, the manifest says "
+                         f"({num_records}, {views}, {dim})", rebuild)
+    if text_bank.ndim != 4 or text_bank.shape[0] != len(texts) or text_bank.shape[-1] != dim:
+        raise CacheError(path / TEXT_FILE, f"shape {text_bank.shape}, inconsistent with the manifest", rebuild)
+    text_bank, image_bank = np.asarray(text_bank, np.float32), np.asarray(image_bank, np.float32)
+    if not (np.isfinite(text_bank).all() and np.isfinite(image_bank).all()):
+        raise CacheError(path, "non-finite features in the bank", rebuild)
     return jnp.asarray(text_bank), jnp.asarray(image_bank), manifest
 
 
 def run(config, workdir: str | None) -> dict:
     """The teacher_cache job: load the teacher and the prepared dataset, build the bank into `workdir`."""
     from ddjax.data import prepare
-    if not workdir:
-        raise ValueError("the teacher_cache job writes the bank into --workdir; pass one")
+    check_config(config, workdir)
     builder = prepare.open_dataset(config.dataset, config.data_dir)
     teacher = clip.load(config.teacher)
     print(f"teacher cache: {config.dataset} ({', '.join(config.splits)}) x {config.views} views with "

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddjax import errors
 from ddjax.teachers import prompts as prompts_lib
 
 DEFAULT_MODEL: Final[str] = "openai/clip-vit-base-patch32"
@@ -39,8 +40,13 @@ _PT_WEIGHT_FILES: Final[tuple[str, ...]] = (
 Params = Any  # nested dict of arrays (FlaxCLIPModel params)
 
 
-class TeacherLoadError(OSError):
-    """A CLIP model or tokenizer could not be loaded (the message says what was tried)."""
+class TeacherLoadError(errors.UserError):
+    """A CLIP model or tokenizer could not be loaded: TeacherLoadError(name or path, what was tried)."""
+    what = "cannot load the CLIP teacher"
+    todo = ("offline machines need a local directory: on a machine with internet run "
+            "`FlaxCLIPModel.from_pretrained(NAME).save_pretrained(DIR)` and "
+            "`CLIPTokenizer.from_pretrained(NAME).save_pretrained(DIR)` (or copy vocab.json, merges.txt and "
+            "tokenizer_config.json into DIR), then pass DIR")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -83,14 +89,9 @@ def _make_encoders(model: Any) -> tuple[Callable, Callable]:
     return jax.jit(encode_text), jax.jit(encode_image)
 
 
-def _offline_hint(name_or_path: str) -> str:
-    return (
-        f"Tried to load CLIP from {name_or_path!r} (as a local directory if it exists, otherwise as a Hugging "
-        "Face hub name). Machines without internet need a local directory: on a machine with internet run "
-        "`FlaxCLIPModel.from_pretrained(NAME).save_pretrained(DIR)` and "
-        "`CLIPTokenizer.from_pretrained(NAME).save_pretrained(DIR)` (or copy vocab.json, merges.txt and "
-        "tokenizer_config.json into DIR), then pass DIR."
-    )
+def _tried(name_or_path: str) -> str:
+    kind = "the local directory" if os.path.isdir(name_or_path) else "a Hugging Face hub name (no such local directory)"
+    return f"tried {name_or_path!r} as {kind}"
 
 
 def _load_model(name_or_path: str, dtype: Any) -> Any:
@@ -102,17 +103,15 @@ def _load_model(name_or_path: str, dtype: Any) -> Any:
     except Exception as first:  # noqa: BLE001 - re-raised below with context
         has_pt = is_dir and any(os.path.isfile(os.path.join(name_or_path, f)) for f in _PT_WEIGHT_FILES)
         if not has_pt:
-            raise TeacherLoadError(
-                f"could not load the CLIP model: {type(first).__name__}: {first}\n{_offline_hint(name_or_path)}"
-            ) from first
+            raise TeacherLoadError(name_or_path, f"{_tried(name_or_path)}: {type(first).__name__}: {first}"
+                                   ) from first
         try:  # a directory with only PyTorch / safetensors weights
             return FlaxCLIPModel.from_pretrained(name_or_path, dtype=dtype, from_pt=True)
         except Exception as second:  # noqa: BLE001
             raise TeacherLoadError(
-                f"could not load the CLIP model from {name_or_path!r}: as Flax weights "
-                f"({type(first).__name__}: {first}), then with from_pt=True ({type(second).__name__}: {second}; "
-                "pytorch_model.bin needs torch, model.safetensors does not).\n" + _offline_hint(name_or_path)
-            ) from second
+                name_or_path, f"{_tried(name_or_path)}: as Flax weights ({type(first).__name__}: {first}), then "
+                f"with from_pt=True ({type(second).__name__}: {second}; pytorch_model.bin needs torch, "
+                "model.safetensors does not)") from second
 
 
 def _load_tokenizer(name_or_path: str) -> Any:
@@ -122,9 +121,8 @@ def _load_tokenizer(name_or_path: str) -> Any:
         return CLIPTokenizer.from_pretrained(name_or_path)
     except Exception as err:  # noqa: BLE001
         raise TeacherLoadError(
-            f"loaded the CLIP model but not its tokenizer ({type(err).__name__}: {err}); a local directory needs "
-            f"vocab.json and merges.txt (and tokenizer_config.json for the 77-token length).\n"
-            + _offline_hint(name_or_path)
+            name_or_path, f"loaded the CLIP model but not its tokenizer ({type(err).__name__}: {err}); a local "
+            "directory needs vocab.json and merges.txt (and tokenizer_config.json for the 77-token length)"
         ) from err
 
 
@@ -132,7 +130,7 @@ def load(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = j
     """Load a frozen CLIP teacher from a hub name or a local directory.
 
     ``dtype`` is the computation dtype (parameters stay as stored); features are returned as float32.
-    Raises ``TeacherLoadError`` (an ``OSError``) saying what was tried if the model or tokenizer is missing.
+    Raises ``TeacherLoadError`` (a ``UserError``) saying what was tried if the model or tokenizer is missing.
     """
     name_or_path = os.fspath(name_or_path)
     model = _load_model(name_or_path, dtype)
