@@ -75,7 +75,9 @@ def _flag_error(argv: list[str], error: Exception) -> str:
                 hint = f"did you mean config.{close[0]}?" if close else f"the keys are listed in {config_arg.split(':')[0]}"
                 return f"unknown config key (config.{key}): {config_arg} has no such key; {hint}"
     why = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
-    where = f"--config={config_arg}" if config_arg else "flags"
+    import re
+    key = re.search(r"flag --(config\.[\w.]+)=", why)  # absl names the override whose value does not parse
+    where = key[1] if key else f"--config={config_arg}" if config_arg else "flags"
     if isinstance(error, OSError):
         return f"cannot load the config file ({where}): {why}; pass --config=configs/<name>.py[:arg]"
     return f"bad flag or config value ({where}): {why}; see the config file's docstring for the accepted values"

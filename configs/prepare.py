@@ -7,7 +7,8 @@
   python main.py --config=configs/prepare.py:shapenet55 --config.manual_dir=PATH/ShapeNet55
   python main.py --config=configs/prepare.py:synthetic_shapes            (no download; about a minute)
 
-Output goes to --config.data_dir (default ~/tensorflow_datasets); --workdir is not needed.
+Output goes to --config.data_dir (default ~/tensorflow_datasets); --workdir is not needed. Preparing
+again from the same files does nothing; from different files it refuses unless --config.rebuild=True.
 """
 import ml_collections
 
@@ -18,4 +19,7 @@ def get_config(arg=None):
     config.dataset = arg or "synthetic_shapes"
     config.data_dir = "~/tensorflow_datasets"
     config.manual_dir = ""
+    # An existing build records its manual folder's files; another folder's files are refused unless
+    # rebuild=True, which replaces the build once the new one is complete.
+    config.rebuild = False
     return config

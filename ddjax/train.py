@@ -83,7 +83,8 @@ def check_config(config, workdir: str | None = None) -> None:
         raise errors.ConfigError("num_points", f"{config.num_points} points are fewer than the tokenizer needs "
                                  f"(model.num_groups={config.model.num_groups}, model.group_size="
                                  f"{config.model.group_size})")
-    if config.teacher_mode == "cached" and not pathlib.Path(config.teacher_cache).expanduser().is_dir():
+    if config.teacher_mode == "cached" and not (config.teacher_cache and
+                                                pathlib.Path(config.teacher_cache).expanduser().is_dir()):
         raise errors.ConfigError("teacher_cache", f"{config.teacher_cache!r} is not a folder",
                                  "build the bank with configs/teacher_cache.py and pass its --workdir")
     if config.teacher_mode == "online" and not config.tiny_teacher.enabled and not config.teacher:

@@ -28,8 +28,8 @@ def check_evaluation(config) -> dict:
     errors.check_choice(config, "dataset", sorted(prepare.DATASETS))
     errors.check_int(config, "npoints", 1)
     errors.check_int(config, "point_all", config.npoints)
-    errors.check_int(config, "num_groups", 0, config.npoints)
-    errors.check_int(config, "group_size", 0 if not config.num_groups else 1, config.npoints)
+    errors.check_int(config, "num_groups", 0)
+    errors.check_int(config, "group_size", 0 if not config.num_groups else 1)
     errors.check_number(config, "ratio", 0.0)
     errors.check_choice(config, "template", prompts.TEMPLATES)
     errors.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
@@ -38,8 +38,9 @@ def check_evaluation(config) -> dict:
     groups = config.num_groups or model["num_groups"]
     size = config.group_size if config.num_groups else model["group_size"]
     if config.npoints < max(groups, size):
-        raise errors.ConfigError("npoints", f"{config.npoints} points are fewer than the tokenizer needs "
-                                            f"({groups} groups of {size})", "raise npoints or lower num_groups")
+        raise errors.ConfigError("npoints, config.num_groups, config.group_size",
+                                 f"{config.npoints} points are fewer than the tokenizer needs ({groups} groups of "
+                                 f"{size})", "raise npoints or lower num_groups and group_size")
     return run_config
 
 

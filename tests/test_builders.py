@@ -91,6 +91,40 @@ def test_modelnet_too_few_points(tiny_modelnet, tmp_path):
         prepare.prepare("modelnet40", tmp_path / "out", tiny_modelnet)
 
 
+def test_modelnet_rebuild_refuse_and_leftovers(tiny_modelnet, tmp_path):
+    """A build records its manual folder's files: the same files again do nothing, different files are
+    refused (nothing changed) unless rebuild, which replaces the build; a killed build's incomplete.* folder
+    goes on the next build; a repeated shape is named by line."""
+    import shutil
+    data_dir = tmp_path / "out"
+    builder = prepare.prepare("modelnet40", data_dir, tiny_modelnet)
+    version_dir = builder.data_dir
+    record = json.loads((tiny_modelnet.parent / "out/modelnet40/1.0.0" / prepare.SOURCE_RECORD).read_text())
+    assert record["files"] == 6 and record["manual_dir"] == str(tiny_modelnet.resolve())
+    stamp = sorted((p.name, p.stat().st_mtime_ns) for p in (tiny_modelnet.parent / "out/modelnet40/1.0.0").iterdir())
+    prepare.prepare("modelnet40", data_dir, tiny_modelnet)  # same files: nothing rebuilt
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_modelnet, copy)
+    prepare.prepare("modelnet40", data_dir, copy)  # the same files elsewhere: the same build
+    (copy / "modelnet40_test.txt").write_text("chair_0002\nchair_0001\n")
+    with pytest.raises(builders.DataError, match=r"1\.0\.0\): already built from .* \(6 files\), and .*copy holds "
+                                                 r"different files.*--config.rebuild=True"):
+        prepare.prepare("modelnet40", data_dir, copy)
+    after = sorted((p.name, p.stat().st_mtime_ns) for p in (tiny_modelnet.parent / "out/modelnet40/1.0.0").iterdir())
+    assert after == stamp  # refused: nothing changed
+    leftover = tiny_modelnet.parent / "out/modelnet40/incomplete.ABC123_1.0.0"
+    leftover.mkdir()
+    rebuilt = prepare.prepare("modelnet40", data_dir, copy, rebuild=True)
+    assert rebuilt.info.splits["test"].num_examples == 2 and not leftover.exists()
+    assert not (tiny_modelnet.parent / "out/modelnet40/replaced.1.0.0").exists() and version_dir == rebuilt.data_dir
+    (copy / "modelnet40_test.txt").write_text("chair_0002\n\nchair_0001\nchair_0002\n")
+    with pytest.raises(builders.DataError, match=r"modelnet40_test\.txt:4\): 'chair_0002' is listed again \(first at "
+                                                 r"line 1\)"):
+        prepare.prepare("modelnet40", data_dir, copy, rebuild=True)
+    assert prepare.open_dataset("modelnet40", data_dir).info.splits["test"].num_examples == 2  # the old build kept
+    assert sorted(p.name for p in (tiny_modelnet.parent / "out/modelnet40").iterdir()) == ["1.0.0"]
+
+
 # ------------------------------------------------------------------------------------------ ScanObjectNN
 
 

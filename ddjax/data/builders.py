@@ -66,6 +66,16 @@ def _read_list(path: pathlib.Path, source: str) -> list[tuple[int, str]]:
     return lines
 
 
+def _check_unique(path: pathlib.Path, lines: list[tuple[int, str]]) -> None:
+    """DataError naming the line of the first entry a list file repeats."""
+    first = {}
+    for line_no, name in lines:
+        if name in first:
+            raise DataError(f"{path}:{line_no}", f"{name!r} is listed again (first at line {first[name]})",
+                            "each shape may appear once; fix the list or re-download it")
+        first[name] = line_no
+
+
 def _png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
     buf = io.BytesIO()
@@ -147,6 +157,7 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
         manual = pathlib.Path(self._manual_dir)
         ids = _read_list(manual / f"{self._prefix}_{split}.txt", MODELNET_SOURCE)
         label_of = {name: i for i, name in enumerate(names)}
+        _check_unique(manual / f"{self._prefix}_{split}.txt", ids)
         chunk: list[tuple[str, int, np.ndarray]] = []
 
         def flush():
@@ -207,8 +218,15 @@ def read_scanobjectnn_h5(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
         for key in ("data", "label"):
             if key not in f:
                 raise DataError(path, f"no key {key!r} (keys: {sorted(f.keys())})")
-        data = np.asarray(f["data"], np.float32)
-        label = np.asarray(f["label"]).reshape(-1)
+            if not hasattr(f[key], "dtype") or f[key].dtype.kind not in "iuf":
+                raise DataError(path, f"key {key!r} is not an array of numbers")
+        try:
+            data = np.asarray(f["data"], np.float32)
+            label = np.asarray(f["label"]).reshape(-1)
+        except (OSError, ValueError, TypeError) as e:  # a truncated or damaged file
+            raise DataError(path, f"unreadable arrays ({errors.one_line(e)})") from None
+    if not len(data):
+        raise DataError(path, "key 'data' holds no clouds")
     if data.ndim != 3 or data.shape[1:] != (SCANOBJECTNN_POINTS, 3):
         raise DataError(f"{path}", f"key 'data' has shape {data.shape}, expected (M, {SCANOBJECTNN_POINTS}, 3)")
     if len(label) != len(data):
@@ -322,7 +340,9 @@ class Shapenet55(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, manual: pathlib.Path, split: str, categories):
         label_of = {synset: (i, text) for i, (synset, text) in enumerate(categories)}
         list_path = manual / "ShapeNet-55" / f"{split}.txt"
-        for line_no, name in _read_list(list_path, SHAPENET_SOURCE):
+        names = _read_list(list_path, SHAPENET_SOURCE)
+        _check_unique(list_path, [(n, name[:-4] if name.endswith(".npy") else name) for n, name in names])
+        for line_no, name in names:
             stem = name[:-4] if name.endswith(".npy") else name
             synset = stem.split("-", 1)[0]
             if synset not in label_of:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import tensorflow_datasets as tfds
 
@@ -47,25 +48,97 @@ def prepare_command(name: str, data_dir: str) -> str:
     return f"python main.py --config=configs/prepare.py:{name} --config.data_dir={data_dir}{manual}"
 
 
-def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
-            ) -> tfds.core.DatasetBuilder:
-    """Builds `name` into `data_dir` (array_record) from the official files in `manual_dir`; idempotent."""
+SOURCE_RECORD = "ddjax_source.json"  # in the build folder: what it was built from
+
+
+def manual_fingerprint(manual: pathlib.Path) -> dict:
+    """What a build records about its manual folder: the folder, and its files' relative paths and sizes
+    (their count and a SHA-1 over the sorted list), so that a different download is noticed."""
+    import hashlib
+    entries = sorted(f"{p.relative_to(manual).as_posix()}\t{p.stat().st_size}"
+                     for p in manual.rglob("*") if p.is_file())
+    return {"manual_dir": os.fspath(manual.resolve()), "files": len(entries),
+            "files_sha1": hashlib.sha1("\n".join(entries).encode()).hexdigest()}
+
+
+def _remove_incomplete(builder) -> list[pathlib.Path]:
+    """Removes the `incomplete.*` folders a killed build of `builder` left beside its data_dir."""
+    import shutil
+    version_dir = pathlib.Path(builder.data_dir)
+    leftovers = sorted(version_dir.parent.glob(f"incomplete.*_{version_dir.name}")) if version_dir.parent.is_dir() else []
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
+
+
+def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None, *,
+            rebuild: bool = False) -> tfds.core.DatasetBuilder:
+    """Builds `name` into `data_dir` (array_record) from the official files in `manual_dir`; idempotent.
+
+    An existing build of a manual dataset records its manual folder's fingerprint; given a manual folder
+    whose fingerprint differs, prepare refuses (one DataError line) unless `rebuild`, which replaces the old
+    build only once the new one is complete. Leftover `incomplete.*` folders of a killed build are removed.
+    """
+    import json
+    import shutil
     builder = get_builder(name, data_dir)
-    if is_prepared(builder):
-        return builder
     needs_manual = _entry(name)[2]
+    manual = pathlib.Path(os.path.expanduser(manual_dir)) if manual_dir else None
+    if manual is not None and needs_manual and not manual.is_dir():
+        raise errors.ConfigError("manual_dir", f"{manual} does not exist or is not a folder",
+                                 builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    fingerprint = manual_fingerprint(manual) if manual is not None and needs_manual else None
+    record = pathlib.Path(builder.data_dir) / SOURCE_RECORD
+    if is_prepared(builder):
+        if fingerprint is None:
+            return builder
+        try:
+            recorded = json.loads(record.read_text()) if record.is_file() else None
+        except (OSError, ValueError):
+            recorded = None
+        same = recorded is not None and all(recorded.get(k) == fingerprint[k] for k in ("files", "files_sha1"))
+        if recorded is None:  # built before builds recorded their source: adopt this folder's fingerprint
+            from ddjax import run_folder
+            run_folder.write_text(record, json.dumps(fingerprint, indent=1))
+        if recorded is None or same:
+            return builder
+        if not rebuild:
+            raise builders.DataError(
+                builder.data_dir, f"already built from {recorded['manual_dir']} ({recorded['files']} files), and "
+                f"{manual} holds different files ({fingerprint['files']}); nothing was changed",
+                "pass --config.rebuild=True to replace the build, or another --config.data_dir to keep both")
+    _remove_incomplete(builder)
+    if not sys.stderr.isatty():  # tfds's progress bars are cursor-control codes in a log file
+        tfds.disable_progress_bar()
     config = None
     if needs_manual:
-        if not manual_dir:
+        if manual is None:
             raise errors.ConfigError("manual_dir", f"dataset {name!r} is built from your downloaded files",
                                      f"pass their folder as --config.manual_dir=DIR. "
                                      f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-        manual = pathlib.Path(os.path.expanduser(manual_dir))
-        if not manual.is_dir():
-            raise errors.ConfigError("manual_dir", f"{manual} does not exist or is not a folder",
-                                     builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
         config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
-    builder.download_and_prepare(download_config=config)
+    old = pathlib.Path(builder.data_dir)
+    kept = old.with_name(f"replaced.{old.name}") if old.exists() else None  # rebuild: kept until the new one is done
+    if kept is not None:
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(old, kept)
+    try:
+        builder = get_builder(name, data_dir)
+        builder.download_and_prepare(download_config=config)
+        if fingerprint is not None:
+            from ddjax import run_folder
+            run_folder.write_text(pathlib.Path(builder.data_dir) / SOURCE_RECORD, json.dumps(fingerprint, indent=1))
+    except BaseException as e:
+        _remove_incomplete(builder)
+        if kept is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(kept, old)
+        if isinstance(e, OSError):
+            raise builders.DataError(data_dir, f"the build failed ({errors.one_line(e)})",
+                                     "check the disk space and permissions of --config.data_dir") from None
+        raise
+    if kept is not None:
+        shutil.rmtree(kept, ignore_errors=True)
     return builder
 
 
@@ -80,7 +153,9 @@ def open_dataset(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBui
 
 def run(config, workdir: str | None = None) -> tfds.core.DatasetBuilder:
     """The prepare job: build `config.dataset` into `config.data_dir` and print what was written."""
-    builder = prepare(config.dataset, config.data_dir, config.manual_dir or None)
+    errors.check_choice(config, "dataset", sorted(DATASETS))
+    errors.check_choice(config, "rebuild", (True, False))
+    builder = prepare(config.dataset, config.data_dir, config.manual_dir or None, rebuild=config.rebuild)
     splits = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
     print(f"prepared {config.dataset} in {builder.data_dir}: {splits}")
     return builder
