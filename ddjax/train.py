@@ -127,6 +127,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         builder = prepare.prepare(config.dataset, config.data_dir)
     else:
         builder = prepare.open_dataset(config.dataset, config.data_dir)
+    available = builder.info.features["points"].shape[0]
+    if config.num_points > available:
+        raise errors.ConfigError("num_points", f"{config.num_points} exceeds the {available} points per cloud of "
+                                 f"{config.dataset}", f"use at most {available}")
     source = pipelines.IndexedSource([builder.as_data_source(s) for s in config.splits])
     steps_per_epoch = len(source) // config.batch_size
     if steps_per_epoch < 1:

@@ -55,7 +55,7 @@ def test_pretrain_transform():
 
 
 def test_pretrain_transform_rejects_short_clouds():
-    with pytest.raises(ValueError, match=r"has 100 points, fewer than num_points=1024"):
+    with pytest.raises(ValueError, match=r"config.num_points\): record .* has 100 points, fewer than 1024"):
         pipelines.PretrainTransform(image_pipeline=None).random_map(_record(n=100), np.random.default_rng(0))
 
 
@@ -122,7 +122,7 @@ def test_zeroshot_batches(synthetic_tiny):
     np.testing.assert_array_equal(again[2]["points"], batches[2]["points"])
     other = next(pipelines.zeroshot_batches(test, npoints=64, point_all=100, batch_size=10, seed=2))
     assert not np.array_equal(other["points"], batches[0]["points"])
-    with pytest.raises(ValueError, match=r"npoints=200 exceeds the 100 points kept by FPS"):
+    with pytest.raises(ValueError, match=r"config.npoints\): 200 exceeds the 100 points kept by FPS"):
         next(pipelines.zeroshot_batches(test, npoints=200, point_all=100))
 
 

@@ -256,7 +256,8 @@ def test_main_reports_a_missing_run_in_one_line(tmp_path):
                            f"--config.checkpoint={tmp_path / 'nothing'}", f"--workdir={tmp_path / 'out'}"],
                           cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "error:" in proc.stderr and "is not a pretraining run directory" in proc.stderr
+    assert proc.returncode == 1 and "error: bad config value (config.checkpoint): " in proc.stderr
+    assert "nothing does not exist or is not a folder" in proc.stderr and not (tmp_path / "out").exists()
     assert "Traceback" not in proc.stderr
 
 

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
+from ddjax import errors
 from ddjax.data import image_augment
 
 NUM_PREFIXES, NUM_SUFFIXES = 20, 3  # ReCon's prompt set: prompt index = prefix + 20 * suffix
@@ -73,8 +74,8 @@ class PretrainTransform(grain.transforms.RandomMap):
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         points = np.asarray(example["points"], np.float32)
         if len(points) < self.num_points:
-            raise ValueError(f"record {example.get('id', example.get('record'))!r} has {len(points)} points, "
-                             f"fewer than num_points={self.num_points}")
+            raise errors.ConfigError("num_points", f"record {example.get('id', example.get('record'))!r} has "
+                                     f"{len(points)} points, fewer than {self.num_points}", "lower num_points")
         chosen = rng.permutation(len(points))[: self.num_points]  # random subset, not FPS (spec trap 12)
         points = rotate_y(normalize_unit_ball(points[chosen]), rng.uniform(0.0, 2.0 * math.pi))
         out = {"points": points.astype(np.float32), "label": np.int32(example["label"]),
@@ -135,7 +136,8 @@ def zeroshot_batches(test_source, *, npoints: int, point_all: int, batch_size: i
         points = batch["points"]  # (b, N, 3)
         n_all = min(point_all, points.shape[1])
         if npoints > n_all:
-            raise ValueError(f"zero-shot: npoints={npoints} exceeds the {n_all} points kept by FPS")
+            raise errors.ConfigError("npoints", f"{npoints} exceeds the {n_all} points kept by FPS (the "
+                                     "dataset's clouds and point_all)", "lower npoints")
         idx = np.asarray(subsample(points, n_all))  # (b, n_all), FPS from index 0
         points = np.take_along_axis(points, idx[..., None], axis=1)  # (b, n_all, 3)
         choice = np.random.default_rng([seed, i]).choice(n_all, npoints, replace=False)  # shared by the batch
