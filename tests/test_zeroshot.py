@@ -53,7 +53,12 @@ def test_zeroshot_job(run_dir, synthetic_tiny, tmp_path):
     assert (tmp_path / "confusion.png").is_file()
     again = zeroshot.run(config, str(tmp_path))  # same seed, same numbers (text features from the cache)
     assert again["top1"] == result["top1"] and again["per_class"] == result["per_class"]
-    assert len(list(tmp_path.glob("text_features_*.npy"))) == 1
+    cached = list(tmp_path.glob("text_features_*.npy"))
+    assert len(cached) == 1
+    good = cached[0].read_bytes()
+    cached[0].write_bytes(good[: len(good) // 2])  # a truncated cache (a killed, older non-atomic write)
+    third = zeroshot.run(config, str(tmp_path))
+    assert third["top1"] == result["top1"] and cached[0].read_bytes() == good  # recomputed, identically
 
 
 def test_zeroshot_job_errors(tmp_path):
