@@ -120,7 +120,7 @@ def run_job(argv: list[str], config, workdir) -> None:
         traceback.print_exc()
         frame = traceback.extract_tb(e.__traceback__)[-1]
         sys.stderr.write(f"error: this is a bug in ddjax ({type(e).__name__} at {frame.filename}:{frame.lineno}); "
-                         f"please report it at {errors.REPORT_BUGS} with the command and the traceback above\n")
+                         f"please report it on {errors.REPORT_BUGS} with the command and the traceback above\n")
         sys.exit(EXIT_BUG)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 
-REPORT_BUGS = "https://github.com/ddjax/ddjax/issues"
+REPORT_BUGS = "ddjax's issue tracker"  # where main.py's bug line sends the user
 
 
 def one_line(text) -> str:

@@ -112,7 +112,7 @@ def check_same_run(workdir, config_json: dict) -> None:
     changed = [(k, a, b) for k, a, b in differences(recorded, config_json) if not _matches(k, FREE)]
     refused = [(k, a, b) for k, a, b in changed if k not in allowed]
     if refused:
-        listed = "; ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in refused)
+        listed = ", ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in refused)
         continuable = [k for k, _, _ in refused if k in CONTINUABLE]
         hint = (f", or continue this run with --config.allow_changes={','.join(continuable)}"
                 if continuable and len(continuable) == len(refused) else "")

@@ -461,6 +461,19 @@ def test_changed_manual_folder_is_refused(capsys, tmp_path):
     assert "--config.rebuild=True" in line
 
 
+def test_a_bug_shows_its_traceback_and_says_so(capsys, monkeypatch):
+    """Anything but a user error is a bug in ddjax: exit 70, the traceback, then one line saying so."""
+    def broken_job(config, workdir):
+        return {}["missing"]
+    monkeypatch.setitem(main.JOBS, "kernels_demo", broken_job)
+    capsys.readouterr()
+    assert main.run_command(["--config=configs/demo.py:smoke"]) == main.EXIT_BUG
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and "KeyError: 'missing'" in err[-2]
+    assert err[-1].startswith("error: this is a bug in ddjax (KeyError at ") and "test_bad_inputs.py:" in err[-1]
+    assert err[-1].endswith("please report it on ddjax's issue tracker with the command and the traceback above")
+
+
 CASES = (len(POINT_FILES) + len(CONFIG_CASES) + RUN_FOLDER_CASES + len(MODELNET_CASES) + len(SCANOBJECTNN_CASES)
          + len(SHAPENET_CASES) + 1)
 
