@@ -18,6 +18,7 @@ from ddjax import errors
 from ddjax import robustness
 from ddjax import runtime
 from ddjax import train
+from ddjax import visualize
 from ddjax import zeroshot
 from ddjax.data import prepare
 from ddjax.teachers import cache
@@ -30,6 +31,7 @@ JOBS = {
     "attack": robustness.run,
     "prepare": prepare.run,
     "teacher_cache": cache.run,
+    "visualize": visualize.run,
 }
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 

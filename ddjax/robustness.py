@@ -23,6 +23,7 @@ with the same config continues where it stopped.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -35,7 +36,7 @@ import numpy as np
 from ddjax import attacks
 from ddjax import errors
 from ddjax import metrics
-from ddjax import plots
+from ddjax import figures
 from ddjax import run_folder
 from ddjax import zeroshot
 
@@ -164,7 +165,7 @@ def make_attack_step(logits_fn, attack: str, *, mode: str, eot_samples: int, dra
             adv, reached = adv[None], jnp.any(history["reached"], axis=0)[None]  # (1, B, N, 3), (1, B)
         pred = jax.vmap(lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1))(adv)  # (E, B)
         out = {"clean_pred": jnp.argmax(clean_logits, axis=1), "target": target, "pred": pred, "reached": reached,
-               **jax.vmap(lambda x: attacks.distortion(x, points))(adv)}
+               "adversarial": adv, **jax.vmap(lambda x: attacks.distortion(x, points))(adv)}
         if curve is not None:
             out["curve"] = curve
         return out
@@ -178,9 +179,11 @@ def seed_keys(seed: int, r: int, i: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.fold_in(jax.random.fold_in(base, 0), i), jax.random.fold_in(jax.random.fold_in(base, 1), i)
 
 
-def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
+def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int, examples: dict | None = None) -> dict:
     """Runs one attack over every batch and seed; returns per-seed dataset-level numbers. Each batch is
-    sharded over all devices along a one-axis `data` mesh (the noise draws do not depend on the sharding)."""
+    sharded over all devices along a one-axis `data` mesh (the noise draws do not depend on the sharding).
+    `examples` (a dict) receives the first EXAMPLES shapes of seed 0's first batch: clean and adversarial
+    clouds (f32[S, N, 3] and f32[E, S, N, 3]), labels, targets and adversarial predictions (int[E, S])."""
     eps = jnp.asarray(eps_list, jnp.float32)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))  # clouds split over devices
@@ -190,7 +193,12 @@ def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
         for i, batch in enumerate(batches):
             eval_key, attack_key = seed_keys(seed, r, i)
             out = jax.device_get(step_fn(jax.device_put(batch["points"], data), eval_key, attack_key, eps))
+            adversarial = out.pop("adversarial")  # (E, B, N, 3)
             v = batch["valid"]
+            if examples is not None and r == 0 and i == 0:
+                k = min(EXAMPLES, int(v.sum()))
+                examples.update(clean=batch["points"][:k], adversarial=adversarial[:, :k], label=batch["label"][:k],
+                                target=out["target"][:k], pred=out["pred"][:, :k])
             parts.append({k: a[..., v] for k, a in out.items()} | {"label": batch["label"][v]})  # batch last
         cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
         label = cat["label"]
@@ -214,6 +222,7 @@ def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int) -> dict:
 
 
 NEAR_CLEAN_L2 = 1e-4
+EXAMPLES = 3  # shapes drawn in adversarial_examples.png
 
 
 def l2_distribution(values: list[float]) -> dict:
@@ -314,11 +323,23 @@ def write_table(path: pathlib.Path, results: list[dict], eps_list, dataset: str,
 
 
 def write_figure(path: pathlib.Path, curves: list[dict], eps: float, dataset: str) -> None:
-    """Figure 8: accuracy against PGD steps at `eps`, one line per (N, t) and mode (EOT dashed)."""
+    """Figure 8 (PNG and PDF): accuracy against PGD steps at `eps`, one line per (N, t) and mode (EOT
+    dashed), the spread over seeds as a band."""
     chosen = [c for c in curves if c["attack"] == "pgd" and c["eps"] == eps]
-    series = [(f"N={c['N']} t={c['t']} {c['mode']}", c["steps"], c["acc"]) for c in chosen]
-    plots.line_chart(path, series, title=f"{dataset}: zero-shot top-1 under targeted PGD, eps = {eps:g}",
-                     xlabel="PGD steps", ylabel="top-1", dashed=[c["mode"] == "eot" for c in chosen])
+    figures.save(figures.robustness_curve_figure(chosen, title=f"{dataset}: top-1 under targeted PGD, "
+                                                               f"eps {eps:g}"), path)
+
+
+def write_examples(path: pathlib.Path, class_names, dataset: str) -> None:
+    """adversarial_examples.png/.pdf from the saved examples: clean and adversarial clouds side by side at the
+    largest epsilon, the perturbation coloured by magnitude."""
+    with np.load(path, allow_pickle=False) as saved:
+        ex = {k: saved[k] for k in saved.files}
+    e = len(ex["eps"]) - 1
+    names = [f"{class_names[a]} -> {class_names[p]}" for a, p in zip(ex["label"], ex["pred"][e])]
+    figures.save(figures.adversarial_figure(ex["clean"], ex["adversarial"][e], names,
+                                            title=f"{dataset}: {ex['unit']}, eps {ex['eps'][e]:g} "
+                                                  "(true -> predicted)"), path.with_suffix(".png"))
 
 
 def build_logits(model_config, variables, text_features, ratio, n: int, t: int, fixed_key=None):
@@ -362,7 +383,12 @@ def run(config, workdir: str | None) -> dict:
                                        draws_per_step=draws, steps=steps, curve_every=curve_every,
                                        cw_config=config.cw, success_draws=config.success_draws)
             start = time.perf_counter()
-            per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed)
+            examples = {} if attack == "pgd" and not (out / "adversarial_examples.npz").is_file() else None
+            per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed, examples=examples)
+            if examples:  # the first PGD unit's: drawn into adversarial_examples.png at the end
+                buf = io.BytesIO()
+                np.savez(buf, eps=np.asarray(eps_list, np.float32), unit=np.asarray(unit), **examples)
+                run_folder.write_bytes(out / "adversarial_examples.npz", buf.getvalue())
             progress.add(unit, summarize(per_seed, attack=attack, mode=mode, n=n, t=t, eps_list=eps_list,
                                          curve_every=curve_every))
             took = f"{time.perf_counter() - start:.0f} s"
@@ -393,15 +419,21 @@ def run(config, workdir: str | None) -> dict:
     metrics.write_json(out / "attack.json", report)
     write_table(out / "table2.md", results, parsed["eps"], config.name, config.seeds)
     fig_eps = 0.01 if 0.01 in parsed["eps"] else min(parsed["eps"])
+    written = ["attack.json", "table2.md"]
     if curves:
         write_figure(out / "figure8.png", curves, fig_eps, config.name)
-    print(f"attack {config.name}: wrote {out / 'attack.json'}, table2.md" + (", figure8.png" if curves else ""))
+        written.append("figure8.png/.pdf")
+    if (out / "adversarial_examples.npz").is_file():
+        write_examples(out / "adversarial_examples.npz", ev.class_names, config.name)
+        written.append("adversarial_examples.png/.pdf")
+    print(f"attack {config.name}: wrote {', '.join(written)} in {out}")
     return report
 
 
 def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, config) -> dict:
     """sweep.csv (one row per (N, t): clean accuracy, then robust accuracy, its std and the success rate per
-    mode) and sweep.md (rows N, columns t, robust top-1 in % per mode)."""
+    mode), sweep.md (rows N, columns t, robust top-1 in % per mode) and sweep.png/.pdf (clean and robust
+    top-1 heatmaps side by side, the first mode's)."""
     by = {(r["N"], r["t"], r["mode"]): r for r in results}
     ns, ts = sorted({r["N"] for r in results}), sorted({r["t"] for r in results})
     head = ["N", "t", "clean_acc"] + [f"{m}_{k}" for m in modes for k in ("robust_acc", "robust_acc_std",
@@ -423,6 +455,9 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
                "|---" * (len(ts) + 1) + "|"]
         md += [f"| {n} | " + " | ".join(pct(by[n, t, m]["robust_acc"]) for t in ts) + " |" for n in ns]
     run_folder.write_text(out / "sweep.md", "\n".join(md) + "\n")
+    figures.save(figures.sweep_figure(rows, key="clean_acc", adversarial=rows,
+                                      adversarial_key=f"{modes[0]}_robust_acc",
+                                      title=f"{meta['dataset']}: top-1 by N and t"), out / "sweep.png")
     metrics.write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
     print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
     return {"sweep": rows}

@@ -35,12 +35,19 @@ class RunFolderError(errors.UserError):
     todo = "start a new run with another --workdir"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path, write) -> None:
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would have given, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -135,14 +142,6 @@ def resolve_path(workdir, stored: str) -> str:
     if stored.startswith(RELATIVE):
         return str(pathlib.Path(workdir).expanduser().resolve() / stored[len(RELATIVE):])
     return stored
-
-
-def save_png(path, image) -> None:
-    """A PIL image as a PNG file, atomically."""
-    import io
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
 
 
 def restore(manager, step: int, args, directory):

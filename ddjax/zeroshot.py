@@ -193,24 +193,14 @@ def classnames_for(dataset: str, builder, scan_spelling: str) -> list[str]:
     return cache.class_texts(builder)
 
 
-def save_confusion_png(path, logits: np.ndarray, labels: np.ndarray, num_classes: int, cell: int = 12) -> None:
-    """Row-normalised confusion matrix (true class rows, predicted columns) as a grey-scale PNG."""
-    from PIL import Image
-    counts = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (labels, logits.argmax(axis=1)), 1)
-    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    image = (255 * (1 - rows)).astype(np.uint8).repeat(cell, 0).repeat(cell, 1)
-    run_folder.save_png(path, Image.fromarray(image))
-
-
 SWEEP_N = (1, 2, 4, 8, 16)
 SWEEP_T = tuple(range(0, 1000, 100))
 
 
-def write_sweep(out, rows: list[dict]) -> None:
+def write_sweep(out, rows: list[dict], name: str = "") -> None:
     """sweep.csv (N,t,top1,top5,mean_class_acc), sweep.md laid out as the paper's Table 5 (rows N, columns
-    t, top-1 in %), and sweep.png (a grey-scale heatmap of top-1, darker is better)."""
-    from PIL import Image
+    t, top-1 in %), and sweep.png/.pdf (the same as an annotated heatmap, the best cell outlined)."""
+    from ddjax import figures
     lines = ["N,t,top1,top5,mean_class_acc"] + [
         f"{r['N']},{r['t']},{r['top1']:.6f},{r['top5']:.6f},{r['mean_class_acc']:.6f}" for r in rows]
     run_folder.write_text(out / "sweep.csv", "\n".join(lines) + "\n")
@@ -220,10 +210,7 @@ def write_sweep(out, rows: list[dict]) -> None:
     md += [f"| {n} | " + " | ".join(f"{100 * top1[n, t]:.1f}" for t in ts) + " |" for n in ns]
     run_folder.write_text(out / "sweep.md", "Zero-shot top-1 (%) by number of noise paths N and noise step t\n\n"
                                   + "\n".join(md) + "\n")
-    grid = np.array([[top1[n, t] for t in ts] for n in ns])
-    span = max(grid.max() - grid.min(), 1e-9)
-    image = (255 * (1 - (grid - grid.min()) / span)).astype(np.uint8).repeat(24, 0).repeat(24, 1)
-    run_folder.save_png(out / "sweep.png", Image.fromarray(image))
+    figures.save(figures.sweep_figure(rows, title=f"{name or 'zero-shot'}: top-1 by N and t"), out / "sweep.png")
 
 
 def run_sweep(config, out, infer, variables, batches, text, num_classes, feature_types) -> list[dict]:
@@ -246,7 +233,7 @@ def run_sweep(config, out, infer, variables, batches, text, num_classes, feature
     for (n, t), parts in logits.items():
         report = accuracy_report(np.concatenate(parts), labels, num_classes)
         rows.append({"N": n, "t": t, **{k: report[k] for k in ("top1", "top5", "mean_class_acc")}})
-    write_sweep(out, rows)
+    write_sweep(out, rows, config.name)
     return rows
 
 
@@ -334,7 +321,10 @@ def run(config, workdir: str | None) -> dict:
                    "checkpoint_step": step, "teacher": ev.teacher, "class_names": names,
                    "num_groups": model_config.num_groups, "group_size": model_config.group_size})
     metrics.write_json(out / "zeroshot.json", result)
-    save_confusion_png(out / "confusion.png", logits, labels, len(names))
+    from ddjax import figures
+    figures.save(figures.confusion_figure(labels, logits.argmax(axis=1), names,
+                                          title=f"{config.name}: zero-shot, N={config.num_paths}, t={config.t}"),
+                 out / "confusion.png")
     print(f"zero-shot {config.name}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
           f"mean class {result['mean_class_acc']:.4f}  (N={config.num_paths}, t={config.t}, ratio={config.ratio}, "
           f"{result['num_samples']} test shapes, checkpoint step {step})")

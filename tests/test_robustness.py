@@ -149,7 +149,11 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     table = (tmp_path / "table2.md").read_text()
     assert "| 1 | 0 | paper |" in table and "| 1 | 0 | eot |" in table and "C&W" in table
     assert "one seed" in table and "±" not in table and "attack's verdict" in table and "kept_correct" in table
-    assert (tmp_path / "figure8.png").stat().st_size > 1000
+    assert (tmp_path / "figure8.png").stat().st_size > 1000 and (tmp_path / "figure8.pdf").is_file()
+    assert (tmp_path / "adversarial_examples.png").stat().st_size > 1000
+    with np.load(tmp_path / "adversarial_examples.npz") as ex:  # the first PGD unit's clouds, within eps
+        moved = np.abs(ex["adversarial"] - ex["clean"][None]).max(axis=(2, 3))  # (E, S)
+        assert str(ex["unit"]).endswith(",pgd") and np.all(moved <= ex["eps"][:, None] + 1e-6)
     # Run again: every unit comes from attack_progress.jsonl, with the same numbers.
     capsys.readouterr()
     again = robustness.run(config, str(tmp_path))
