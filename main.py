@@ -5,8 +5,10 @@ Parses flags and hands the config to its job; all work happens in the job's modu
 `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error (one line);
 70 a bug in ddjax (its traceback, then a line saying where to report it).
 """
+import os
 import sys
 import traceback
+import warnings
 
 from absl import app
 from absl import flags
@@ -102,7 +104,21 @@ def _usage(where: str, why: str, todo: str):
     sys.exit(EXIT_USAGE)
 
 
-def run_job(argv: list[str], config, workdir) -> None:
+def quiet_logs(verbose: bool) -> None:
+    """A run prints its own lines only: absl/orbax INFO lines, transformers' notices and deprecation warnings
+    are off unless the command asked for them with absl's --verbosity (or -v)."""
+    if verbose:
+        return
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def run_job(argv: list[str], config, workdir, verbose: bool = False) -> None:
     """Runs the config's job. A UserError exits with its one line; anything else is a bug in ddjax."""
     if len(argv) > 1:
         _usage(" ".join(argv[1:]), "unexpected arguments", "pass everything as --config=... and --workdir=...")
@@ -110,6 +126,7 @@ def run_job(argv: list[str], config, workdir) -> None:
         _usage("--config", "missing", "pass --config=configs/<name>.py[:arg], e.g. configs/demo.py:smoke")
     if config.get("job") not in JOBS:
         _usage("config.job", f"{config.get('job')!r} is not a job", f"use one of {sorted(JOBS)}")
+    quiet_logs(verbose)
     try:
         runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
         JOBS[config.job](config, workdir)
@@ -127,7 +144,7 @@ def run_job(argv: list[str], config, workdir) -> None:
 
 
 def main(argv):
-    run_job(argv, _CONFIG.value, _WORKDIR.value)
+    run_job(argv, _CONFIG.value, _WORKDIR.value, verbose=flags.FLAGS["verbosity"].present > 0)
 
 
 def run_command(argv: list[str]) -> int:

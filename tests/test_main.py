@@ -59,3 +59,21 @@ def test_prepare_job(tmp_path):
     assert proc.returncode == 1 and ("error: bad config value (config.manual_dir): dataset 'modelnet40' is built "
                                      "from your downloaded files" in proc.stderr)
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("verbosity", [[], ["--verbosity=0"]])
+def test_a_checkpoint_reading_job_is_quiet(run_dir, synthetic_tiny, tmp_path, verbosity):
+    """At the default verbosity a zero-shot job's stderr is empty (no orbax/absl INFO lines, no transformers
+    notice); absl's --verbosity brings the INFO lines back."""
+    from tests.test_train import data_root
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/zeroshot.py:smoke", *verbosity,
+                           f"--config.checkpoint={run_dir}", "--config.dataset=synthetic_shapes/tiny",
+                           f"--config.data_dir={data_root(synthetic_tiny)}", f"--workdir={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("zero-shot smoke: top-1")
+    if verbosity:
+        assert "checkpoint" in proc.stderr and proc.stderr.lstrip().startswith("I")  # orbax's INFO lines
+    else:
+        assert proc.stderr == ""
