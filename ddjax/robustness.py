@@ -36,6 +36,7 @@ import numpy as np
 from ddjax import attacks
 from ddjax import errors
 from ddjax import metrics
+from ddjax import progress as progress_lines
 from ddjax import figures
 from ddjax import run_folder
 from ddjax import zeroshot
@@ -179,11 +180,13 @@ def seed_keys(seed: int, r: int, i: int) -> tuple[jax.Array, jax.Array]:
     return jax.random.fold_in(jax.random.fold_in(base, 0), i), jax.random.fold_in(jax.random.fold_in(base, 1), i)
 
 
-def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int, examples: dict | None = None) -> dict:
+def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int, examples: dict | None = None,
+             on_batch=None) -> dict:
     """Runs one attack over every batch and seed; returns per-seed dataset-level numbers. Each batch is
     sharded over all devices along a one-axis `data` mesh (the noise draws do not depend on the sharding).
     `examples` (a dict) receives the first EXAMPLES shapes of seed 0's first batch: clean and adversarial
-    clouds (f32[S, N, 3] and f32[E, S, N, 3]), labels, targets and adversarial predictions (int[E, S])."""
+    clouds (f32[S, N, 3] and f32[E, S, N, 3]), labels, targets and adversarial predictions (int[E, S]).
+    `on_batch()` is called after each batch of each seed (the job's progress line)."""
     eps = jnp.asarray(eps_list, jnp.float32)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))  # clouds split over devices
@@ -194,6 +197,8 @@ def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int, examples: dic
             eval_key, attack_key = seed_keys(seed, r, i)
             out = jax.device_get(step_fn(jax.device_put(batch["points"], data), eval_key, attack_key, eps))
             adversarial = out.pop("adversarial")  # (E, B, N, 3)
+            if on_batch is not None:
+                on_batch()
             v = batch["valid"]
             if examples is not None and r == 0 and i == 0:
                 k = min(EXAMPLES, int(v.sum()))
@@ -374,6 +379,10 @@ def run(config, workdir: str | None) -> dict:
     print(f"attack {config.name}: {num_shapes} test shapes, {len(units)} units (setting x mode x attack), "
           f"{config.seeds} seeds, checkpoint step {ev.step}", flush=True)
     results, curves = [], []
+    cost = lambda attack: config.cw.search_steps * config.cw.iterations if attack == "cw" else steps  # per call
+    pending = [a for n, t, mode, a in units if f"N={n},t={t},{mode},{a}" not in progress.done]
+    bar = progress_lines.bar(total=sum(cost(a) for a in pending) * config.seeds * len(batches), unit="step",
+                             desc=f"attack {config.name}" + (" sweep" if config.sweep else ""))
     for u, (n, t, mode, attack) in enumerate(units):
         unit = f"N={n},t={t},{mode},{attack}"
         if unit not in progress.done:
@@ -384,7 +393,8 @@ def run(config, workdir: str | None) -> dict:
                                        cw_config=config.cw, success_draws=config.success_draws)
             start = time.perf_counter()
             examples = {} if attack == "pgd" and not (out / "adversarial_examples.npz").is_file() else None
-            per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed, examples=examples)
+            per_seed = run_unit(step_fn, batches, eps_list, seeds=config.seeds, seed=config.seed, examples=examples,
+                                on_batch=lambda: bar.update(cost(attack)))
             if examples:  # the first PGD unit's: drawn into adversarial_examples.png at the end
                 buf = io.BytesIO()
                 np.savez(buf, eps=np.asarray(eps_list, np.float32), unit=np.asarray(unit), **examples)
@@ -403,6 +413,7 @@ def run(config, workdir: str | None) -> dict:
                          for r in done["rows"])
         print(f"[{u + 1}/{len(units)}] {unit}: clean {pct(done['rows'][0]['clean_acc'])}%  robust {accs}  ({took})",
               flush=True)
+    bar.close()
     meta = {"dataset": config.name, "num_samples": num_shapes, "checkpoint": str(pathlib.Path(config.checkpoint)
             .expanduser().resolve()), "checkpoint_step": ev.step, "teacher": ev.teacher, "ratio": config.ratio,
             "seeds": config.seeds, "eot_samples": config.eot_samples, "success_draws": config.success_draws,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddjax import errors
+from ddjax import progress
 from ddjax import run_folder
 from ddjax.teachers import clip, prompts
 
@@ -294,6 +295,9 @@ def run(config, workdir: str | None) -> dict:
     batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
                                          point_all=config.point_all, batch_size=config.batch_size, seed=config.seed,
                                          normalize=config.normalize)
+    num_batches = -(-len(builder.as_data_source("test")) // config.batch_size)
+    batches = progress.bar(batches, total=num_batches, unit="batch",
+                           desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""))
     infer_fn, _ = dd.make_inference(model_config)
     infer = jax.jit(infer_fn, static_argnames=("t", "num_paths"))
     text = jnp.asarray(text_features)

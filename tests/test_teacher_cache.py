@@ -18,7 +18,7 @@ def teacher(tiny_clip_dir):
 def bank_dir(teacher, synthetic_tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "bank"
     cache.build(teacher, synthetic_tiny, out, splits=("test",), views=2, image_pipeline="recon", batch_size=16,
-                seed=3, log=None)
+                seed=3)
     return out
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ddjax import errors
+from ddjax import progress
 from ddjax.data import readers
 from ddjax.data import synthetic
 
@@ -169,7 +170,8 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
                     yield shape_id, {"points": data[:, :3], "normals": data[:, 3:], "label": label, "id": shape_id}
             chunk.clear()
 
-        for line_no, shape_id in ids:
+        for line_no, shape_id in progress.bar(ids, total=len(ids), desc=f"prepare {self.name} {split}",
+                                              unit="shape"):
             cls = shape_id.rsplit("_", 1)[0]
             if cls not in label_of:
                 raise DataError(f"{manual}/{self._prefix}_{split}.txt:{line_no}", f"shape {shape_id!r} has class "
@@ -267,7 +269,7 @@ class Scanobjectnn(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, path: pathlib.Path):
         data, label = read_scanobjectnn_h5(path)
-        for i in range(len(data)):
+        for i in progress.bar(range(len(data)), total=len(data), desc=f"prepare {path.name}", unit="cloud"):
             yield i, {"points": data[i], "label": int(label[i])}
 
 
@@ -342,7 +344,7 @@ class Shapenet55(tfds.core.GeneratorBasedBuilder):
         list_path = manual / "ShapeNet-55" / f"{split}.txt"
         names = _read_list(list_path, SHAPENET_SOURCE)
         _check_unique(list_path, [(n, name[:-4] if name.endswith(".npy") else name) for n, name in names])
-        for line_no, name in names:
+        for line_no, name in progress.bar(names, total=len(names), desc=f"prepare shapenet55 {split}", unit="shape"):
             stem = name[:-4] if name.endswith(".npy") else name
             synset = stem.split("-", 1)[0]
             if synset not in label_of:
@@ -403,6 +405,8 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str):
         per_class = getattr(self.builder_config, f"{split}_per_class")
-        for ex in synthetic.generate(split, seed=self.SEED, per_class=per_class):
+        for ex in progress.bar(synthetic.generate(split, seed=self.SEED, per_class=per_class),
+                               total=per_class * len(synthetic.CLASSES), desc=f"prepare synthetic_shapes {split}",
+                               unit="shape"):
             yield ex["id"], {"points": ex["points"].astype(np.float32), "image": _png_bytes(ex["image"]),
                              "label": ex["label"], "text": ex["text"], "id": ex["id"]}

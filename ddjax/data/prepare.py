@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 
 import tensorflow_datasets as tfds
 
@@ -108,8 +107,7 @@ def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
                 f"{manual} holds different files ({fingerprint['files']}); nothing was changed",
                 "pass --config.rebuild=True to replace the build, or another --config.data_dir to keep both")
     _remove_incomplete(builder)
-    if not sys.stderr.isatty():  # tfds's progress bars are cursor-control codes in a log file
-        tfds.disable_progress_bar()
+    tfds.disable_progress_bar()  # the builders show ddjax's own (ddjax/progress.py)
     config = None
     if needs_manual:
         if manual is None:

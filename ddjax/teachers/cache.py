@@ -16,13 +16,13 @@ import os
 import pathlib
 import shutil
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ddjax import errors
+from ddjax import progress
 from ddjax.data import image_augment
 from ddjax.data import pipelines
 from ddjax.teachers import clip
@@ -74,7 +74,7 @@ def check_config(config, workdir: str | None) -> None:
 
 
 def build(teacher: clip.Teacher, builder, out_dir: str | os.PathLike, *, splits=("train", "test"), views: int = 8,
-          image_pipeline: str = "recon", batch_size: int = 64, seed: int = 0, log=print) -> dict:
+          image_pipeline: str = "recon", batch_size: int = 64, seed: int = 0) -> dict:
     """Computes and writes the bank for `builder`'s `splits` (in IndexedSource order); returns the manifest.
 
     View v of record r uses `np.random.default_rng([seed, r, v])` for its augmentation, so the bank is
@@ -90,7 +90,7 @@ def build(teacher: clip.Teacher, builder, out_dir: str | os.PathLike, *, splits=
     source = pipelines.IndexedSource([builder.as_data_source(s) for s in splits])
     image_bank = np.zeros((len(source), views, teacher.dim), np.float32)  # (R, V, D)
     jobs = [(r, v) for r in range(len(source)) for v in range(views)]
-    start = time.time()
+    bar = progress.bar(total=len(jobs), desc="teacher cache", unit="view")
     for i in range(0, len(jobs), batch_size):
         chunk = jobs[i:i + batch_size]
         images = np.stack([
@@ -100,9 +100,8 @@ def build(teacher: clip.Teacher, builder, out_dir: str | os.PathLike, *, splits=
         feats = np.asarray(clip.image_features(teacher, images))  # (b, D)
         for (r, v), f in zip(chunk, feats):
             image_bank[r, v] = f
-        done = i + len(chunk)
-        if log and (done == len(jobs) or (i // batch_size) % 50 == 0):
-            log(f"teacher cache: {done}/{len(jobs)} views ({done / max(time.time() - start, 1e-9):.1f}/s)")
+        bar.update(len(chunk))
+    bar.close()
     manifest = {
         "teacher": teacher.source, "dim": teacher.dim, "image_size": teacher.image_size,
         "image_pipeline": image_pipeline, "views": views, "seed": seed,
