@@ -1,11 +1,14 @@
-"""Classify your own file with a pretrained run, against labels you choose (no --workdir needed).
+"""Classify your own files with a pretrained run, against labels you choose (no --workdir needed).
 
   python main.py --config=configs/classify.py --config.checkpoint=RUN_DIR --config.input=FILE \
       --config.labels="chair,table,lamp"
+  ... --config.input="scans/*.ply,extra/cup.obj"     many files in one call (files and glob patterns)
 
 FILE: .npy (N x >=3), .txt/.xyz (x y z per line), .ply, .off or .obj (meshes are surface-sampled).
-The cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200, then a
+Each cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200, then a
 seeded choice of 1024), then scored with N = 8 noise paths at t = 600 and ratio 0.25 (ModelNet settings).
+The labels' text features are cached in RUN_DIR, so repeated calls skip the CLIP teacher. Prints one line per
+file, then one JSON object per file.
 """
 import ml_collections
 

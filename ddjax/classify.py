@@ -1,12 +1,19 @@
-"""Open-vocabulary classification of a user's own file (the classify job, configs/classify.py).
+"""Open-vocabulary classification of a user's own files (the classify job, configs/classify.py).
 
-Reads .npy, .txt/.xyz, .ply, .off or .obj (meshes are surface-sampled), normalises the cloud to the unit
+Reads .npy, .txt/.xyz, .ply, .off or .obj (meshes are surface-sampled), normalises each cloud to the unit
 ball as in training, subsamples it as the zero-shot protocol does (FPS, then a seeded choice), runs
-parallel noise inference with the run's model and teacher, and ranks the given labels by cosine score.
-Prints one line per label and, as its last line, the same as JSON.
+parallel noise inference with the run's model, and ranks the given labels by cosine score against their
+text features. `--config.input` takes a comma-separated list of files and glob patterns: every file is read
+(and a bad one refused) before the checkpoint is restored; the model is restored and its inference compiled
+once per call (clouds of one size share the compiled function); the labels' text features are cached in the
+run folder (keyed by teacher, template and labels), so a later call needs no teacher at all. Each file gets
+the same noise and subsampling seed, so a file ranks the same alone or among others. Prints one line per
+file (its labels, best first, with scores), then one JSON object per file.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import pathlib
 
@@ -16,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from ddjax import errors
+from ddjax import progress
+from ddjax import run_folder
 from ddjax import zeroshot
 from ddjax.data import pipelines
 from ddjax.data import readers
@@ -39,22 +48,42 @@ def load_cloud(path, *, npoints: int, point_all: int, need: int, mesh_points: in
     return points[idx][choice][None]
 
 
-def check_config(config) -> tuple[list[str], dict]:
-    """The candidate labels and the run's recorded config, every value checked before any work."""
+def expand_inputs(text: str) -> list[pathlib.Path]:
+    """config.input: comma-separated files and glob patterns -> the files, in the order given (each
+    pattern's matches sorted); ConfigError for a missing file, a pattern that matches nothing, a folder or an
+    unsupported type."""
+    files = []
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        pattern = str(pathlib.Path(item).expanduser())
+        if glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if pathlib.Path(p).is_file())
+            if not matches:
+                raise errors.ConfigError("input", f"{item!r} matches no file", "check the pattern")
+            files += [pathlib.Path(p) for p in matches]
+        else:
+            if not pathlib.Path(pattern).is_file():
+                raise errors.ConfigError("input", f"{item} does not exist or is not a file", "check the path")
+            files.append(pathlib.Path(pattern))
+    if not files:
+        raise errors.ConfigError("input", "no file given", "pass the files to classify with --config.input=FILE[,...]")
+    for path in files:
+        if path.suffix.lower() not in readers.POINT_FILE_SUFFIXES:
+            raise errors.ConfigError("input", f"unsupported file type {path.suffix!r} ({path})",
+                                     f"use one of {readers.POINT_FILE_SUFFIXES}")
+    return files
+
+
+def check_config(config) -> tuple[list[str], dict, list[pathlib.Path]]:
+    """The candidate labels, the run's recorded config and the input files, every value checked first."""
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
     if not labels:
         raise errors.ConfigError("labels", "no candidate labels", 'pass them, e.g. --config.labels="chair,table,lamp"')
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise errors.ConfigError("labels", f"{repeated} listed more than once", "list each label once")
-    if not config.input:
-        raise errors.ConfigError("input", "no file given", "pass the file to classify with --config.input=FILE")
-    path = pathlib.Path(config.input).expanduser()
-    if not path.is_file():
-        raise errors.ConfigError("input", f"{config.input} does not exist or is not a file", "check the path")
-    if path.suffix.lower() not in readers.POINT_FILE_SUFFIXES:
-        raise errors.ConfigError("input", f"unsupported file type {path.suffix!r}",
-                                 f"use one of {readers.POINT_FILE_SUFFIXES}")
+    files = expand_inputs(config.input)
     run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
     errors.check_int(config, "npoints", 1)
     errors.check_int(config, "point_all", config.npoints)
@@ -63,30 +92,58 @@ def check_config(config) -> tuple[list[str], dict]:
     errors.check_number(config, "ratio", 0.0)
     errors.check_choice(config, "template", prompts.TEMPLATES)
     errors.check_int(config, "seed")
-    return labels, run_config
+    return labels, run_config, files
 
 
-def run(config, workdir: str | None = None) -> dict:
-    labels, run_config = check_config(config)
+def label_features(run_dir: pathlib.Path, stored_teacher: str, labels: list[str], template: str) -> np.ndarray:
+    """f32[L, D] text features of `labels`, cached in the run folder per (teacher, template, labels): the
+    teacher is loaded only when the cache has no entry (or a damaged one)."""
+    digest = hashlib.sha1(json.dumps([stored_teacher, template, labels]).encode()).hexdigest()[:16]
+    path = run_dir / f"classify_text_{digest}.npy"
+    try:
+        features = np.load(path, allow_pickle=False)
+        if features.shape[0] == len(labels) and np.isfinite(features).all():
+            return features
+    except (OSError, ValueError, EOFError):
+        pass  # absent or damaged: computed again
+    teacher = clip.load(run_folder.resolve_path(run_dir, stored_teacher))
+    features = zeroshot.class_text_features(teacher, labels, template)
+    try:
+        run_folder.save_npy(path, features)
+    except OSError:  # a read-only run folder: no cache
+        pass
+    return features
+
+
+def run(config, workdir: str | None = None) -> list[dict]:
+    labels, run_config, files = check_config(config)
     model = run_config["model"]
-    points = load_cloud(config.input, npoints=config.npoints, point_all=config.point_all,
-                        need=max(model["num_groups"], model["group_size"]), mesh_points=config.mesh_points,
-                        seed=config.seed)  # a bad file is refused before the checkpoint is read
-    run_config, variables, _ = zeroshot.restore_run(config.checkpoint)
+    need = max(model["num_groups"], model["group_size"])
+    reading = progress.bar(files, total=len(files), desc="classify: reading", unit="file", every=10.0) \
+        if len(files) > 1 else files  # a bad file is refused before the checkpoint is read
+    clouds = [load_cloud(f, npoints=config.npoints, point_all=config.point_all, need=need,
+                         mesh_points=config.mesh_points, seed=config.seed) for f in reading]
+    run_dir = pathlib.Path(config.checkpoint).expanduser().resolve()
+    run_config, variables, _ = zeroshot.restore_run(run_dir)
     model_config = ml_collections.ConfigDict(run_config["model"])
-    teacher = clip.load(run_config["resolved"]["teacher"])
-    text = jnp.asarray(zeroshot.class_text_features(teacher, labels, config.template))
+    recorded = json.loads((run_dir / "config.json").read_text())  # the teacher as stored ('./teacher' inside)
+    text = jnp.asarray(label_features(run_dir, recorded["resolved"]["teacher"], labels, config.template))
     infer, _ = dd.make_inference(model_config)
-    feats = jax.jit(infer, static_argnames=("t", "num_paths"))(variables, jnp.asarray(points),
-                                                               jax.random.key(config.seed), t=config.t,
-                                                               num_paths=config.num_paths)
-    scores = np.asarray(zeroshot.cosine_logits(zeroshot.ensemble(feats, config.ratio,
-                                                                 tuple(model_config.feature_types)), text))[0]
-    order = np.argsort(-scores, kind="stable")
-    ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
-    for r in ranking:
-        print(f"{r['score']:8.4f}  {r['label']}")
-    result = {"file": str(pathlib.Path(config.input)), "ranking": ranking, "N": config.num_paths, "t": config.t,
-              "ratio": config.ratio}
-    print(json.dumps(result))
-    return result
+    types = tuple(model_config.feature_types)
+
+    @jax.jit
+    def scores_fn(variables, points, key):  # one compilation per cloud size
+        feats = infer(variables, points, key, t=config.t, num_paths=config.num_paths)
+        return zeroshot.cosine_logits(zeroshot.ensemble(feats, config.ratio, types), text)[0]
+
+    results = []
+    for path, points in zip(files, clouds):
+        scores = np.asarray(scores_fn(variables, jnp.asarray(points), jax.random.key(config.seed)))
+        order = np.argsort(-scores, kind="stable")
+        ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
+        results.append({"file": str(path), "ranking": ranking, "N": config.num_paths, "t": config.t,
+                        "ratio": config.ratio})
+        print(f"{path}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in ranking), flush=True)
+    for result in results:
+        print(json.dumps(result))
+    return results

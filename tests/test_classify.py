@@ -86,3 +86,35 @@ def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
         assert str(bad) in proc.stderr
+
+
+def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
+    """Three files (a list and a glob) in one call give the rankings of three single calls; the labels'
+    text features are cached in the run folder and reused (no teacher needed: its folder is gone)."""
+    import shutil
+
+    import main
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    for i, shape in enumerate([(300, 3), (900, 3), (500, 4)]):  # different sizes; extra columns ignored
+        np.save(tmp_path / "in" / f"cloud{i}.npy", rng.normal(size=shape) * (1 + i))
+    args = ["--config=configs/classify.py", f"--config.checkpoint={run}", "--config.labels=chair,table,sofa,lamp",
+            "--config.num_paths=2", "--config.npoints=256", "--config.point_all=300"]
+
+    def results(inputs: str) -> list[dict]:
+        capsys.readouterr()
+        assert main.run_command([*args, f"--config.input={inputs}"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    single = [results(str(tmp_path / "in" / f"cloud{i}.npy"))[0] for i in range(3)]
+    assert len(list(run.glob("classify_text_*.npy"))) == 1  # computed once, then cached
+    shutil.rmtree(run / "teacher")  # a cached label list needs no teacher
+    together = results(f"{tmp_path / 'in' / 'cloud0.npy'},{tmp_path / 'in'}/cloud[12].npy")
+    assert [r["file"] for r in together] == [r["file"] for r in single]
+    for a, b in zip(single, together):
+        assert [r["label"] for r in a["ranking"]] == [r["label"] for r in b["ranking"]]
+        np.testing.assert_allclose([r["score"] for r in a["ranking"]], [r["score"] for r in b["ranking"]],
+                                   rtol=1e-5, atol=1e-6)

@@ -58,7 +58,7 @@ def _npy_with_header(path, header: dict, body: bytes = b""):
     ("same.xyz", "1 2 3\n1 2 3\n1 2 3\n", r"same\.xyz\): a degenerate cloud, all 3 points in one place"),
     ("huge.xyz", "1e200 0 0\n0 1e200 0\n0 0 0\n", r"huge\.xyz\): coordinates up to 1e\+200 are too large"),
     ("inf.xyz", "0 0 0\n1e400 1 2\n", r"inf\.xyz\): non-finite coordinates .* at point 1"),
-    ("blank.txt", "\n \n", r"blank\.txt\): no points \(empty file\)"),
+    ("blank.txt", "\n \n", r"blank\.txt\): no points \(empty file"),
     ("comments.txt", "# only a comment\n", r"comments\.txt\): no points"),
     ("binary.txt", b"\xff\xfe\x00\x01", r"binary\.txt\): not a text file"),
     ("minus.off", "OFF\n-1 0 0\n0 0 0\n", r"minus\.off\): negative count"),

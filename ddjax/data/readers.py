@@ -40,7 +40,7 @@ def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
 class PointFileError(errors.UserError):
     """A user's point-cloud or mesh file cannot be used: PointFileError(path[:line], why[, what to do])."""
     what = "cannot use the point file"
-    todo = "the README's 'Classify your own file' says what each format may contain"
+    todo = "the README's 'Zero-shot evaluation and classification' says what each format may contain"
 
 
 POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
@@ -95,11 +95,26 @@ def _read_npy(path: str) -> np.ndarray:
     return np.asarray(data[:, :3], np.float64)
 
 
-def _read_text_points(path: str, text: str) -> np.ndarray:
+def _text_lines(path: str):
+    """(line number, content) of a UTF-8 text file streamed line by line (a leading byte-order mark dropped,
+    '#' comments and blank lines skipped): the file is never held in memory whole."""
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline=None) as f:
+            for line_no, line in enumerate(f, 1):
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    yield line_no, line
+    except UnicodeDecodeError as e:
+        raise PointFileError(path, f"not a text file (byte {e.start} of a block is not UTF-8)") from None
+
+
+def _read_text_points(path: str) -> np.ndarray:
     """.txt/.xyz: one point per line, x y z first, separated by spaces or commas; every line the same
-    number of values (at least 3); '#' comments and blank lines skipped."""
-    rows, width = [], None
-    for line_no, line in _strip_comments(text):
+    number of values (at least 3); '#' comments and blank lines skipped. Streamed: the values go straight
+    into a compact float64 buffer (8 bytes each), so memory stays near the array's own size."""
+    from array import array
+    values, width = array("d"), None
+    for line_no, line in _text_lines(path):
         fields = line.replace(",", " ").split()
         if width is None:
             width = len(fields)
@@ -110,10 +125,12 @@ def _read_text_points(path: str, text: str) -> np.ndarray:
             raise PointFileError(f"{path}:{line_no}", f"{len(fields)} values, but the first point's line has "
                                  f"{width}: {line[:60]!r}")
         try:
-            rows.append([float(v) for v in fields[:3]])
+            values.extend((float(fields[0]), float(fields[1]), float(fields[2])))
         except ValueError:
             raise PointFileError(f"{path}:{line_no}", f"not a number in {line[:60]!r}") from None
-    return np.asarray(rows, np.float64).reshape(-1, 3)
+    if not values:
+        raise PointFileError(path, "no points (empty file, or only blank lines and comments)")
+    return np.frombuffer(values, np.float64).reshape(-1, 3)  # shares the buffer: no copy
 
 
 def _read_off(path: str, text: str):
@@ -310,6 +327,8 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         if suffix == ".npy":
             vertices, faces = _read_npy(path), None
+        elif suffix in (".txt", ".xyz"):
+            vertices, faces = _read_text_points(path), None
         else:
             with open(path, "rb") as f:
                 data = f.read()
@@ -317,8 +336,6 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise PointFileError(path, "no points (empty file)")
             if suffix == ".ply":
                 vertices, faces = _read_ply(path, data)
-            elif suffix in (".txt", ".xyz"):
-                vertices, faces = _read_text_points(path, _decode(path, data)), None
             else:
                 vertices, faces = (_read_off if suffix == ".off" else _read_obj)(path, _decode(path, data))
     except OSError as e:

@@ -1,0 +1,78 @@
+"""Classify benchmark: a user's wall time for `configs/classify.py`, first file and each additional file.
+
+  python benchmarks/classify.py                       # runs/smoke (make run's checkpoint), about 2 minutes
+  python benchmarks/classify.py --run=RUN_DIR --files=11 --json
+
+Works on a copy of the run folder (its label cache is the benchmark's own). Three commands, each a fresh
+`python main.py` process as a user runs it, on the real ModelNet meshes of ../shared/data when present (else
+synthetic clouds): `cold` (1 file, no cached label features: the CLIP teacher is loaded), `warm` (1 file,
+the features cached by the first command) and `many` (FILES files in one call). Per additional file is
+(many - warm) / (FILES - 1). The reference is the old single-file classify: 28.7 s per call on the 2-core
+CPU machine (issue 13), every call loading the teacher and compiling again. Always exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BEFORE_S = 28.7  # one classify call before the multi-file job (issue 13's measurement)
+
+
+def _command(run: pathlib.Path, files: list[pathlib.Path]) -> float:
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), HF_HUB_OFFLINE="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/classify.py", f"--config.checkpoint={run}",
+                           "--config.labels=airplane,bathtub,bed,chair,desk,lamp,sofa,table",
+                           "--config.input=" + ",".join(str(f) for f in files)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    assert sum(line.startswith("{") for line in proc.stdout.splitlines()) == len(files)
+    return took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default=str(ROOT / "runs" / "smoke"))
+    parser.add_argument("--files", type=int, default=11)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    source = pathlib.Path(args.run)
+    if not (source / "config.json").is_file():
+        print(f"no run at {source}: make run first (or pass --run=RUN_DIR)")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        run = tmp / "run"
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("classify_text_*.npy"))
+        meshes = sorted((ROOT.parent / "shared" / "data" / "meshes").glob("*/*/*/*.off"))
+        files = [meshes[i % len(meshes)] for i in range(args.files)] if meshes else []
+        if not files:
+            rng = np.random.default_rng(0)
+            for i in range(args.files):
+                np.save(tmp / f"cloud{i}.npy", rng.normal(size=(4096, 3)))
+            files = [tmp / f"cloud{i}.npy" for i in range(args.files)]
+        cold = _command(run, files[:1])
+        warm = _command(run, files[:1])
+        many = _command(run, files)
+    result = {"cold_s": round(cold, 2), "warm_s": round(warm, 2), f"files_{args.files}_s": round(many, 2),
+              "per_additional_file_s": round((many - warm) / max(args.files - 1, 1), 3),
+              "before_s": BEFORE_S, "first_file_speedup_warm": round(BEFORE_S / warm, 2),
+              "first_file_speedup_cold": round(BEFORE_S / cold, 2), "inputs": "real meshes" if meshes else "npy"}
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
