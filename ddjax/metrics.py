@@ -20,7 +20,8 @@ def write_json(path, obj) -> None:
 class MetricWriter:
     """`write(step, metrics)` appends one JSON object per logged step to WORKDIR/metrics.jsonl."""
 
-    def __init__(self, workdir: str, total_steps: int, start_step: int):
+    def __init__(self, workdir: str, total_steps: int, start_step: int, echo=print):
+        self.echo = echo  # where the logged line goes (print, or a progress bar's write on a terminal)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.total_steps = total_steps
         self._last_time, self._last_step = time.time(), start_step
@@ -42,9 +43,9 @@ class MetricWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
-            print(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  rec {record['loss_rec']:.4f}  "
+            self.echo(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  rec {record['loss_rec']:.4f}  "
                   f"img {record['loss_image']:.4f}  txt {record['loss_text']:.4f}  lr {record['lr']:.2e}  "
-                  f"{steps_per_sec:.2f} steps/s  ETA {eta / 60:.1f} min", flush=True)
+                  f"{steps_per_sec:.2f} steps/s  ETA {eta / 60:.1f} min")
         return record
 
 

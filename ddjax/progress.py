@@ -33,14 +33,20 @@ class _Lines:
         self.stream.flush()
 
 
+def on_terminal(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
 def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str, unit: str = "it",
-        every: float | None = None, stream=None) -> tqdm:
+        every: float | None = None, stream=None, initial: int = 0) -> tqdm:
     """A tqdm progress bar on `stream` (stdout): in place on a terminal, plain lines every `every` seconds
     (PLAIN_EVERY by default) elsewhere."""
     stream = stream or sys.stdout
     terminal = hasattr(stream, "isatty") and stream.isatty()
     if terminal:
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=True)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=_Lines(stream), ncols=100,
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=True,
+                    initial=initial)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=_Lines(stream), ncols=100, initial=initial,
                 mininterval=PLAIN_EVERY if every is None else every, maxinterval=float("inf"), ascii=True,
-                bar_format="{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]")
+                bar_format="{desc}: {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")

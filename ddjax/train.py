@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 from ddjax import errors
 from ddjax import metrics as metrics_lib
 from ddjax import optim
+from ddjax import progress
 from ddjax import run_folder
 from ddjax import zeroshot
 from ddjax.data import pipelines
@@ -254,7 +255,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {"step": start}
 
     # ------------------------------------------------------------------------------------------ loop
-    writer = metrics_lib.MetricWriter(str(workdir), total_steps, start)
+    # The metric lines (step/total, rate, ETA) are the progress in a log; a terminal also gets an in-place bar.
+    bar = progress.bar(total=total_steps, initial=start, desc="pretraining", unit="step") \
+        if progress.on_terminal() else None
+    writer = metrics_lib.MetricWriter(str(workdir), total_steps, start,
+                                      echo=bar.write if bar is not None else lambda line: print(line, flush=True))
     print(f"pretraining {config.model.variant} Dual Denoising ({dd.parameter_counts(config.model)['total'] / 1e6:.2f}M "
           f"parameters) on {config.dataset}: {total_steps} steps of batch {config.batch_size} "
           f"({steps_per_epoch} steps/epoch) on {jax.device_count()} {jax.default_backend()} device(s)")
@@ -269,11 +274,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                    f"this process; the last checkpoint is step {manager.latest_step()})",
                                    "lower --config.lr or check the data; a new run needs another --workdir")
         done = step + 1
+        if bar is not None:
+            bar.update(1)
         if done % config.log_every == 0 or done == total_steps:
             last = writer.write(done, jax.device_get(metrics))
         if done % config.checkpoint_every == 0 or done == total_steps:
             manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        data=grain.checkpoint.CheckpointSave(data_iter)))
+    if bar is not None:
+        bar.close()
     manager.wait_until_finished()
     manager.close()
     return {"step": total_steps, "metrics": last, "zeroshot": run_eval()}

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ddjax import progress
 from ddjax.data import image_augment
 from ddjax.teachers import prompts
 
@@ -131,10 +132,15 @@ def train(out_dir: str | os.PathLike, train_source, class_texts, *, image_size: 
         return optax.apply_updates(params, updates), opt_state, loss
 
     key = jax.random.key(seed)
+    bar = progress.bar(total=steps, desc="tiny CLIP teacher", unit="step", every=10.0) if log else None
     for i in range(steps):
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
-        if log and (i + 1) % max(1, steps // 5) == 0:
-            log(f"tiny CLIP teacher: step {i + 1}/{steps}, contrastive loss {float(loss):.3f}")
+        if bar is not None:
+            bar.update(1)
+            if (i + 1) % max(1, steps // 5) == 0:
+                bar.set_postfix_str(f"contrastive loss {float(loss):.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
 
     # How well the teacher itself classifies the train renders zero-shot (class prompt sums).
     img, _ = features(params["clip"], images[:512], ids[0, :1])
