@@ -33,7 +33,7 @@ def test_unknown_job_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: bad command line (config.job): 'nope' is not a job; use one of "
                                    "['attack', 'classify', 'kernels_demo', 'prepare', 'pretrain', 'teacher_cache', "
-                                   "'zeroshot']")
+                                   "'visualize', 'zeroshot']")
 
 
 def test_parse_arg():

@@ -29,7 +29,7 @@ def _record(tmp_path, **changes):
     ({"model.noise_scale": 0.0}, "model.noise_scale: 0.08 -> 0.0"),  # ':smoke,s=0' into an s = 0.08 run
     ({"lr": -1}, "lr: 0.0005 -> -1"),
     ({"splits": ["train"]}, 'splits: ["train", "test"] -> ["train"]'),
-    ({"lr": 1e-3, "model.width": 64}, "lr: 0.0005 -> 0.001; model.width: 96 -> 64"),  # every key, sorted
+    ({"lr": 1e-3, "model.width": 64}, "lr: 0.0005 -> 0.001, model.width: 96 -> 64"),  # every key, sorted
     ({"total_steps": 6}, "total_steps: 3 -> 6"),
 ])
 def test_a_different_config_is_refused_in_one_line_before_anything_is_written(tmp_path, changes, listed):
