@@ -116,8 +116,8 @@ def label_features(run_dir: pathlib.Path, stored_teacher: str, labels: list[str]
 
 
 def run(config, workdir: str | None = None) -> list[dict]:
-    labels, run_config, files = check_config(config)
-    model = run_config["model"]
+    labels, recorded, files = check_config(config)  # `recorded`: config.json as stored ('./teacher' inside)
+    model = recorded["model"]
     need = max(model["num_groups"], model["group_size"])
     reading = progress.bar(files, total=len(files), desc="classify: reading", unit="file", every=10.0) \
         if len(files) > 1 else files  # a bad file is refused before the checkpoint is read
@@ -126,7 +126,6 @@ def run(config, workdir: str | None = None) -> list[dict]:
     run_dir = pathlib.Path(config.checkpoint).expanduser().resolve()
     run_config, variables, _ = zeroshot.restore_run(run_dir)
     model_config = ml_collections.ConfigDict(run_config["model"])
-    recorded = json.loads((run_dir / "config.json").read_text())  # the teacher as stored ('./teacher' inside)
     text = jnp.asarray(label_features(run_dir, recorded["resolved"]["teacher"], labels, config.template))
     infer, _ = dd.make_inference(model_config)
     types = tuple(model_config.feature_types)

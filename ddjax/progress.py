@@ -43,8 +43,7 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
     """A tqdm progress bar on `stream` (stdout): in place on a terminal, plain lines every `every` seconds
     (PLAIN_EVERY by default) elsewhere."""
     stream = stream or sys.stdout
-    terminal = hasattr(stream, "isatty") and stream.isatty()
-    if terminal:
+    if on_terminal(stream):
         return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, leave=True,
                     initial=initial)
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=_Lines(stream), ncols=100, initial=initial,
