@@ -142,7 +142,7 @@ def test_text_features_match_model(teacher):
     texts = [f"a photo of a {w}" for w in ("cat", "dog", "night_stand")]
     feats = clip.text_features(teacher, texts)
     assert feats.shape == (3, 16) and feats.dtype == jnp.float32
-    ref = teacher.model.get_text_features(clip.tokenize(teacher, texts))
+    ref = teacher.model.get_text_features(clip.tokenize(teacher, texts), params=teacher.params)
     np.testing.assert_allclose(np.asarray(feats), np.asarray(ref), rtol=1e-5, atol=1e-5)
     norms = np.linalg.norm(np.asarray(feats), axis=-1)
     assert not np.allclose(norms, 1.0, atol=1e-3)  # raw, not L2-normalised
@@ -152,7 +152,7 @@ def test_text_features_chunks_and_compile_count(teacher):
     texts = prompts.recon_prompts("chair")[:20]
     before = teacher.encode_text._cache_size() if hasattr(teacher.encode_text, "_cache_size") else None
     chunked = clip.text_features(teacher, texts, chunk_size=8)  # chunks of 8, 8, 4 (padded to 8)
-    ref = teacher.model.get_text_features(clip.tokenize(teacher, texts))
+    ref = teacher.model.get_text_features(clip.tokenize(teacher, texts), params=teacher.params)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=1e-5, atol=1e-5)
     for n in (1, 5, 8):  # all padded to a batch of 8: no new compilation
         np.testing.assert_allclose(
@@ -179,7 +179,7 @@ def test_prompt_bank_and_class_text_features(teacher):
     assert summed.shape == (2, 16)
     np.testing.assert_allclose(summed, bank.sum(axis=(1, 2)), rtol=1e-5, atol=1e-4)
     # Independent reference: the model's own features of the 60 prompts, summed.
-    ref = teacher.model.get_text_features(clip.tokenize(teacher, prompts.recon_prompts("night_stand")))
+    ref = teacher.model.get_text_features(clip.tokenize(teacher, prompts.recon_prompts("night_stand")), params=teacher.params)
     np.testing.assert_allclose(summed[1], np.asarray(ref).sum(axis=0), rtol=1e-4, atol=1e-4)
 
     pc = np.asarray(clip.class_text_features(teacher, CLASSES, template="pointclip"))
@@ -193,11 +193,11 @@ def test_image_features(teacher):
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)  # NHWC
     feats = clip.image_features(teacher, images)
     assert feats.shape == (2, 16) and feats.dtype == jnp.float32
-    ref = teacher.model.get_image_features(np.transpose(images, (0, 3, 1, 2)))  # HF takes NCHW
+    ref = teacher.model.get_image_features(np.transpose(images, (0, 3, 1, 2)), params=teacher.params)  # HF takes NCHW
     np.testing.assert_allclose(np.asarray(feats), np.asarray(ref), rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.linalg.norm(np.asarray(feats), axis=-1), 1.0, atol=1e-3)
     # Channel-last matters: the same data read as NCHW gives different features.
-    assert not np.allclose(np.asarray(feats), np.asarray(teacher.model.get_image_features(images.reshape(2, 3, 32, 32))))
+    assert not np.allclose(np.asarray(feats), np.asarray(teacher.model.get_image_features(images.reshape(2, 3, 32, 32), params=teacher.params)))
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 32, 32), (2, 16, 16, 3), (2, 32, 32, 4)])
@@ -247,3 +247,20 @@ def test_load_pytorch_bin_error_is_clear(teacher, tmp_path):
         clip.load(tmp_path)
     msg = str(info.value)
     assert str(tmp_path) in msg and "from_pt=True" in msg
+
+
+def test_load_incomplete_flax_weights_is_refused(teacher, tmp_path):
+    """The fast load skips the random initialisation, so a parameter missing from the file is an error, never
+    a silently random weight."""
+    from flax import serialization, traverse_util
+
+    flat = traverse_util.flatten_dict(teacher.params)
+    dropped = sorted(flat)[0]
+    del flat[dropped]
+    (tmp_path / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(
+        traverse_util.unflatten_dict({k: np.asarray(v) for k, v in flat.items()})))
+    teacher.model.config.save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    with pytest.raises(clip.TeacherLoadError) as info:
+        clip.load(tmp_path)
+    assert "lacks 1 of the model's parameters" in str(info.value) and "/".join(dropped) in str(info.value)
