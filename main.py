@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ddjax import classify
+from ddjax import convert
 from ddjax import demo
 from ddjax import errors
 from ddjax import robustness
@@ -34,6 +35,7 @@ JOBS = {
     "prepare": prepare.run,
     "teacher_cache": cache.run,
     "visualize": visualize.run,
+    "convert": convert.run,
 }
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 

@@ -7,7 +7,10 @@
 FILE: .npy (N x >=3), .txt/.xyz (x y z per line), .ply, .off or .obj (meshes are surface-sampled).
 Each cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200, then a
 seeded choice of 1024), then scored with N = 8 noise paths at t = 600 and ratio 0.25 (ModelNet settings).
-The labels' text features are cached in RUN_DIR, so repeated calls skip the CLIP teacher. Prints one line per
+The labels' text features are cached in RUN_DIR, so repeated calls skip the CLIP teacher.
+--config.text_features=FILE.npy takes the labels' features from a file instead (the labels are then the
+names in FILE.txt, or the listed subset of them): for converted baselines without a ported text tower.
+A converted baseline (configs/convert.py) is deterministic: it runs at N = 1, t = 0. Prints one line per
 file, then one JSON object per file.
 """
 import ml_collections
@@ -27,5 +30,6 @@ def get_config(arg=None):
     config.t = 600
     config.ratio = 0.25
     config.template = "recon"
+    config.text_features = ""  # FILE.npy + FILE.txt (class names): labels and features from a file
     config.seed = 0
     return config

@@ -31,7 +31,7 @@ def evaluation_fields(name: str, config_file: str = "configs/zeroshot.py") -> ml
     dataset, npoints, point_all, groups, group_size, ratio, _, normalize = DATASETS[name]
     config = ml_collections.ConfigDict()
     config.name = name
-    config.checkpoint = ""  # RUN_DIR of a pretraining run (required)
+    config.checkpoint = ""  # RUN_DIR of a pretraining run or of a converted baseline (required)
     config.dataset = dataset
     config.data_dir = "~/tensorflow_datasets"
     config.npoints = npoints
@@ -41,6 +41,9 @@ def evaluation_fields(name: str, config_file: str = "configs/zeroshot.py") -> ml
     config.normalize = normalize
     config.ratio = ratio
     config.template = "recon"
+    # FILE.npy (f32[classes, width]) with the class names in FILE.txt beside it: class text features made
+    # by a text encoder ddjax does not port (ULIP's SLIP, ULIP-2's OpenCLIP); "" takes the run's teacher.
+    config.text_features = ""
     config.scan_spelling = "toile"  # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
     return config
 

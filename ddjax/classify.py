@@ -28,7 +28,6 @@ from ddjax import run_folder
 from ddjax import zeroshot
 from ddjax.data import pipelines
 from ddjax.data import readers
-from ddjax.models import dual_denoising as dd
 from ddjax.teachers import clip
 from ddjax.teachers import prompts
 from kernels import fps
@@ -78,6 +77,14 @@ def expand_inputs(text: str) -> list[pathlib.Path]:
 def check_config(config) -> tuple[list[str], dict, list[pathlib.Path]]:
     """The candidate labels, the run's recorded config and the input files, every value checked first."""
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    if config.get("text_features"):  # the labels are the file's names (or a subset of them)
+        run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
+        _, names = zeroshot.read_text_features(config.text_features, run_config["model"].get("teacher_dim"))
+        unknown = [label for label in labels if label not in names]
+        if unknown:
+            raise errors.ConfigError("labels", f"{unknown} are not in the text features' class names",
+                                     f"choose from {names[:10]}{' ...' if len(names) > 10 else ''}")
+        labels = labels or names
     if not labels:
         raise errors.ConfigError("labels", "no candidate labels", 'pass them, e.g. --config.labels="chair,table,lamp"')
     repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -85,6 +92,9 @@ def check_config(config) -> tuple[list[str], dict, list[pathlib.Path]]:
         raise errors.ConfigError("labels", f"{repeated} listed more than once", "list each label once")
     files = expand_inputs(config.input)
     run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
+    if not config.get("text_features") and not run_config.get("resolved", {}).get("teacher", "x"):
+        raise errors.ConfigError("text_features", f"the run {config.checkpoint} has no text tower ddjax can load",
+                                 "pass --config.text_features=FILE.npy (README: Baselines)")
     errors.check_int(config, "npoints", 1)
     errors.check_int(config, "point_all", config.npoints)
     errors.check_int(config, "mesh_points", 1)
@@ -126,13 +136,18 @@ def run(config, workdir: str | None = None) -> list[dict]:
     run_dir = pathlib.Path(config.checkpoint).expanduser().resolve()
     run_config, variables, _ = zeroshot.restore_run(run_dir)
     model_config = ml_collections.ConfigDict(run_config["model"])
-    text = jnp.asarray(label_features(run_dir, recorded["resolved"]["teacher"], labels, config.template))
-    infer, _ = dd.make_inference(model_config)
+    if config.get("text_features"):
+        table, names = zeroshot.read_text_features(config.text_features, model_config.teacher_dim)
+        text = jnp.asarray(table[[names.index(label) for label in labels]])  # (L, D)
+    else:
+        text = jnp.asarray(label_features(run_dir, recorded["resolved"]["teacher"], labels, config.template))
+    infer, _ = zeroshot.make_inference(model_config)
     types = tuple(model_config.feature_types)
+    num_paths, t = zeroshot.noise_setting(config, run_config)
 
     @jax.jit
     def scores_fn(variables, points, key):  # one compilation per cloud size
-        feats = infer(variables, points, key, t=config.t, num_paths=config.num_paths)
+        feats = infer(variables, points, key, t=t, num_paths=num_paths)
         return zeroshot.cosine_logits(zeroshot.ensemble(feats, config.ratio, types), text)[0]
 
     results = []
@@ -140,7 +155,7 @@ def run(config, workdir: str | None = None) -> list[dict]:
         scores = np.asarray(scores_fn(variables, jnp.asarray(points), jax.random.key(config.seed)))
         order = np.argsort(-scores, kind="stable")
         ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
-        results.append({"file": str(path), "ranking": ranking, "N": config.num_paths, "t": config.t,
+        results.append({"file": str(path), "ranking": ranking, "N": num_paths, "t": t,
                         "ratio": config.ratio})
         print(f"{path}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in ranking), flush=True)
     for result in results:

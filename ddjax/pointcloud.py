@@ -46,6 +46,15 @@ def _neighborhoods(cloud: jax.Array, centers: jax.Array, group_size: int, knn_im
     return gather_points(cloud, nbr) - centers[:, :, None, :]  # (B, G, K, 3)
 
 
+def group_indexed(points: jax.Array, num_groups: int, group_size: int) -> tuple[Groups, jax.Array, jax.Array]:
+    """ReCon's and Point-BERT's `Group`, with its indices: (Groups, fps_idx int[B, G], knn_idx int[B, G, K]).
+    FPS starts at point 0; kNN of each center in the same cloud (the center itself included)."""
+    idx = fps(points, num_groups)  # (B, G)
+    centers = gather_points(points, idx)  # (B, G, 3)
+    nbr = knn(centers, points, group_size)  # (B, G, K)
+    return Groups(gather_points(points, nbr) - centers[:, :, None, :], centers), idx, nbr
+
+
 def group(points: jax.Array, num_groups: int, group_size: int, *, fps_implementation: str | None = None,
           knn_implementation: str | None = None, check_finite: bool = False) -> Groups:
     """ReCon's grouping. points f32[B, N, 3] -> Groups(neighborhoods [B, G, K, 3], centers [B, G, 3])."""

@@ -85,6 +85,12 @@ def check_config(config, workdir: str | None = None) -> dict:
         bad = [v for v in parsed[field] if v not in known]
         if bad:
             raise errors.ConfigError(field, f"{bad} not in {list(known)}")
+    parsed["model"] = run_config["model"].get("kind", "dual_denoising")
+    if zeroshot.is_baseline(run_config):  # deterministic: one setting, and EOT would average equal gradients
+        if config.sweep:
+            raise errors.ConfigError("sweep", f"{config.checkpoint} is a deterministic {parsed['model']} model: "
+                                     "it has no N x t settings to sweep", "drop --config.sweep")
+        parsed["settings"], parsed["modes"], parsed["sweep_n"], parsed["sweep_t"] = [(1, 0)], ["paper"], [1], [0]
     timesteps = run_config["model"]["num_timesteps"]
     for field, pairs in (("settings", parsed["settings"]),
                          ("sweep_n/sweep_t", [(n, t) for n in parsed["sweep_n"] for t in parsed["sweep_t"]])):
@@ -349,8 +355,7 @@ def write_examples(path: pathlib.Path, class_names, dataset: str) -> None:
 
 def build_logits(model_config, variables, text_features, ratio, n: int, t: int, fixed_key=None):
     """The model's attack logits at (N, t); with `fixed_key`, every forward pass uses that key."""
-    from ddjax.models import dual_denoising as dd
-    infer, _ = dd.make_inference(model_config)
+    infer, _ = zeroshot.make_inference(model_config)
     fn = attacks.zero_shot_logits(infer, variables, jnp.asarray(text_features), ratio=ratio, t=t, num_paths=n,
                                   feature_types=tuple(model_config.feature_types))
     return fn if fixed_key is None else attacks.fixed_noise(fn, fixed_key)
@@ -361,6 +366,9 @@ def run(config, workdir: str | None) -> dict:
     adversarial half (sweep.csv, sweep.md)."""
     from ddjax.models import dual_denoising as dd
 
+    checkpoints = [c.strip() for c in str(config.checkpoint).split(",") if c.strip()]
+    if len(checkpoints) > 1:
+        return run_several(config, workdir, checkpoints)
     parsed = check_config(config, workdir)
     out = pathlib.Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -377,7 +385,8 @@ def run(config, workdir: str | None) -> dict:
         units = [(n, t, mode, a) for n, t in parsed["settings"] for mode in parsed["modes"] for a in parsed["attacks"]]
         eps_list, steps, curve_every = parsed["eps"], config.steps, config.curve_every
     print(f"attack {config.name}: {num_shapes} test shapes, {len(units)} units (setting x mode x attack), "
-          f"{config.seeds} seeds, checkpoint step {ev.step}", flush=True)
+          f"{config.seeds} seeds, checkpoint step {ev.step}" + (f"; {parsed['model']} is deterministic: N=1, t=0, "
+          "paper mode only" if parsed["model"] != "dual_denoising" else ""), flush=True)
     results, curves = [], []
     cost = lambda attack: config.cw.search_steps * config.cw.iterations if attack == "cw" else steps  # per call
     pending = [a for n, t, mode, a in units if f"N={n},t={t},{mode},{a}" not in progress.done]
@@ -417,7 +426,7 @@ def run(config, workdir: str | None) -> dict:
     meta = {"dataset": config.name, "num_samples": num_shapes, "checkpoint": str(pathlib.Path(config.checkpoint)
             .expanduser().resolve()), "checkpoint_step": ev.step, "teacher": ev.teacher, "ratio": config.ratio,
             "seeds": config.seeds, "eot_samples": config.eot_samples, "success_draws": config.success_draws,
-            "fixed_noise": config.fixed_noise, "logit_scale": attacks.LOGIT_SCALE}
+            "fixed_noise": config.fixed_noise, "logit_scale": attacks.LOGIT_SCALE, "model": parsed["model"]}
     if config.sweep:
         return write_sweep(out, results, parsed["modes"], meta, config)
     clean = []
@@ -472,3 +481,68 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
     metrics.write_json(out / "sweep.json", {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps})
     print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
     return {"sweep": rows}
+
+
+MODEL_NAMES = {"dual_denoising": "Ours", "recon": "ReCon", "ulip_pointbert": "ULIP (Point-BERT)"}
+
+
+def run_several(config, workdir: str | None, checkpoints: list[str]) -> dict:
+    """`--config.checkpoint=RUN_A,RUN_B,...`: the attack job on each run, into DIR/<run folder name>/ (each
+    resumable on its own), then DIR/table2.md with one column per model and setting (Table 2's layout) and
+    DIR/attack.json listing the runs. Every run's config is checked before any work."""
+    import ml_collections
+
+    errors.require_workdir(workdir, "attack", "one folder per run, table2.md and attack.json")
+    if config.sweep:
+        raise errors.ConfigError("sweep", "the sweep takes one run at a time", "pass one --config.checkpoint")
+    out = pathlib.Path(workdir).expanduser().resolve()
+    configs, names = [], []
+    for c in checkpoints:
+        one = ml_collections.ConfigDict(config.to_dict())
+        one.checkpoint = c
+        check_config(one, workdir)
+        configs.append(one)
+        name = pathlib.Path(c).expanduser().resolve().name or "run"
+        names.append(name if name not in names else f"{name}_{len(names)}")
+    reports = []
+    for i, (one, name) in enumerate(zip(configs, names)):
+        print(f"attack {config.name}: run {i + 1}/{len(configs)}: {one.checkpoint} -> {out / name}", flush=True)
+        reports.append(run(one, str(out / name)))
+    eps_list = parse_list(config, "eps", float)
+    write_comparison(out / "table2.md", list(zip(names, reports)), eps_list, config.name, config.seeds)
+    summary = {"dataset": config.name, "runs": [{"folder": name, "checkpoint": r["checkpoint"], "model": r["model"],
+                                                 "clean_acc": r["clean_acc"]} for name, r in zip(names, reports)]}
+    metrics.write_json(out / "attack.json", summary)
+    print(f"attack {config.name}: wrote table2.md (one column per model) and attack.json in {out}")
+    return summary
+
+
+def write_comparison(path: pathlib.Path, entries: list[tuple[str, dict]], eps_list, dataset: str, seeds: int) -> None:
+    """Table 2 as the paper lays it out: one row per attack (clean, IFGM and PGD at each epsilon, C&W), one
+    column per model and (N, t, mode); robust top-1 in %, mean ± std over the seeds."""
+    std = (lambda r, key: r[key + "_std"]) if seeds > 1 else (lambda r, key: None)
+    columns = []  # (heading, {(attack, eps): row})
+    for name, report in entries:
+        label = MODEL_NAMES.get(report["model"], report["model"])
+        settings = []
+        for r in report["results"]:
+            if (r["N"], r["t"], r["mode"]) not in settings:
+                settings.append((r["N"], r["t"], r["mode"]))
+        for n, t, mode in settings:
+            rows = {(r["attack"], r["eps"]): r for r in report["results"] if (r["N"], r["t"], r["mode"]) == (n, t, mode)}
+            heading = label if report["model"] != "dual_denoising" else f"{label} N={n} t={t} {mode}"
+            columns.append((f"{heading} ({name})", rows))
+    attack_rows = [("ifgm", e) for e in eps_list] + [("pgd", e) for e in eps_list] + [("cw", None)]
+    attack_rows = [a for a in attack_rows if any(a in rows for _, rows in columns)]
+    title = lambda a, e: ("C&W" if a == "cw" else a.upper()) + (f" {e:g}" if e is not None else "")
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    lines = [f"Robust zero-shot top-1 (%) on {dataset}, targeted attacks ({spread}); one column per model", "",
+             "| attack | " + " | ".join(h for h, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    first = lambda rows: next(iter(rows.values()))
+    lines.append("| clean | " + " | ".join(pct(first(rows)["clean_acc"], std(first(rows), "clean_acc"))
+                                          for _, rows in columns) + " |")
+    for a, e in attack_rows:
+        lines.append(f"| {title(a, e)} | " + " | ".join(
+            pct(rows[a, e]["robust_acc"], std(rows[a, e], "robust_acc")) if (a, e) in rows else "" for _, rows in columns)
+            + " |")
+    run_folder.write_text(path, "\n".join(lines) + "\n")

@@ -36,8 +36,15 @@ def check_evaluation(config) -> dict:
     errors.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
     errors.check_choice(config, "normalize", (True, False))
     model = run_config["model"]
-    groups = config.num_groups or model["num_groups"]
-    size = config.group_size if config.num_groups else model["group_size"]
+    if config.get("text_features"):
+        read_text_features(config.text_features, model.get("teacher_dim"))
+    elif not run_config.get("resolved", {}).get("teacher", "x"):
+        raise errors.ConfigError("text_features", f"the run {config.checkpoint} has no text tower ddjax can load "
+                                 f"(a converted {model.get('kind')} model)", "pass --config.text_features=FILE.npy "
+                                 "with the class text features made by the peer's own text encoder (README: Baselines)")
+    own = not config.num_groups or model.get("own_tokenization", False)
+    groups = model["num_groups"] if own else config.num_groups
+    size = model["group_size"] if own else config.group_size
     if config.npoints < max(groups, size):
         raise errors.ConfigError("npoints, config.num_groups, config.group_size",
                                  f"{config.npoints} points are fewer than the tokenizer needs ({groups} groups of "
@@ -45,7 +52,57 @@ def check_evaluation(config) -> dict:
     return run_config
 
 
+def is_baseline(run_config: dict) -> bool:
+    """A converted peer model (deterministic: the jobs run it at N = 1, t = 0)."""
+    from ddjax import baselines
+    return baselines.is_baseline(run_config["model"])
+
+
+def noise_setting(config, run_config: dict) -> tuple[int, int]:
+    """(N, t) the job runs: the config's, or (1, 0) for a deterministic baseline."""
+    return (1, 0) if is_baseline(run_config) else (config.num_paths, config.t)
+
+
+def make_inference(model_config):
+    """The model's inference functions (infer, infer_path): Dual Denoising or a converted baseline."""
+    from ddjax import baselines
+    from ddjax.models import dual_denoising as dd
+    return (baselines if baselines.is_baseline(model_config) else dd).make_inference(model_config)
+
+
+def read_text_features(path, dim: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """--config.text_features=FILE.npy: f32[C, D] class text features, and the C class names from FILE.txt
+    beside it (one per line). ConfigError unless both read, the counts agree and D equals `dim`."""
+    import pathlib
+    path = pathlib.Path(str(path)).expanduser()
+    names_file = path.with_suffix(".txt")
+    if path.suffix != ".npy" or not path.is_file():
+        raise errors.ConfigError("text_features", f"{path} is not an existing .npy file",
+                                 "pass FILE.npy (f32[C, D]) with the class names in FILE.txt beside it")
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise errors.ConfigError("text_features", f"{path} is not a readable .npy array ({errors.one_line(e)})") from None
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating) or not np.isfinite(features).all():
+        raise errors.ConfigError("text_features", f"{path} holds a {features.dtype}{list(features.shape)} array",
+                                 "it must be finite floats of shape [classes, width]")
+    try:
+        names = [line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.ConfigError("text_features", f"the class names file {names_file} is unreadable "
+                                 f"({errors.one_line(e)})", "write one class name per line beside the .npy") from None
+    if len(names) != features.shape[0]:
+        raise errors.ConfigError("text_features", f"{names_file} names {len(names)} classes but {path.name} holds "
+                                 f"{features.shape[0]} rows", "one name per row, in the same order")
+    if dim is not None and features.shape[1] != dim:
+        raise errors.ConfigError("text_features", f"{path.name} has width {features.shape[1]} but the model's "
+                                 f"point features have width {dim}", "use the text encoder the model was trained with")
+    return features.astype(np.float32), names
+
+
 def check_noise_setting(config, run_config: dict, n_key: str = "num_paths", t_key: str = "t") -> None:
+    if is_baseline(run_config):
+        return  # deterministic: run at N = 1, t = 0 whatever the config says
     errors.check_int(config, n_key, 1)
     errors.check_int(config, t_key, 0, run_config["model"]["num_timesteps"] - 1)
 
@@ -60,6 +117,9 @@ def check_config(config, workdir: str | None) -> dict:
     errors.check_divisible(config, "batch_size", jax.device_count())
     errors.check_int(config, "seed")
     errors.check_choice(config, "sweep", (True, False))
+    if config.sweep and is_baseline(run_config):
+        raise errors.ConfigError("sweep", f"{config.checkpoint} is a deterministic {run_config['model']['kind']} "
+                                 "model: it has no N x t settings to sweep", "drop --config.sweep")
     parse_ratios(config.ratios)
     return run_config
 
@@ -96,7 +156,10 @@ def class_text_features(teacher: clip.Teacher, classnames, template: str = "reco
 
 
 def ensemble(features: jax.Array, ratio: float, feature_types=("image", "text")) -> jax.Array:
-    """features f32[B, k, D] (raw, path-averaged) -> ratio * text + image, f32[B, D] (spec 2.8)."""
+    """features f32[B, k, D] (raw, path-averaged) -> ratio * text + image, f32[B, D] (spec 2.8); a model with
+    one feature type (ULIP's point embedding) -> that feature."""
+    if len(feature_types) == 1:
+        return features[:, 0]
     image = features[:, feature_types.index("image")]
     text = features[:, feature_types.index("text")]
     return ratio * text + image
@@ -156,13 +219,14 @@ def open_eval_dataset(dataset: str, data_dir: str):
 
 
 def restore_run(run_dir: str) -> tuple[dict, dict, int]:
-    """(run config as a dict, variables {'params', 'batch_stats'}, step) of a pretraining run's latest
-    checkpoint, restored into the shapes of its own model config."""
+    """(run config as a dict, variables {'params', 'batch_stats'}, step) of a pretraining (or converted) run's
+    latest checkpoint, restored into the shapes of its own model config."""
     import pathlib
 
     import ml_collections
     import orbax.checkpoint as ocp
 
+    from ddjax import baselines
     from ddjax.models import dual_denoising as dd
 
     root = pathlib.Path(run_dir).expanduser().resolve()
@@ -181,7 +245,8 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
     manager.close()
     state = restored["state"]
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    shapes = jax.eval_shape(lambda k: dd.init_variables(model_config, k), jax.random.key(0))
+    init = baselines.init_variables if baselines.is_baseline(model_config) else dd.init_variables
+    shapes = jax.eval_shape(lambda k: init(model_config, k), jax.random.key(0))
     run_folder.check_tree(shapes, variables, root / "checkpoints" / str(step))
     return run_config, variables, int(step)
 
@@ -246,7 +311,7 @@ class Evaluation(NamedTuple):
     builder: Any  # the prepared tfds builder of the evaluation dataset
     class_names: list
     text_features: np.ndarray  # f32[C, D], raw sums of the prompt embeddings
-    teacher: str  # the teacher's source (hub name or directory)
+    teacher: str  # the teacher's source (hub name or directory), or the text-features file
 
 
 def load_evaluation(config, out) -> Evaluation:
@@ -254,16 +319,28 @@ def load_evaluation(config, out) -> Evaluation:
     cached once per teacher, template and class list) the class text features."""
     import hashlib
     import json
+    import pathlib
 
     import ml_collections
 
     run_config, variables, step = restore_run(config.checkpoint)
     model_config = ml_collections.ConfigDict(run_config["model"])
-    if config.num_groups:
+    if config.num_groups and not model_config.get("own_tokenization", False):
         model_config.num_groups, model_config.group_size = config.num_groups, config.group_size
     builder = open_eval_dataset(config.dataset, config.data_dir)
-    teacher = clip.load(run_config["resolved"]["teacher"])
     names = classnames_for(config.dataset, builder, config.scan_spelling)
+    if config.get("text_features"):
+        text_features, given = read_text_features(config.text_features, model_config.teacher_dim)
+        if len(given) != len(names):
+            raise errors.ConfigError("text_features", f"{len(given)} classes in the file, {len(names)} in "
+                                     f"{config.dataset}", "make the features for this dataset's classes")
+        return Evaluation(model_config, variables, step, builder, names, text_features,
+                          f"text features {pathlib.Path(config.text_features).expanduser().resolve()}")
+    teacher = clip.load(run_config["resolved"]["teacher"])
+    if teacher.dim != model_config.teacher_dim:
+        raise errors.CheckpointError(config.checkpoint, f"its teacher {teacher.source} embeds text in "
+                                     f"{teacher.dim} dimensions, the model's features have {model_config.teacher_dim}",
+                                     "convert it with the right --config.teacher, or pass --config.text_features")
     digest = hashlib.sha1(json.dumps([teacher.source, config.template, names]).encode()).hexdigest()[:12]
     cache_file = out / f"text_features_{digest}.npy"  # computed once per (teacher, prompts, classes)
     text_features = None
@@ -284,12 +361,12 @@ def run(config, workdir: str | None) -> dict:
 
     from ddjax import metrics
     from ddjax.data import pipelines
-    from ddjax.models import dual_denoising as dd
 
     check_config(config, workdir)
     out = pathlib.Path(workdir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     ev = load_evaluation(config, out)
+    num_paths, t = noise_setting(config, {"model": ev.model_config.to_dict()})
     model_config, variables, step, builder, names = ev.model_config, ev.variables, ev.step, ev.builder, ev.class_names
     text_features = ev.text_features
     batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
@@ -298,7 +375,7 @@ def run(config, workdir: str | None) -> dict:
     num_batches = -(-len(builder.as_data_source("test")) // config.batch_size)
     batches = progress.bar(batches, total=num_batches, unit="batch",
                            desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""))
-    infer_fn, _ = dd.make_inference(model_config)
+    infer_fn, _ = make_inference(model_config)
     infer = jax.jit(infer_fn, static_argnames=("t", "num_paths"))
     text = jnp.asarray(text_features)
     types = tuple(model_config.feature_types)
@@ -309,8 +386,8 @@ def run(config, workdir: str | None) -> dict:
               f"{best['top1']:.4f} at N={best['N']}, t={best['t']}")
         return {"sweep": rows}
     ratios = parse_ratios(config.ratios)
-    by_ratio, labels = score_batches(infer, variables, batches, text, ratios=[config.ratio, *ratios], t=config.t,
-                                     num_paths=config.num_paths, key=jax.random.key(config.seed),
+    by_ratio, labels = score_batches(infer, variables, batches, text, ratios=[config.ratio, *ratios], t=t,
+                                     num_paths=num_paths, key=jax.random.key(config.seed),
                                      feature_types=types)  # one inference pass, every ratio scored
     logits = by_ratio[config.ratio]
     if ratios:
@@ -320,16 +397,17 @@ def run(config, workdir: str | None) -> dict:
             lines.append(f"{r},{rep['top1']:.6f},{rep['top5']:.6f},{rep['mean_class_acc']:.6f}")
         run_folder.write_text(out / "ratios.csv", "\n".join(lines) + "\n")
     result = accuracy_report(logits, labels, len(names))
-    result.update({"N": config.num_paths, "t": config.t, "ratio": config.ratio, "dataset": config.name,
+    result.update({"N": num_paths, "t": t, "ratio": config.ratio, "dataset": config.name,
+                   "model": model_config.get("kind", "dual_denoising"),
                    "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),
                    "checkpoint_step": step, "teacher": ev.teacher, "class_names": names,
                    "num_groups": model_config.num_groups, "group_size": model_config.group_size})
     metrics.write_json(out / "zeroshot.json", result)
     from ddjax import figures
     figures.save(figures.confusion_figure(labels, logits.argmax(axis=1), names,
-                                          title=f"{config.name}: zero-shot, N={config.num_paths}, t={config.t}"),
+                                          title=f"{config.name}: zero-shot, N={num_paths}, t={t}"),
                  out / "confusion.png")
     print(f"zero-shot {config.name}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
-          f"mean class {result['mean_class_acc']:.4f}  (N={config.num_paths}, t={config.t}, ratio={config.ratio}, "
+          f"mean class {result['mean_class_acc']:.4f}  (N={num_paths}, t={t}, ratio={config.ratio}, "
           f"{result['num_samples']} test shapes, checkpoint step {step})")
     return result

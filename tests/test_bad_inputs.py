@@ -175,6 +175,7 @@ CLASSIFY = ["--config=configs/classify.py", "--config.checkpoint={run}", "--conf
             "--config.input={tmp}/cloud.xyz"]
 CACHE = ["--config=configs/teacher_cache.py:smoke", "--config.data_dir={tmp}/no_data", "--config.teacher={tmp}"]
 DEMO = ["--config=configs/demo.py:smoke"]
+CONVERT = ["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"]
 CONFIG_CASES = [
     *[(PRETRAIN, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
         ("lr", -1), ("lr", 0), ("lr", "nan"), ("lr", "inf"), ("weight_decay", -1), ("batch_size", 0),
@@ -197,7 +198,8 @@ CONFIG_CASES = [
         ("ratio", "nan"), ("ratios", "abc"), ("ratios", "0.1,-1"), ("ratios", "nan"), ("npoints", 0),
         ("npoints", 8), ("point_all", 10), ("template", "clip"), ("scan_spelling", "toilett"),
         ("dataset", "modelnet41"), ("num_groups", -1), ("num_groups", 100000), ("group_size", 100000),
-        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", "{tmp}"), ("checkpoint", ""), ("seed", "1.5")]],
+        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", "{tmp}"), ("checkpoint", ""), ("seed", "1.5"),
+        ("text_features", "{tmp}/missing.npy"), ("text_features", "{tmp}/cloud.xyz")]],
     (["--config=configs/zeroshot.py:modelnet40", "--config.checkpoint={run}"], [], "--workdir"),
     *[(ATTACK, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
         ("settings", "8-100"), ("settings", "0:100"), ("settings", "1:1000"), ("settings", "1:-1"),
@@ -213,7 +215,12 @@ CONFIG_CASES = [
         ("labels", ""), ("labels", " , ,"), ("labels", "chair,table,chair"), ("input", ""),
         ("input", "{tmp}/missing.xyz"), ("input", "{tmp}"), ("ratio", -1), ("num_paths", 0), ("t", 1000),
         ("t", -5), ("npoints", 0), ("point_all", 10), ("mesh_points", 0), ("template", "x"),
-        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", "")]],
+        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", ""), ("text_features", "{tmp}/missing.npy")]],
+    *[(CONVERT, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
+        ("model", "pointnet"), ("source", "{tmp}/nowhere.pth"), ("source", ""), ("num_heads", 0),
+        ("num_groups", -1)]],
+    (CONVERT, [], "cloud.xyz"),  # not a checkpoint type
+    (["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"], [], "--workdir"),
     *[(CACHE, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
         ("dataset", "modelnet41"), ("views", 0), ("batch_size", 0), ("image_pipeline", "x"), ("teacher", "")]],
     (["--config=configs/teacher_cache.py:smoke"], [], "--workdir"),

@@ -196,3 +196,25 @@ class FeatureBlock(nn.Module):
         m = modulate(layer_norm("norm2", eps=1e-6, affine=False, dtype=self.dtype)(h), shift, scale)
         m = Mlp(int(width * self.mlp_ratio), self.kernel_init, self.dtype, name="mlp")(m)
         return h + DropPath(self.drop_path)(gate * m, deterministic)
+
+
+class PreNormBlock(nn.Module):
+    """A standard pre-norm ViT block (Point-BERT's and ULIP's `Block`; timm's without qkv bias):
+
+    x <- x + Attn(LN1(x)); x <- x + MLP(LN2(x)), LayerNorm eps 1e-5. Drop path is the identity in eval.
+    """
+    num_heads: int
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    kernel_init: Initializer = normal_002
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        width = x.shape[-1]
+        h = SelfAttention(self.num_heads, self.kernel_init, self.dtype, name="attn")(
+            layer_norm("norm1", dtype=self.dtype)(x))
+        x = x + DropPath(self.drop_path)(h, deterministic)
+        h = Mlp(int(width * self.mlp_ratio), self.kernel_init, self.dtype, name="mlp")(
+            layer_norm("norm2", dtype=self.dtype)(x))
+        return x + DropPath(self.drop_path)(h, deterministic)
