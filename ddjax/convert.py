@@ -86,7 +86,7 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     del requires_grad, hooks, metadata
     flat = storage  # np.ndarray, 1-D
     if not size:
-        return flat[offset].copy()
+        return np.array(flat[offset])  # a 0-d array
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat[offset:], shape=tuple(size),
                                            strides=tuple(s * itemsize for s in stride), writeable=False)

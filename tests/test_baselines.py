@@ -172,14 +172,25 @@ def test_checkpoint_formats_convert_identically(tmp_path):
 
 
 def test_pth_written_by_torch(tmp_path):
+    """A file torch.save writes (as ULIP releases it: `state_dict`, `module.`, its `args` Namespace) converts to
+    the same parameters; views, half, bfloat16, 0-d tensors and Parameters read back exactly."""
     torch = pytest.importorskip("torch", reason="torch is an optional extra; the torch-free writer test covers the format")
+    import argparse
     path = _reference("ulip_pointbert")
     state = convert.read_checkpoint(path)
-    torch.save({"state_dict": {f"module.{k}": torch.from_numpy(np.array(v)) for k, v in state.items()}},
-               tmp_path / "ulip.pth")
+    torch.save({"state_dict": {f"module.{k}": torch.from_numpy(np.array(v)) for k, v in state.items()},
+                "args": argparse.Namespace(model="ULIP_PointBERT"), "epoch": 3}, tmp_path / "ulip.pth")
     a, b = _flat(convert.convert(path, "ulip_pointbert")[1]), _flat(convert.convert(tmp_path / "ulip.pth",
                                                                                      "ulip_pointbert")[1])
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    odd = {"view": torch.randn(4, 3).t(), "slice": torch.randn(2, 3, 5)[:, 1], "half": torch.randn(5).half(),
+           "scalar": torch.tensor(2.5), "param": torch.nn.Parameter(torch.randn(2, 2)),
+           "bf16": torch.randn(4).bfloat16()}
+    torch.save(odd, tmp_path / "odd.pt")
+    got = convert.read_checkpoint(tmp_path / "odd.pt")
+    for k, v in odd.items():
+        want = v.detach().float().numpy() if k == "bf16" else v.detach().numpy()
+        np.testing.assert_array_equal(np.asarray(got[k], np.float32) if k == "bf16" else got[k], want, err_msg=k)
 
 
 def test_reader_refuses_code_and_bad_state_dicts(tmp_path, capsys):
