@@ -121,7 +121,9 @@ def _load_model(name_or_path: str, dtype: Any) -> tuple[Any, Params]:
     if missing:
         raise TeacherLoadError(name_or_path, f"the weights file lacks {len(missing)} of the model's parameters "
                                f"(first: {missing[0]}); the file is incomplete or for another model")
-    return model, jax.device_put(params)  # from_pretrained leaves them on the CPU
+    # from_pretrained commits them to the first CPU device; as uncommitted arrays on the default device they
+    # go wherever a jitted step's other arguments are (sharded over several devices, tests/test_train.py).
+    return model, jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), params)
 
 
 def _load_tokenizer(name_or_path: str) -> Any:
