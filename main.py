@@ -14,6 +14,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from ddjax import certify
 from ddjax import classify
 from ddjax import convert
 from ddjax import demo
@@ -36,6 +37,7 @@ JOBS = {
     "teacher_cache": cache.run,
     "visualize": visualize.run,
     "convert": convert.run,
+    "certify": certify.run,
 }
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 

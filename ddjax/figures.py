@@ -161,6 +161,26 @@ def robustness_curve_figure(curves: list[dict], *, title: str) -> Figure:
     return figure
 
 
+def certified_accuracy_figure(per_sigma: list[dict], *, title: str) -> Figure:
+    """Certified accuracy against the L2 radius (Cohen et al.'s plot): one curve per noise level sigma."""
+    figure = Figure(figsize=(ONE_COLUMN + 0.6, 2.4), layout="constrained")
+    ax = figure.add_subplot()
+    for i, s in enumerate(per_sigma):
+        radii = s["curve"]["radius"]
+        acc = [100 * a for a in s["curve"]["accuracy"]]
+        ax.plot(radii, acc, color=f"C{i % 10}", linewidth=1, drawstyle="steps-post",
+                label=f"sigma = {s['sigma']:.3g} (t = {s['t']})")
+    ax.set_xlabel("L2 radius (whole cloud)")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, linewidth=0.5)
+    ax.legend(fontsize=FONT - 2, frameon=False, loc="best")
+    _small(ax)
+    return figure
+
+
 # ----------------------------------------------------------------------------------------------- point clouds
 def _cloud_axes(figure: Figure, rows: int, cols: int, index: int, title: str):
     ax = figure.add_subplot(rows, cols, index, projection="3d", proj_type="ortho")

@@ -176,6 +176,7 @@ CLASSIFY = ["--config=configs/classify.py", "--config.checkpoint={run}", "--conf
 CACHE = ["--config=configs/teacher_cache.py:smoke", "--config.data_dir={tmp}/no_data", "--config.teacher={tmp}"]
 DEMO = ["--config=configs/demo.py:smoke"]
 CONVERT = ["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"]
+CERTIFY = ["--config=configs/certify.py:modelnet40", "--config.checkpoint={run}", "--config.data_dir={tmp}/no_data"]
 CONFIG_CASES = [
     *[(PRETRAIN, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
         ("lr", -1), ("lr", 0), ("lr", "nan"), ("lr", "inf"), ("weight_decay", -1), ("batch_size", 0),
@@ -220,6 +221,9 @@ CONFIG_CASES = [
         ("model", "pointnet"), ("source", "{tmp}/nowhere.pth"), ("source", ""), ("num_heads", 0),
         ("num_groups", -1)]],
     (CONVERT, [], "cloud.xyz"),  # not a checkpoint type
+    *[(CERTIFY, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
+        ("t_values", "0"), ("t_values", "300,x"), ("n", 0), ("n0", 0), ("alpha", 0), ("alpha", 0.7)]],
+    (["--config=configs/certify.py:modelnet40", "--config.checkpoint={run}"], [], "--workdir"),
     (["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"], [], "--workdir"),
     *[(CACHE, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
         ("dataset", "modelnet41"), ("views", 0), ("batch_size", 0), ("image_pipeline", "x"), ("teacher", "")]],

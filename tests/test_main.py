@@ -32,7 +32,7 @@ def test_unknown_job_is_a_usage_error(tmp_path):
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: bad command line (config.job): 'nope' is not a job; use one of "
-                                   "['attack', 'classify', 'convert', 'kernels_demo', 'prepare', 'pretrain', 'teacher_cache', "
+                                   "['attack', 'certify', 'classify', 'convert', 'kernels_demo', 'prepare', 'pretrain', 'teacher_cache', "
                                    "'visualize', 'zeroshot']")
 
 

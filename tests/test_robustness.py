@@ -161,6 +161,14 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
 
 
 @pytest.mark.xdist_group("smoke_run")  # one worker trains the module's smoke run
+def test_certified_radius_holds_on_the_smoke_run(smoke_run, tmp_path):
+    """Issue 16's empirical guarantee (tests/test_certify.py: check_guarantee): L2 PGD on the smoothed
+    classifier within 0.9 R never changes its certified prediction."""
+    from tests.test_certify import check_guarantee
+    assert check_guarantee(str(smoke_run / "run"), str(smoke_run / "tfds"), tmp_path, shapes=8) > 0
+
+
+@pytest.mark.xdist_group("smoke_run")  # one worker trains the module's smoke run
 def test_attack_noise_benchmark_on_the_smoke_run(smoke_run, capsys):
     """benchmarks/attack_noise.py (the README's randomness and swing figures): the model is random at N = 1,
     t = 0, and with the noise fixed PGD returns a target-reaching cloud exactly for the shapes whose iterate

@@ -362,5 +362,15 @@ def make_inference(config) -> tuple[Callable, Callable]:
               paths_per_step: int | None = None):
         return jnp.mean(infer_paths(variables, points, key, t, num_paths, share_encoder_at_t0, paths_per_step), axis=0)
 
+    def infer_on_noisy(variables, noisy, key, t: int):
+        """One path on a cloud the caller has already noised (randomized smoothing's base classifier,
+        ddjax/certify.py): FPS and kNN on `noisy` itself, no further point noise, the encoder at t // delta,
+        feature noise from `key`. noisy f32[B, N, 3] -> f32[B, k, D]."""
+        check_points(noisy, config, "inference")
+        idx = pointcloud.fps(noisy, config.num_groups)  # (B, G), on the noisy cloud: f depends on x only through x~
+        encoded = encode(variables, noisy, idx, t, None)
+        return features(variables, encoded["layers"], key, noisy.shape[0])
+
     infer.paths = infer_paths  # per-path outputs, for sweeps that reuse paths across N
+    infer.on_noisy = infer_on_noisy
     return infer, infer_path
