@@ -83,8 +83,8 @@ def _certify_argv(run_dir, synthetic_tiny, workdir, *extra):
     from tests.test_train import data_root
     return ["--config=configs/certify.py:smoke", f"--config.checkpoint={run_dir}",
             "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_root(synthetic_tiny)}",
-            "--config.npoints=128", "--config.point_all=150", "--config.t_values=900", "--config.n0=20",
-            "--config.n=200", "--config.max_shapes=6", "--config.skip=2", "--config.draws_per_step=50", *extra,
+            "--config.npoints=128", "--config.point_all=150", "--config.t_values=900", "--config.n0=10",
+            "--config.n=100", "--config.max_shapes=6", "--config.skip=2", "--config.draws_per_step=50", *extra,
             f"--workdir={workdir}"]
 
 
