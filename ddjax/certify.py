@@ -30,6 +30,7 @@ import numpy as np
 
 from ddjax import errors
 from ddjax import progress
+from ddjax import robustness
 from ddjax import run_folder
 from ddjax import zeroshot
 
@@ -205,17 +206,9 @@ def run(config, workdir: str | None) -> dict:
     ev = zeroshot.load_evaluation(config, out)
     index, points, labels = evaluation_shapes(ev.builder, config)
     digest = hashlib.sha1(json.dumps([config.to_dict(), ev.step], sort_keys=True, default=str).encode()).hexdigest()
-    done = {}
-    progress_file = out / "certify_progress.jsonl"
-    if progress_file.is_file():
-        for line in progress_file.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut off by a kill
-            if entry.get("config") == digest[:16]:
-                done[entry["t"], entry["idx"]] = entry
-    todo = [(t, i) for t in ts for i in range(len(index)) if (t, int(index[i])) not in done]
+    done = robustness.Progress(out / "certify_progress.jsonl", digest[:16])  # unit f"t={t},idx={idx}" -> its row
+    unit = lambda t, idx: f"t={t},idx={int(idx)}"
+    todo = [(t, i) for t in ts for i in range(len(index)) if unit(t, index[i]) not in done.done]
     draws = config.n0 + config.n
     print(f"certify {config.name}: {len(index)} test shapes x {len(ts)} noise levels, n0={config.n0}, n={config.n}, "
           f"alpha={config.alpha}, N={config.num_paths} ({draws * config.num_paths} forward passes per shape and "
@@ -236,18 +229,14 @@ def run(config, workdir: str | None) -> dict:
             pred, radius, counts = certify(lambda num: counts_fn(points[chunk], next(calls), num), n0=config.n0,
                                            n=config.n, alpha=config.alpha, sigma=sigma)
             took = (time.perf_counter() - began) / len(chunk)
-            with progress_file.open("a") as f:
-                for b, i in enumerate(chunk):
-                    entry = {"config": digest[:16], "t": t, "sigma": sigma, "idx": int(index[i]),
-                             "label": int(labels[i]), "predict": int(pred[b]),
-                             "radius": float(radius[b]) / math.sqrt(config.num_paths),
-                             "correct": int(pred[b] == labels[i]), "time": round(took, 3),
-                             "top_class": int(counts[b].argmax())}
-                    done[t, entry["idx"]] = entry
-                    f.write(json.dumps(entry) + "\n")
+            for b, i in enumerate(chunk):
+                done.add(unit(t, index[i]), {
+                    "t": t, "sigma": sigma, "idx": int(index[i]), "label": int(labels[i]), "predict": int(pred[b]),
+                    "radius": float(radius[b]) / math.sqrt(config.num_paths), "correct": int(pred[b] == labels[i]),
+                    "time": round(took, 3), "top_class": int(counts[b].argmax())})
             bar.update(len(chunk) * draws)
     bar.close()
-    rows = [done[t, int(i)] for t in ts for i in index]
+    rows = [done.done[unit(t, i)] for t in ts for i in index]
     lines = ["t\tsigma\tidx\tlabel\tpredict\tradius\tcorrect\ttime"] + [
         f"{r['t']}\t{r['sigma']:.6g}\t{r['idx']}\t{r['label']}\t{r['predict']}\t{r['radius']:.6g}\t{r['correct']}"
         f"\t{r['time']:.3f}" for r in rows]

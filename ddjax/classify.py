@@ -77,9 +77,9 @@ def expand_inputs(text: str) -> list[pathlib.Path]:
 def check_config(config) -> tuple[list[str], dict, list[pathlib.Path]]:
     """The candidate labels, the run's recorded config and the input files, every value checked first."""
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
-    if config.get("text_features"):  # the labels are the file's names (or a subset of them)
-        run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
-        _, names = zeroshot.read_text_features(config.text_features, run_config["model"].get("teacher_dim"))
+    run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
+    names = zeroshot.check_text_source(config, run_config)
+    if names is not None:  # the labels are the file's names (or a subset of them)
         unknown = [label for label in labels if label not in names]
         if unknown:
             raise errors.ConfigError("labels", f"{unknown} are not in the text features' class names",
@@ -91,10 +91,6 @@ def check_config(config) -> tuple[list[str], dict, list[pathlib.Path]]:
     if repeated:
         raise errors.ConfigError("labels", f"{repeated} listed more than once", "list each label once")
     files = expand_inputs(config.input)
-    run_config = zeroshot.read_run_config(errors.check_run_dir(config, "checkpoint"))
-    if not config.get("text_features") and not run_config.get("resolved", {}).get("teacher", "x"):
-        raise errors.ConfigError("text_features", f"the run {config.checkpoint} has no text tower ddjax can load",
-                                 "pass --config.text_features=FILE.npy (README: Baselines)")
     errors.check_int(config, "npoints", 1)
     errors.check_int(config, "point_all", config.npoints)
     errors.check_int(config, "mesh_points", 1)

@@ -36,12 +36,7 @@ def check_evaluation(config) -> dict:
     errors.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
     errors.check_choice(config, "normalize", (True, False))
     model = run_config["model"]
-    if config.get("text_features"):
-        read_text_features(config.text_features, model.get("teacher_dim"))
-    elif not run_config.get("resolved", {}).get("teacher", "x"):
-        raise errors.ConfigError("text_features", f"the run {config.checkpoint} has no text tower ddjax can load "
-                                 f"(a converted {model.get('kind')} model)", "pass --config.text_features=FILE.npy "
-                                 "with the class text features made by the peer's own text encoder (README: Baselines)")
+    check_text_source(config, run_config)
     own = not config.num_groups or model.get("own_tokenization", False)
     groups = model["num_groups"] if own else config.num_groups
     size = model["group_size"] if own else config.group_size
@@ -98,6 +93,19 @@ def read_text_features(path, dim: int | None = None) -> tuple[np.ndarray, list[s
         raise errors.ConfigError("text_features", f"{path.name} has width {features.shape[1]} but the model's "
                                  f"point features have width {dim}", "use the text encoder the model was trained with")
     return features.astype(np.float32), names
+
+
+def check_text_source(config, run_config: dict) -> list[str] | None:
+    """The class names of --config.text_features (the file checked against the model's width), or None when
+    the run's teacher gives the text features; ConfigError when neither can."""
+    model = run_config["model"]
+    if config.get("text_features"):
+        return read_text_features(config.text_features, model.get("teacher_dim"))[1]
+    if not run_config.get("resolved", {}).get("teacher", "x"):
+        raise errors.ConfigError("text_features", f"the run {config.checkpoint} has no text tower ddjax can load "
+                                 f"(a converted {model.get('kind')} model)", "pass --config.text_features=FILE.npy "
+                                 "with the class text features made by the peer's own text encoder (README: Baselines)")
+    return None
 
 
 def check_noise_setting(config, run_config: dict, n_key: str = "num_paths", t_key: str = "t") -> None:
