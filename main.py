@@ -1,5 +1,10 @@
 """ddjax entry point: `python main.py --config=configs/<name>.py[:arg] --workdir=DIR`.
 
+Several processes (README, "Several hosts"): the same command in each, plus `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I` (or nothing inside Slurm, Open MPI, a TPU pod or GKE: JAX detects them).
+pretrain, zeroshot and attack split their work over every process; the other jobs run in process 0 while the
+others wait. Only process 0 prints progress and writes outputs.
+
 Parses flags and hands the config to its job; all work happens in the job's module. Exit status: 0 done;
 1 a user error (config value, input file, dataset files, checkpoint, run folder), reported as one line
 `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error (one line);
@@ -39,19 +44,29 @@ JOBS = {
     "convert": convert.run,
     "certify": certify.run,
 }
+SPLIT_JOBS = ("pretrain", "zeroshot", "attack")  # every process takes part; the others run in process 0 alone
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 
 def define_flags(flag_values: flags.FlagValues):
-    """The two flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set in-process)."""
+    """The flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set in-process): config,
+    workdir, and the launch flags of a multi-process run ({name: holder})."""
     config = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
                                              flag_values=flag_values, lock_config=True)
     workdir = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).",
                                   flag_values=flag_values)
-    return config, workdir
+    launch = {
+        "coordinator_address": flags.DEFINE_string(
+            "coordinator_address", None, "Several processes: HOST:PORT of process 0 (the same in every process).",
+            flag_values=flag_values),
+        "num_processes": flags.DEFINE_integer("num_processes", None, "Several processes: how many.",
+                                              flag_values=flag_values),
+        "process_id": flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0..N-1.",
+                                           flag_values=flag_values)}
+    return config, workdir, launch
 
 
-_CONFIG, _WORKDIR = define_flags(flags.FLAGS)
+_CONFIG, _WORKDIR, _LAUNCH = define_flags(flags.FLAGS)
 
 
 def _config_keys(config, prefix="") -> list[str]:
@@ -122,8 +137,9 @@ def quiet_logs(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
-def run_job(argv: list[str], config, workdir, verbose: bool = False) -> None:
-    """Runs the config's job. A UserError exits with its one line; anything else is a bug in ddjax."""
+def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dict | None = None) -> None:
+    """Runs the config's job (after joining the other processes named by `launch`, the launch flags' values).
+    A UserError exits with its one line; anything else is a bug in ddjax."""
     if len(argv) > 1:
         _usage(" ".join(argv[1:]), "unexpected arguments", "pass everything as --config=... and --workdir=...")
     if config is None:
@@ -132,8 +148,19 @@ def run_job(argv: list[str], config, workdir, verbose: bool = False) -> None:
         _usage("config.job", f"{config.get('job')!r} is not a job", f"use one of {sorted(JOBS)}")
     quiet_logs(verbose)
     try:
-        runtime.initialize(config)  # jax.distributed when configured; one line: backend, devices, kernels
-        JOBS[config.job](config, workdir)
+        runtime.initialize(config, **(launch or {}))  # jax.distributed when asked; one line: backend, devices
+        import jax
+        if jax.process_index() > 0:
+            sys.stdout = open(os.devnull, "w")  # process 0 prints the progress and the results
+        if config.job in SPLIT_JOBS or jax.process_count() == 1:
+            JOBS[config.job](config, workdir)
+        else:
+            from ddjax import hosts
+            try:
+                if hosts.is_writer():
+                    JOBS[config.job](config, workdir)
+            finally:  # the others wait for process 0, also when it fails
+                hosts.barrier(f"ddjax:{config.job} done")
     except errors.UserError as e:
         sys.stdout.flush()
         sys.stderr.write(f"error: {e}\n")
@@ -148,17 +175,18 @@ def run_job(argv: list[str], config, workdir, verbose: bool = False) -> None:
 
 
 def main(argv):
-    run_job(argv, _CONFIG.value, _WORKDIR.value, verbose=flags.FLAGS["verbosity"].present > 0)
+    run_job(argv, _CONFIG.value, _WORKDIR.value, verbose=flags.FLAGS["verbosity"].present > 0,
+            launch={k: v.value for k, v in _LAUNCH.items()})
 
 
 def run_command(argv: list[str]) -> int:
     """The whole command in this process, with fresh flags (tests): its exit status."""
     flag_values = flags.FlagValues()
-    config, workdir = define_flags(flag_values)
+    config, workdir, launch = define_flags(flag_values)
     saved, sys.argv = sys.argv, ["main.py", *argv]  # config_flags reads the --config.* overrides from sys.argv
     try:
         rest = parse_flags(sys.argv, flag_values)
-        run_job(rest, config.value, workdir.value)
+        run_job(rest, config.value, workdir.value, launch={k: v.value for k, v in launch.items()})
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:

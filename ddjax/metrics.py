@@ -13,8 +13,7 @@ from ddjax import run_folder
 
 def write_json(path, obj) -> None:
     """Writes `obj` as indented JSON to `path` atomically (a temporary file, then a rename); process 0 only."""
-    if jax.process_index() == 0:
-        run_folder.write_text(path, json.dumps(obj, indent=2))
+    run_folder.write_text(path, json.dumps(obj, indent=2))
 
 
 class MetricWriter:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ddjax import attacks
 from ddjax import errors
+from ddjax import hosts
 from ddjax import metrics
 from ddjax import progress as progress_lines
 from ddjax import figures
@@ -107,7 +108,6 @@ def check_config(config, workdir: str | None = None) -> dict:
     errors.check_int(config, "seed")
     errors.check_choice(config, "fixed_noise", (True, False))
     errors.check_choice(config, "sweep", (True, False))
-    errors.check_divisible(config, "batch_size", jax.device_count())
     if config.curve_every and config.steps % config.curve_every:
         raise errors.ConfigError("curve_every", f"{config.curve_every} does not divide config.steps={config.steps}")
     errors.check_int(config, "cw.search_steps", 1)
@@ -120,24 +120,12 @@ def check_config(config, workdir: str | None = None) -> dict:
 
 
 def load_batches(builder, config) -> list[dict]:
-    """The test split as fixed-size batches {'points', 'label', 'valid'}: the last batch is padded with
-    copies of its first cloud (valid = False) so that every batch reuses one compiled function."""
+    """The test split (its first config.max_shapes shapes) as fixed-size batches {'points', 'label', 'valid'}
+    (`pipelines.padded_batches`)."""
     from ddjax.data import pipelines
-    batches, seen = [], 0
-    for batch in pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
-                                            point_all=config.point_all, batch_size=config.batch_size,
-                                            seed=config.seed, normalize=config.normalize):
-        points, label = np.asarray(batch["points"]), np.asarray(batch["label"])
-        if config.max_shapes:
-            keep = max(0, min(len(label), config.max_shapes - seen))
-            points, label = points[:keep], label[:keep]
-        if not len(label):
-            break
-        seen += len(label)
-        pad = config.batch_size - len(label)
-        valid = np.arange(config.batch_size) < len(label)
-        batches.append({"points": np.concatenate([points, np.repeat(points[:1], pad, 0)]),
-                        "label": np.concatenate([label, np.repeat(label[:1], pad)]), "valid": valid})
+    batches = pipelines.padded_batches(builder.as_data_source("test"), npoints=config.npoints,
+                                       point_all=config.point_all, batch_size=config.batch_size, seed=config.seed,
+                                       normalize=config.normalize, max_shapes=config.max_shapes)
     if not batches:
         raise errors.ConfigError("dataset", f"the test split of {config.dataset} is empty")
     return batches
@@ -188,28 +176,33 @@ def seed_keys(seed: int, r: int, i: int) -> tuple[jax.Array, jax.Array]:
 
 def run_unit(step_fn, batches, eps_list, *, seeds: int, seed: int, examples: dict | None = None,
              on_batch=None) -> dict:
-    """Runs one attack over every batch and seed; returns per-seed dataset-level numbers. Each batch is
-    sharded over all devices along a one-axis `data` mesh (the noise draws do not depend on the sharding).
-    `examples` (a dict) receives the first EXAMPLES shapes of seed 0's first batch: clean and adversarial
-    clouds (f32[S, N, 3] and f32[E, S, N, 3]), labels, targets and adversarial predictions (int[E, S]).
-    `on_batch()` is called after each batch of each seed (the job's progress line)."""
+    """Runs one attack over every batch and seed; returns per-seed dataset-level numbers. The (seed, batch)
+    pairs are dealt out over every device of every process (`hosts.run_items`: each batch whole on one
+    device, with keys that depend only on the seed and the batch index, so the numbers do not depend on the
+    process or device count) and gathered into every process. `examples` (a dict) receives, in process 0,
+    the first EXAMPLES shapes of seed 0's first batch: clean and adversarial clouds (f32[S, N, 3] and
+    f32[E, S, N, 3]), labels, targets and adversarial predictions (int[E, S]). `on_batch()` is called after
+    each of this process's batches (the job's progress line)."""
     eps = jnp.asarray(eps_list, jnp.float32)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-    data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))  # clouds split over devices
+
+    def compute(item: int, device):
+        r, i = divmod(item, len(batches))
+        eval_key, attack_key = seed_keys(seed, r, i)
+        out = step_fn(jax.device_put(batches[i]["points"], device), eval_key, attack_key, eps)
+        adversarial = out.pop("adversarial")  # (E, B, N, 3)
+        if examples is not None and item == 0:  # item 0 runs in process 0 (on its first device)
+            k = min(EXAMPLES, int(batches[0]["valid"].sum()))
+            examples.update(clean=batches[0]["points"][:k], adversarial=np.asarray(adversarial[:, :k]),
+                            label=batches[0]["label"][:k], target=np.asarray(out["target"][:k]),
+                            pred=np.asarray(out["pred"][:, :k]))
+        return out
+
+    outs = hosts.run_items(seeds * len(batches), compute, on_item=on_batch)
     per_seed = []
     for r in range(seeds):
         parts = []
         for i, batch in enumerate(batches):
-            eval_key, attack_key = seed_keys(seed, r, i)
-            out = jax.device_get(step_fn(jax.device_put(batch["points"], data), eval_key, attack_key, eps))
-            adversarial = out.pop("adversarial")  # (E, B, N, 3)
-            if on_batch is not None:
-                on_batch()
-            v = batch["valid"]
-            if examples is not None and r == 0 and i == 0:
-                k = min(EXAMPLES, int(v.sum()))
-                examples.update(clean=batch["points"][:k], adversarial=adversarial[:, :k], label=batch["label"][:k],
-                                target=out["target"][:k], pred=out["pred"][:, :k])
+            out, v = outs[r * len(batches) + i], batch["valid"]
             parts.append({k: a[..., v] for k, a in out.items()} | {"label": batch["label"][v]})  # batch last
         cat = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
         label = cat["label"]
@@ -287,6 +280,8 @@ class Progress:
 
     def add(self, unit: str, result: dict) -> None:
         self.done[unit] = result
+        if not hosts.is_writer():  # every process holds the result; process 0 records it
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({"config": self.digest, "unit": unit, "result": result}) + "\n")
             f.flush()
@@ -390,7 +385,8 @@ def run(config, workdir: str | None) -> dict:
     results, curves = [], []
     cost = lambda attack: config.cw.search_steps * config.cw.iterations if attack == "cw" else steps  # per call
     pending = [a for n, t, mode, a in units if f"N={n},t={t},{mode},{a}" not in progress.done]
-    bar = progress_lines.bar(total=sum(cost(a) for a in pending) * config.seeds * len(batches), unit="step",
+    mine = len(hosts.assignment(config.seeds * len(batches)))  # the (seed, batch) pairs this process attacks
+    bar = progress_lines.bar(total=sum(cost(a) for a in pending) * mine, unit="step",
                              desc=f"attack {config.name}" + (" sweep" if config.sweep else ""))
     for u, (n, t, mode, attack) in enumerate(units):
         unit = f"N={n},t={t},{mode},{attack}"

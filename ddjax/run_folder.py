@@ -8,7 +8,8 @@ named in `--config.allow_changes`; keys that do not change what the run means (`
 cadence, loader workers, where data lives, the evaluation after training) may always change.
 
 Every file a job writes is written atomically (`write_text`, `write_bytes`, `save_npy`: a temporary name in
-the same folder, then `os.replace`), so a killed job leaves either the old or the new file.
+the same folder, then `os.replace`), so a killed job leaves either the old or the new file. With several JAX
+processes only process 0 writes them (README, "Several hosts"); the others' writes are no-ops.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def _umask() -> int:
 
 
 def _atomic(path, write) -> None:
+    import jax
+    if jax.process_index() != 0:  # outputs are written once, by process 0
+        return
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -155,6 +159,23 @@ def restore(manager, step: int, args, directory):
             f"{why[:300]}{'...' if len(why) > 300 else ''})",
             "restore it from a backup, or delete that step's folder to fall back to an earlier checkpoint "
             "(or retrain)") from None
+
+
+def restore_state(manager, step: int, directory) -> dict:
+    """The `state` item of checkpoint `step`, every array on this process's first device, whatever devices
+    and processes saved it (a run trained on 8 GPUs or 2 hosts evaluates on one). A damaged or unreadable
+    checkpoint is one CheckpointError."""
+    import jax
+    import orbax.checkpoint as ocp
+    where = pathlib.Path(directory) / str(step)
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(where / "state").tree  # shapes and dtypes
+    except Exception as e:  # noqa: BLE001 - as in `restore`
+        raise errors.CheckpointError(where, f"damaged or not an orbax checkpoint (its state's metadata: "
+                                     f"{type(e).__name__}: {errors.one_line(e)[:300]})") from None
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+    return restore(manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(target)), directory)["state"]
 
 
 def check_tree(expected, restored, where) -> None:

@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ddjax import errors
+from ddjax import hosts
 from ddjax import metrics as metrics_lib
 from ddjax import optim
 from ddjax import progress
@@ -97,13 +98,18 @@ def check_config(config, workdir: str | None = None) -> None:
 def _load_teacher(config, workdir: pathlib.Path, train_source, class_texts) -> clip.Teacher:
     if config.tiny_teacher.enabled:
         teacher_dir = workdir / "teacher"
-        if not (teacher_dir / "config.json").is_file():
+
+        def train_tiny_teacher():  # process 0 trains it once; the others wait for it, then load it
+            if (teacher_dir / "config.json").is_file():
+                return
             from ddjax.teachers import tiny_clip
             tiny_clip.train(teacher_dir, train_source, class_texts, image_size=config.tiny_teacher.image_size,
                             width=config.tiny_teacher.width, projection_dim=config.tiny_teacher.projection_dim,
                             steps=config.tiny_teacher.steps, seed=config.seed,
                             tokenizer_dir=config.tiny_teacher.tokenizer_dir or None,
                             image_pipeline=config.image_pipeline)
+
+        hosts.main_first("tiny teacher", train_tiny_teacher, then=lambda: None)
         return clip.load(str(teacher_dir))
     try:
         return clip.load(config.teacher)
@@ -119,13 +125,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = pathlib.Path(workdir).expanduser().resolve()  # orbax needs absolute paths
     config_json = json.loads(config.to_json_best_effort())
     run_folder.check_same_run(workdir, config_json)  # before anything is written into an existing run
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    if hosts.is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
+    hosts.barrier("run folder")  # every process checked the folder before process 0 writes into it
+    mesh = jax.sharding.Mesh(np.array(hosts.workers()), ("data",))  # process-major: each process's rows together
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
     # ------------------------------------------------------------------------------------------- data
-    if config.auto_prepare:
-        builder = prepare.prepare(config.dataset, config.data_dir)
+    if config.auto_prepare:  # process 0 prepares (downloads, converts); the others then open its files
+        builder = hosts.main_first("prepare", lambda: prepare.prepare(config.dataset, config.data_dir),
+                                   then=lambda: prepare.open_dataset(config.dataset, config.data_dir))
     else:
         builder = prepare.open_dataset(config.dataset, config.data_dir)
     available = builder.info.features["points"].shape[0]
@@ -222,6 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_sharding)
     start = manager.latest_step()
     if start is not None:
+        _check_process_count(workdir / "checkpoints" / str(start))
         restored = run_folder.restore(manager, start, ocp.args.Composite(
             state=ocp.args.StandardRestore(restore_target), data=grain.checkpoint.CheckpointRestore(data_iter)),
             workdir / "checkpoints")
@@ -238,9 +248,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def run_eval() -> dict | None:
         if not config.eval.dataset:
             return None
-        result = evaluate_zeroshot(config, teacher, jax.device_get({"params": state["params"],
-                                                                     "batch_stats": state["batch_stats"]}))
-        result["checkpoint_step"] = int(state["step"])
+        result = evaluate_zeroshot(config, teacher, hosts.local_copy({"params": state["params"],
+                                                                      "batch_stats": state["batch_stats"]}))
+        result["checkpoint_step"] = int(hosts.local_copy(state["step"]))
         metrics_lib.write_json(workdir / "zeroshot.json", result)
         print(f"zero-shot {config.eval.dataset} (test split, N={result['N']}, t={result['t']}, "
               f"ratio={result['ratio']}): top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
@@ -268,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         local = next(data_iter)
         batch = {k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v)) for k, v in local.items()}
         state, metrics = step_fn(state, batch, teacher_params, text_bank, image_bank)
-        loss = float(metrics["loss"])  # one scalar per step: names the exact step of a non-finite loss
+        loss = float(hosts.local_copy(metrics["loss"]))  # one scalar per step: names the exact step of a non-finite loss
         if not np.isfinite(loss):
             raise errors.UserError(workdir, f"non-finite loss {loss} at step {step} (steps {start}..{step} ran in "
                                    f"this process; the last checkpoint is step {manager.latest_step()})",
@@ -277,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if bar is not None:
             bar.update(1)
         if done % config.log_every == 0 or done == total_steps:
-            last = writer.write(done, jax.device_get(metrics))
+            last = writer.write(done, hosts.local_copy(metrics))
         if done % config.checkpoint_every == 0 or done == total_steps:
             manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        data=grain.checkpoint.CheckpointSave(data_iter)))
@@ -286,6 +296,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.wait_until_finished()
     manager.close()
     return {"step": total_steps, "metrics": last, "zeroshot": run_eval()}
+
+
+def _check_process_count(checkpoint: pathlib.Path) -> None:
+    """A checkpoint holds one data-iterator state per process: resuming needs as many processes as saved it."""
+    import re
+    saved = {int(m[1]) for f in (checkpoint / "data").glob("process_*-of-*.json")
+             if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", f.name))}
+    if saved and saved != {jax.process_count()}:
+        count = min(saved)
+        raise errors.UserError(checkpoint, f"written by {count} process{'es' if count > 1 else ''}, resumed by "
+                               f"{jax.process_count()} (each process saved its own data-iterator position)",
+                               f"resume with {count} process{'es' if count > 1 else ''} (--num_processes={count}), "
+                               "or start a new run with --config.init_from=THIS_RUN")
 
 
 def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
@@ -309,9 +332,9 @@ def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:
         raise ValueError("zero-shot evaluation needs the text teacher: use teacher_mode='online' or the zeroshot job")
     classnames = cache.class_texts(builder)
     text_features = zeroshot.class_text_features(teacher, classnames, ev.template)
-    batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=ev.npoints, point_all=ev.point_all,
-                                         batch_size=ev.batch_size, seed=ev.seed,
-                                         normalize=not ev.dataset.startswith("scanobjectnn"))
+    batches = zeroshot.load_batches(builder.as_data_source("test"), npoints=ev.npoints, point_all=ev.point_all,
+                                    batch_size=ev.batch_size, seed=ev.seed,
+                                    normalize=not ev.dataset.startswith("scanobjectnn"))
     infer, _ = dd.make_inference(config.model)
     infer = jax.jit(infer, static_argnames=("t", "num_paths"))
     result = zeroshot.evaluate(infer, variables, batches, text_features, ratio=ev.ratio, t=ev.t,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddjax import errors
+from ddjax import hosts
 from ddjax import progress
 from ddjax import run_folder
 from ddjax.teachers import clip, prompts
@@ -117,12 +118,10 @@ def check_noise_setting(config, run_config: dict, n_key: str = "num_paths", t_ke
 
 def check_config(config, workdir: str | None) -> dict:
     """The zeroshot job's checks, before any data, checkpoint or compilation."""
-    import jax
     errors.require_workdir(workdir, "zeroshot", "zeroshot.json and confusion.png")
     run_config = check_evaluation(config)
     check_noise_setting(config, run_config)
     errors.check_int(config, "batch_size", 1)
-    errors.check_divisible(config, "batch_size", jax.device_count())
     errors.check_int(config, "seed")
     errors.check_choice(config, "sweep", (True, False))
     if config.sweep and is_baseline(run_config):
@@ -193,22 +192,54 @@ def accuracy_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) ->
             "mean_class_acc": float(np.mean(present)), "per_class": per_class, "num_samples": int(len(labels))}
 
 
-def score_batches(infer, variables, batches: Iterable[dict], text_features, *, ratios: Iterable[float], t: int,
-                  num_paths: int, key: jax.Array, feature_types=("image", "text")) -> tuple[dict, np.ndarray]:
-    """Runs `infer` (jitted, static t/num_paths) batch by batch, batch i with fold_in(key, i), and scores
-    the same features with each text ratio: ({ratio: logits f32[M, C]}, labels int[M])."""
-    text_features = jnp.asarray(text_features)
-    logits = {r: [] for r in ratios}
-    labels = []
-    for i, batch in enumerate(batches):
-        feats = infer(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=t, num_paths=num_paths)
-        for r in logits:
-            logits[r].append(np.asarray(cosine_logits(ensemble(feats, r, feature_types), text_features)))
-        labels.append(np.asarray(batch["label"]))
-    return {r: np.concatenate(parts) for r, parts in logits.items()}, np.concatenate(labels)
+def load_batches(test_source, *, npoints: int, point_all: int, batch_size: int, seed: int,
+                 normalize: bool = True) -> list[dict | None]:
+    """The test split as fixed-size batches (`pipelines.padded_batches`), those this process computes
+    (`hosts.assignment`) loaded, the others None."""
+    from ddjax.data import pipelines
+    count = pipelines.num_batches(test_source, batch_size)
+    mine = {i for i, _ in hosts.assignment(count)}
+    return pipelines.padded_batches(test_source, npoints=npoints, point_all=point_all, batch_size=batch_size,
+                                    seed=seed, normalize=normalize, wanted=mine)
 
 
-def evaluate(infer, variables, batches: Iterable[dict], text_features, *, ratio: float, t: int, num_paths: int,
+def _on_device(variables, text_features):
+    """compute(i, device) helpers: the variables and text features placed once per device."""
+    placed = {}
+
+    def get(device):
+        if device not in placed:
+            placed[device] = jax.device_put((variables, jnp.asarray(text_features)), device)
+        return placed[device]
+    return get
+
+
+def _valid_rows(outs: list[dict], name: str) -> np.ndarray:
+    return np.concatenate([o[name][o["valid"]] for o in outs])
+
+
+def score_batches(infer, variables, batches: list[dict | None], text_features, *, ratios: Iterable[float], t: int,
+                  num_paths: int, key: jax.Array, feature_types=("image", "text"), on_batch=None,
+                  ) -> tuple[dict, np.ndarray]:
+    """Runs `infer` (jitted, static t/num_paths) on every batch of `load_batches`, batch i with fold_in(key, i)
+    on its own device (`hosts.run_items`: any number of processes and devices give the same numbers), and
+    scores the same features with each text ratio: ({ratio: logits f32[M, C]}, labels int[M]), in every
+    process. `on_batch()` follows each of this process's batches."""
+    ratios = list(ratios)
+    placed = _on_device(variables, text_features)
+
+    def compute(i, device):
+        v, text = placed(device)
+        feats = infer(v, jax.device_put(batches[i]["points"], device), jax.random.fold_in(key, i), t=t,
+                      num_paths=num_paths)
+        return {**{f"logits{j}": cosine_logits(ensemble(feats, r, feature_types), text) for j, r in enumerate(ratios)},
+                "label": batches[i]["label"], "valid": batches[i]["valid"]}
+
+    outs = hosts.run_items(len(batches), compute, on_item=on_batch)
+    return ({r: _valid_rows(outs, f"logits{j}") for j, r in enumerate(ratios)}, _valid_rows(outs, "label"))
+
+
+def evaluate(infer, variables, batches: list[dict | None], text_features, *, ratio: float, t: int, num_paths: int,
              key: jax.Array, feature_types=("image", "text")) -> dict:
     """The accuracy report of `score_batches` at one ratio."""
     logits, labels = score_batches(infer, variables, batches, text_features, ratios=[ratio], t=t,
@@ -221,8 +252,9 @@ def evaluate(infer, variables, batches: Iterable[dict], text_features, *, ratio:
 def open_eval_dataset(dataset: str, data_dir: str):
     """The prepared evaluation dataset; the built-in synthetic set is prepared on first use."""
     from ddjax.data import prepare
-    if dataset.startswith("synthetic"):
-        return prepare.prepare(dataset, data_dir)
+    if dataset.startswith("synthetic"):  # process 0 prepares it, the others then open it
+        return hosts.main_first("prepare", lambda: prepare.prepare(dataset, data_dir),
+                                then=lambda: prepare.open_dataset(dataset, data_dir))
     return prepare.open_dataset(dataset, data_dir)
 
 
@@ -248,11 +280,11 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
     step = manager.latest_step()
     if step is None:
         raise errors.CheckpointError(root / "checkpoints", "no checkpoint (the run has not saved one yet)")
-    restored = run_folder.restore(manager, step, ocp.args.Composite(state=ocp.args.StandardRestore()),
-                                  root / "checkpoints")
+    state = run_folder.restore_state(manager, step, root / "checkpoints")
     manager.close()
-    state = restored["state"]
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    # This process's own copy, uncommitted: each evaluation batch runs on whichever device it is dealt to.
+    variables = jax.tree_util.tree_map(jnp.asarray, hosts.local_copy(
+        {"params": state["params"], "batch_stats": state["batch_stats"]}))
     init = baselines.init_variables if baselines.is_baseline(model_config) else dd.init_variables
     shapes = jax.eval_shape(lambda k: init(model_config, k), jax.random.key(0))
     run_folder.check_tree(shapes, variables, root / "checkpoints" / str(step))
@@ -287,26 +319,31 @@ def write_sweep(out, rows: list[dict], name: str = "") -> None:
     figures.save(figures.sweep_figure(rows, title=f"{name or 'zero-shot'}: top-1 by N and t"), out / "sweep.png")
 
 
-def run_sweep(config, out, infer, variables, batches, text, num_classes, feature_types) -> list[dict]:
-    """Table 5: every (N, t) of SWEEP_N x SWEEP_T in one pass over the test split. Per batch and t, the
-    16 paths are computed once (at t = 0 with one shared encoder pass) and N uses the first N of them."""
+def run_sweep(config, out, infer, variables, batches, text, num_classes, feature_types, on_batch=None) -> list[dict]:
+    """Table 5: every (N, t) of SWEEP_N x SWEEP_T in one pass over the test split (`load_batches`, dealt
+    out as in `score_batches`). Per batch and t, the 16 paths are computed once (at t = 0 with one shared
+    encoder pass) and N uses the first N of them."""
     paths = jax.jit(infer.paths, static_argnames=("t", "num_paths"))
-    logits = {(n, t): [] for n in SWEEP_N for t in SWEEP_T}
-    labels = []
     key = jax.random.key(config.seed)
-    for i, batch in enumerate(batches):
-        labels.append(np.asarray(batch["label"]))
+    placed = _on_device(variables, text)
+
+    def compute(i, device):
+        v, text_on_device = placed(device)
+        points, logits = jax.device_put(batches[i]["points"], device), {}
         for t in SWEEP_T:
-            outs = paths(variables, jnp.asarray(batch["points"]), jax.random.fold_in(key, i), t=t,
-                         num_paths=max(SWEEP_N))  # (16, B, k, D)
+            outs = paths(v, points, jax.random.fold_in(key, i), t=t, num_paths=max(SWEEP_N))  # (16, B, k, D)
             for n in SWEEP_N:
                 feats = jnp.mean(outs[:n], axis=0)
-                logits[n, t].append(np.asarray(cosine_logits(ensemble(feats, config.ratio, feature_types), text)))
-    labels = np.concatenate(labels)
+                logits[f"N{n}_t{t}"] = cosine_logits(ensemble(feats, config.ratio, feature_types), text_on_device)
+        return logits | {"label": batches[i]["label"], "valid": batches[i]["valid"]}
+
+    outs = hosts.run_items(len(batches), compute, on_item=on_batch)
+    labels = _valid_rows(outs, "label")
     rows = []
-    for (n, t), parts in logits.items():
-        report = accuracy_report(np.concatenate(parts), labels, num_classes)
-        rows.append({"N": n, "t": t, **{k: report[k] for k in ("top1", "top5", "mean_class_acc")}})
+    for n in SWEEP_N:
+        for t in SWEEP_T:
+            report = accuracy_report(_valid_rows(outs, f"N{n}_t{t}"), labels, num_classes)
+            rows.append({"N": n, "t": t, **{k: report[k] for k in ("top1", "top5", "mean_class_acc")}})
     write_sweep(out, rows, config.name)
     return rows
 
@@ -368,7 +405,6 @@ def run(config, workdir: str | None) -> dict:
     import pathlib
 
     from ddjax import metrics
-    from ddjax.data import pipelines
 
     check_config(config, workdir)
     out = pathlib.Path(workdir).expanduser().resolve()
@@ -377,18 +413,17 @@ def run(config, workdir: str | None) -> dict:
     num_paths, t = noise_setting(config, {"model": ev.model_config.to_dict()})
     model_config, variables, step, builder, names = ev.model_config, ev.variables, ev.step, ev.builder, ev.class_names
     text_features = ev.text_features
-    batches = pipelines.zeroshot_batches(builder.as_data_source("test"), npoints=config.npoints,
-                                         point_all=config.point_all, batch_size=config.batch_size, seed=config.seed,
-                                         normalize=config.normalize)
-    num_batches = -(-len(builder.as_data_source("test")) // config.batch_size)
-    batches = progress.bar(batches, total=num_batches, unit="batch",
-                           desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""))
+    batches = load_batches(builder.as_data_source("test"), npoints=config.npoints, point_all=config.point_all,
+                           batch_size=config.batch_size, seed=config.seed, normalize=config.normalize)
+    bar = progress.bar(total=sum(b is not None for b in batches), unit="batch",
+                       desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""))
     infer_fn, _ = make_inference(model_config)
     infer = jax.jit(infer_fn, static_argnames=("t", "num_paths"))
     text = jnp.asarray(text_features)
     types = tuple(model_config.feature_types)
     if config.sweep:
-        rows = run_sweep(config, out, infer_fn, variables, batches, text, len(names), types)
+        rows = run_sweep(config, out, infer_fn, variables, batches, text, len(names), types, on_batch=bar.update)
+        bar.close()
         best = max(rows, key=lambda r: r["top1"])
         print(f"zero-shot sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}; best top-1 "
               f"{best['top1']:.4f} at N={best['N']}, t={best['t']}")
@@ -396,7 +431,8 @@ def run(config, workdir: str | None) -> dict:
     ratios = parse_ratios(config.ratios)
     by_ratio, labels = score_batches(infer, variables, batches, text, ratios=[config.ratio, *ratios], t=t,
                                      num_paths=num_paths, key=jax.random.key(config.seed),
-                                     feature_types=types)  # one inference pass, every ratio scored
+                                     feature_types=types, on_batch=bar.update)  # one pass, every ratio scored
+    bar.close()
     logits = by_ratio[config.ratio]
     if ratios:
         lines = ["ratio,top1,top5,mean_class_acc"]

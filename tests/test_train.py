@@ -78,9 +78,9 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
 
 def _params(workdir, step):
     manager = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    state = run_folder.restore_state(manager, step, pathlib.Path(workdir) / "checkpoints")
     manager.close()
-    return restored["state"]
+    return state
 
 
 def test_resume_is_exact(synthetic_tiny, tmp_path):

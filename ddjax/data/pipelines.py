@@ -3,7 +3,8 @@
 Pretraining (`pretrain_loader`): random 1024 of the 8192 points (a permutation, not FPS), unit-ball
 normalisation, a random rotation about the y axis; the image through the `recon` or `clip` preprocessing
 (online teacher) or a random view index into a cached teacher bank; a random (prefix, suffix) prompt
-index for the text teacher. Shuffled, repeated, batched with drop_remainder, sharded per JAX process,
+index for the text teacher. Shuffled, repeated, batched with drop_remainder, each JAX process reading its
+part of every global batch (`GlobalBatchSampler`: the same global batches for any number of processes),
 optionally in worker processes, with checkpointable iterator state (`iterator.get_state()`, and
 `grain.checkpoint.CheckpointSave/Restore` for orbax).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Iterator, Sequence
 
 import grain
@@ -89,19 +91,59 @@ class PretrainTransform(grain.transforms.RandomMap):
         return out
 
 
+class GlobalBatchSampler:
+    """The one-process order of records, dealt out to processes one global batch at a time.
+
+    The records are shuffled as one process would see them (grain's `IndexSampler`: a new permutation per
+    epoch, record i of the stream drawing its augmentation from `Philox(seed + i)`). Global batch b is stream
+    positions [b * B, (b + 1) * B) with B = local_batch * processes; process p reads positions
+    b * B + p * local_batch + [0, local_batch). So every global batch, and every record's augmentation, is the
+    same for any number of processes, and within an epoch no record is read twice or skipped by one process
+    that another reads. grain's DataLoader asks process p for sampler index `k * processes + p` (its k-th
+    record); `__getitem__` turns that into the stream position.
+    """
+
+    def __init__(self, num_records: int, *, seed: int, local_batch: int, process_index: int = 0,
+                 process_count: int = 1):
+        self._stream = grain.samplers.IndexSampler(num_records, shuffle=True, num_epochs=None, seed=seed)
+        self.num_records, self.seed, self.local_batch = num_records, seed, local_batch
+        self.process_index, self.process_count = process_index, process_count
+
+    def position(self, index: int) -> int:
+        """Stream position of grain's sampler index `index` (= k * processes + p)."""
+        k, p = divmod(index, self.process_count)
+        batch, row = divmod(k, self.local_batch)
+        return (batch * self.process_count + p) * self.local_batch + row
+
+    def __getitem__(self, index: int):
+        return self._stream[self.position(index)]
+
+    def __len__(self) -> int:
+        return sys.maxsize  # endless
+
+    def __repr__(self) -> str:  # grain checks it on restore: a resumed run must deal the records the same way
+        return (f"GlobalBatchSampler(num_records={self.num_records}, seed={self.seed}, local_batch={self.local_batch}, "
+                f"processes={self.process_count})")
+
+
 def pretrain_loader(source, *, batch_size: int, seed: int, transform: PretrainTransform,
-                    worker_count: int = 0, shard_options: grain.sharding.ShardOptions | None = None,
+                    worker_count: int = 0, process_index: int | None = None, process_count: int | None = None,
                     ) -> grain.DataLoader:
-    """An endless, shuffled, sharded, batched DataLoader over `source` (an `IndexedSource`).
+    """An endless, shuffled, batched DataLoader over `source` (an `IndexedSource`): this process's part of
+    every global batch (`GlobalBatchSampler`).
 
     `batch_size` is per process. Iterate with `iter(loader)`; the iterator's `get_state()`/`set_state()`
-    (or `grain.checkpoint.CheckpointSave/Restore`) resume exactly. Worker processes (`worker_count > 0`)
-    need absl flags parsed first (main.py runs under absl.app). `shard_options` defaults to one shard per
-    JAX process (`ShardByJaxProcess`), so each host reads its own part of every epoch.
+    (or `grain.checkpoint.CheckpointSave/Restore` for orbax) resume exactly. Worker processes
+    (`worker_count > 0`) need absl flags parsed first (main.py runs under absl.app). The process index and
+    count default to JAX's.
     """
-    shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    sampler = grain.samplers.IndexSampler(len(source), shard_options=shard, shuffle=True, num_epochs=None, seed=seed)
-    return grain.DataLoader(data_source=source, sampler=sampler, worker_count=worker_count,
+    import jax
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    sampler = GlobalBatchSampler(len(source), seed=seed, local_batch=batch_size, process_index=process_index,
+                                 process_count=process_count)
+    shard = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count, drop_remainder=True)
+    return grain.DataLoader(data_source=source, sampler=sampler, worker_count=worker_count, shard_options=shard,
                             operations=[transform, grain.transforms.Batch(batch_size, drop_remainder=True)])
 
 
@@ -118,11 +160,12 @@ class EvalTransform(grain.transforms.Map):
 
 
 def zeroshot_batches(test_source, *, npoints: int, point_all: int, batch_size: int = 64, seed: int = 0,
-                     normalize: bool = True, worker_count: int = 0) -> Iterator[dict]:
+                     normalize: bool = True, worker_count: int = 0, wanted=None) -> Iterator[dict | None]:
     """Batches of the test split for zero-shot evaluation: {'points': f32[b, npoints, 3], 'label': int32[b]}.
 
     The last batch may be smaller (nothing is dropped). The subsampling of batch i uses
-    `np.random.default_rng([seed, i])`, so results are reproducible and independent of batch order.
+    `np.random.default_rng([seed, i])`, so results are reproducible and independent of batch order. With
+    `wanted` (a set of batch indices), the other batches are yielded as None, unsampled.
     """
     import jax
     from kernels import fps
@@ -133,6 +176,9 @@ def zeroshot_batches(test_source, *, npoints: int, point_all: int, batch_size: i
                                           grain.transforms.Batch(batch_size, drop_remainder=False)])
     subsample = jax.jit(lambda p, k: fps(p, k), static_argnums=1)
     for i, batch in enumerate(loader):
+        if wanted is not None and i not in wanted:
+            yield None
+            continue
         points = batch["points"]  # (b, N, 3)
         n_all = min(point_all, points.shape[1])
         if npoints > n_all:
@@ -142,3 +188,33 @@ def zeroshot_batches(test_source, *, npoints: int, point_all: int, batch_size: i
         points = np.take_along_axis(points, idx[..., None], axis=1)  # (b, n_all, 3)
         choice = np.random.default_rng([seed, i]).choice(n_all, npoints, replace=False)  # shared by the batch
         yield {"points": points[:, choice], "label": batch["label"]}
+
+
+def padded_batches(test_source, *, npoints: int, point_all: int, batch_size: int, seed: int = 0,
+                   normalize: bool = True, max_shapes: int = 0, wanted=None) -> list[dict | None]:
+    """`zeroshot_batches` (the first `max_shapes` shapes; 0: all) as fixed-size batches {'points', 'label',
+    'valid'}: the last batch is padded with copies of its first cloud (valid False), so every batch reuses one
+    compiled function. Batches not in `wanted` (a set of indices; None: all) are None."""
+    total = min(len(test_source), max_shapes) if max_shapes else len(test_source)
+    batches = []
+    for i, batch in enumerate(zeroshot_batches(test_source, npoints=npoints, point_all=point_all,
+                                               batch_size=batch_size, seed=seed, normalize=normalize,
+                                               wanted=wanted)):
+        keep = min(batch_size, total - i * batch_size)
+        if keep <= 0:
+            break
+        if batch is None:
+            batches.append(None)
+            continue
+        points, label = np.asarray(batch["points"])[:keep], np.asarray(batch["label"])[:keep]
+        pad = batch_size - keep
+        batches.append({"points": np.concatenate([points, np.repeat(points[:1], pad, 0)]),  # (batch_size, n, 3)
+                        "label": np.concatenate([label, np.repeat(label[:1], pad)]),
+                        "valid": np.arange(batch_size) < keep})
+    return batches
+
+
+def num_batches(test_source, batch_size: int, max_shapes: int = 0) -> int:
+    """How many batches `padded_batches` makes."""
+    total = min(len(test_source), max_shapes) if max_shapes else len(test_source)
+    return -(-total // batch_size)

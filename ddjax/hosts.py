@@ -1,0 +1,108 @@
+"""Work shared by several JAX processes: who writes, waiting for each other, and splitting a list of items
+(zero-shot batches, attacked batches) over every device of every process with the results gathered back.
+
+With one process every function is the obvious no-op, so the jobs call them unconditionally. The rule for
+outputs: every process computes, process 0 alone writes (`is_writer`); the run folder lies on a file system
+all processes see (orbax's checkpoints need that too).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+BARRIER_TIMEOUT_S = 24 * 3600  # a barrier that waits on process 0's work (preparing ShapeNet, a teacher)
+
+
+def is_writer() -> bool:
+    """True in the process that writes outputs (process 0)."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+    """Waits until every process reaches the barrier `name` (no-op with one process)."""
+    if jax.process_count() > 1:
+        from orbax.checkpoint import multihost
+        multihost.sync_global_processes(name, timeout=timeout_s)
+
+
+def main_first(name: str, fn: Callable[[], object], then: Callable[[], object] | None = None):
+    """Process 0 runs `fn` (e.g. prepares a dataset, trains the tiny teacher) while the others wait; then the
+    others run `then` (e.g. open what process 0 wrote; default `fn` again, which finds the work done).
+    Returns what this process ran."""
+    result = fn() if is_writer() else None
+    barrier(f"ddjax:{name}")
+    if not is_writer():
+        result = (then or fn)()
+    return result
+
+
+def workers() -> list[jax.Device]:
+    """Every device of every process, in the same order in every process (process-major)."""
+    return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
+def assignment(num_items: int, process: int | None = None) -> list[tuple[int, jax.Device]]:
+    """(item, device) pairs that `process` (default: this one) computes: item i runs on device i mod D of
+    `workers()`, alone (never split across devices), so its result does not depend on how many processes or
+    devices there are."""
+    process = jax.process_index() if process is None else process
+    devices = workers()
+    return [(i, devices[i % len(devices)]) for i in range(num_items) if devices[i % len(devices)].process_index == process]
+
+
+def gather(num_items: int, local: dict[int, dict[str, np.ndarray]], template: dict[str, np.ndarray],
+           ) -> list[dict[str, np.ndarray]]:
+    """Every item's result, in item order, in every process, from this process's `local` {item: {name:
+    array}} (the items of `assignment(num_items)`). `template` has one item's names, shapes and dtypes; every
+    item's arrays have them."""
+    if jax.process_count() == 1:
+        return [local[i] for i in range(num_items)]
+    from jax.experimental import multihost_utils
+    counts = [len(assignment(num_items, p)) for p in range(jax.process_count())]
+    mine = [i for i, _ in assignment(num_items)]
+    # Every process calls the all-gather with the same shapes: its items, padded to the largest count.
+    stacked = {k: np.stack([np.asarray(local[i][k], t.dtype) for i in mine]
+                           + [np.zeros(t.shape, t.dtype)] * (max(counts) - len(mine)))
+               for k, t in template.items()}  # {name: (max_count, ...)}
+    every = multihost_utils.process_allgather(stacked, tiled=False)  # {name: (processes, max_count, ...)}
+    out: list[dict | None] = [None] * num_items
+    for p in range(jax.process_count()):
+        for j, (i, _) in enumerate(assignment(num_items, p)):
+            out[i] = {k: np.asarray(every[k][p, j]) for k in template}
+    return out
+
+
+def run_items(num_items: int, compute: Callable[[int, jax.Device], dict], on_item: Callable[[], None] | None = None,
+              ) -> list[dict[str, np.ndarray]]:
+    """Computes item i as `compute(i, device)` (which places its inputs on `device` and returns a dict of
+    arrays; every item the same shapes) for this process's items, one round of every local device at a time
+    so that the devices work in parallel, then gathers every item's result (numpy) into every process.
+    `on_item()` is called after each of this process's items (a progress line)."""
+    mine = assignment(num_items)
+    local_devices = max(1, len({d for _, d in mine}))
+    local = {}
+    for start in range(0, len(mine), local_devices):
+        pending = {i: compute(i, d) for i, d in mine[start:start + local_devices]}  # dispatched asynchronously
+        for i, result in pending.items():
+            local[i] = {k: np.asarray(v) for k, v in jax.device_get(result).items()}
+            if on_item is not None:
+                on_item()
+    if local:
+        template = local[mine[0][0]]
+    else:  # more devices than items: this process computes item 0 once, for the shapes only
+        template = {k: np.asarray(v) for k, v in jax.device_get(compute(0, jax.local_devices()[0])).items()}
+    return gather(num_items, local, template)
+
+
+def local_copy(tree):
+    """A numpy copy of a pytree of replicated jax.Arrays (a train state's parameters, a step's metrics), read
+    from this process's own copy: `jax.device_get` refuses arrays that span other processes' devices."""
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                raise ValueError(f"local_copy needs a replicated array, got sharding {x.sharding}")
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+    return jax.tree_util.tree_map(one, tree)
