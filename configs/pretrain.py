@@ -39,7 +39,9 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.job = "pretrain"
     config.seed = arg.seed
-    config.distributed = "auto"  # jax.distributed.initialize() when a coordinator address is set; True forces
+    # Several processes (README, "Several hosts"): main.py's --coordinator_address/--num_processes/--process_id, or
+    # with "auto" JAX's own detection (Slurm, Open MPI, TPU pods, GKE, JAX_COORDINATOR_ADDRESS); False: never.
+    config.distributed = "auto"
     config.model = dd.model_config(arg.variant or "base", **model_overrides)
 
     config.dataset = "shapenet55"

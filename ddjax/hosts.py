@@ -30,9 +30,12 @@ def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
 def main_first(name: str, fn: Callable[[], object], then: Callable[[], object] | None = None):
     """Process 0 runs `fn` (e.g. prepares a dataset, trains the tiny teacher) while the others wait; then the
     others run `then` (e.g. open what process 0 wrote; default `fn` again, which finds the work done).
-    Returns what this process ran."""
-    result = fn() if is_writer() else None
-    barrier(f"ddjax:{name}")
+    Returns what this process ran. When `fn` fails, process 0 still reaches the barrier (then raises), so
+    the others go on to `then`, which fails with its own one-line error instead of waiting."""
+    try:
+        result = fn() if is_writer() else None
+    finally:
+        barrier(f"ddjax:{name}")
     if not is_writer():
         result = (then or fn)()
     return result

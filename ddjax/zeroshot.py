@@ -198,7 +198,7 @@ def load_batches(test_source, *, npoints: int, point_all: int, batch_size: int, 
     (`hosts.assignment`) loaded, the others None."""
     from ddjax.data import pipelines
     count = pipelines.num_batches(test_source, batch_size)
-    mine = {i for i, _ in hosts.assignment(count)}
+    mine = {i for i, _ in hosts.assignment(count)} or {0}  # none: batch 0 gives `hosts.run_items` the shapes
     return pipelines.padded_batches(test_source, npoints=npoints, point_all=point_all, batch_size=batch_size,
                                     seed=seed, normalize=normalize, wanted=mine)
 

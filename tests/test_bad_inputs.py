@@ -191,6 +191,11 @@ CONFIG_CASES = [
         ("checkpoint_every", 0), ("keep_checkpoints", 0), ("worker_count", -1), ("tiny_teacher.steps", 0),
         ("tiny_teacher.image_size", 0)]],
     (PRETRAIN, ["--config.model.num_heads=5"], "config.model.width"),  # 96 is not divisible by 5
+    # The launch flags of several processes (README, "Several hosts"), checked before JAX starts.
+    (PRETRAIN, ["--num_processes=2"], "--coordinator_address"),
+    (PRETRAIN, ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"], "--coordinator_address"),
+    (ZEROSHOT, ["--coordinator_address=localhost:1234", "--num_processes=0", "--process_id=0"], "--num_processes"),
+    (ATTACK, ["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=2"], "--process_id"),
     (PRETRAIN, ["--config.teacher_mode=cached"], "config.teacher_cache"),
     (PRETRAIN, ["--config.tiny_teacher.enabled=False", "--config.teacher="], "config.teacher"),
     (["--config=configs/pretrain.py:smoke"], [], "--workdir"),

@@ -162,11 +162,18 @@ def test_pretraining_matches_one_process_after_a_kill(runs):
         for key in ("loss", "loss_rec", "loss_image", "loss_text", "chamfer", "grad_norm", "param_norm"):
             np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=f"step {a['step']} {key}")
         assert a["lr"] == b["lr"]
-    pa, pb = _params(runs["two"], 16), _params(runs["one"], 16)
-    for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=5e-3)  # Adam: a few lr-sized steps at most
+    # Parameters: Adam moves a coordinate by about lr per step whatever the gradient's size, so where the
+    # gradient is near zero its last-bit difference may flip a step's sign: at most 2 x the summed lr apart
+    # (measured 0.8 of the summed lr), and 1 % apart as a whole (measured 0.19 %).
+    pa, pb = _params(runs["two"], 16)["params"], _params(runs["one"], 16)["params"]
+    la, lb = [np.asarray(x) for x in jax.tree_util.tree_leaves(pa)], [np.asarray(x) for x in jax.tree_util.tree_leaves(pb)]
+    bound = 2 * sum(r["lr"] for r in one)
+    assert max(float(np.abs(x - y).max()) for x, y in zip(la, lb)) <= bound
+    distance = np.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(la, lb)))
+    assert distance <= 1e-2 * np.sqrt(sum(float((y ** 2).sum()) for y in lb))
     # One writer: one config, one teacher; the checkpoint holds each process's data-iterator state.
-    assert sorted(os.listdir(runs["two"] / "checkpoints" / "16" / "data")) == ["process_0-of-2.json",
+    data = runs["two"] / "checkpoints" / "16" / "data"
+    assert sorted(f for f in os.listdir(data) if f.startswith("process_")) == ["process_0-of-2.json",
                                                                               "process_1-of-2.json"]
     assert not [p for p in runs["two"].rglob("*.tmp")]
 
@@ -184,10 +191,12 @@ def test_zeroshot_and_attack_equal_one_process(runs):
     import main
     common = [f"--config.checkpoint={runs['two']}", f"--config.data_dir={runs['data_dir']}",
               "--config.dataset=synthetic_shapes/tiny", "--config.npoints=256", "--config.point_all=300"]
-    zeroshot = ["--config=configs/zeroshot.py:smoke", *common, "--config.batch_size=4"]  # 6 batches, 4 devices
-    attack = ["--config=configs/attack.py:smoke", *common, "--config.batch_size=2", "--config.max_shapes=8",
+    # zero-shot: 24 shapes in 2 batches, both in process 0 (process 1 computes batch 0 for the shapes only);
+    # attack: 2 batches x 2 seeds, one pair on each of the 4 devices.
+    zeroshot = ["--config=configs/zeroshot.py:smoke", *common, "--config.batch_size=12"]
+    attack = ["--config=configs/attack.py:smoke", *common, "--config.batch_size=4", "--config.max_shapes=8",
               "--config.attacks=pgd", "--config.modes=paper", "--config.steps=2", "--config.curve_every=1",
-              "--config.eps=0.05", "--config.seeds=1", "--config.settings=1:0"]
+              "--config.eps=0.05", "--config.seeds=2", "--config.settings=1:0"]
     for argv, name in ((zeroshot, "zeroshot.json"), (attack, "attack.json")):
         two, one = runs["root"] / f"two_{name}", runs["root"] / f"one_{name}"
         wait_two(start_job(argv, two, runs["root"]))
