@@ -204,3 +204,16 @@ def test_zeroshot_and_attack_equal_one_process(runs):
         a, b = json.loads((two / name).read_text()), json.loads((one / name).read_text())
         assert {k: v for k, v in a.items() if k != "checkpoint"} == {k: v for k, v in b.items() if k != "checkpoint"}
         assert sorted(os.listdir(two)) == sorted(os.listdir(one))  # the same files, written once
+
+
+def test_other_jobs_run_in_process_zero(tmp_path):
+    # prepare (like teacher_cache, classify, certify, convert, visualize) runs in process 0 alone; process 1
+    # waits for it at a barrier and exits 0 without output of its own.
+    argv = ["--config=configs/prepare.py:synthetic_shapes/tiny", f"--config.data_dir={tmp_path / 'tfds'}"]
+    procs = spawn(lambda i, port: [sys.executable, str(ROOT / "main.py"), *argv,
+                                   f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                                   f"--process_id={i}"], tmp_path)
+    out0, out1 = wait_two(procs, timeout=120)
+    assert "prepared" in out0 and "(2 processes)" in out0
+    assert not [line for line in out1.splitlines() if line.strip() and not line.startswith("[Gloo]")], out1
+    assert (tmp_path / "tfds" / "synthetic_shapes" / "tiny" / "1.0.0").is_dir()
