@@ -34,8 +34,12 @@ GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.
 	tests/test_losses.py tests/test_optim.py tests/test_train.py tests/test_zeroshot.py tests/test_attacks.py \
 	tests/test_robustness.py tests/test_device_check.py tests/test_requirements.py
 # ... except the two attack tests on a 200-step smoke run (9 minutes of one worker; they exercise the same code
-# as the twin's other attack tests, and the 3.11 leg runs them): CI's two legs must fit in 45 minutes.
-GPU_IMAGE_SKIP := not on_the_smoke_run
+# as the twin's other attack tests), and four whole-job tests whose code the twin's other tests and the device
+# check's trainer_e2e item (train, resume, zero-shot on jax 0.11.2) already run: the SIGKILL resume, the smoke run
+# through main.py, the combined ablation and the attack sweep (6 minutes of one worker). The 3.11 leg runs them
+# all; CI's two legs must fit in 45 minutes.
+GPU_IMAGE_SKIP := not on_the_smoke_run and not sigkill and not smoke_run_through_main and not combined_ablation \
+	and not attack_sweep
 
 .PHONY: setup run test bench clean device-wheels device-check test-gpu-image
 
