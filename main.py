@@ -5,6 +5,10 @@ Several processes (README, "Several hosts"): the same command in each, plus `--c
 pretrain, zeroshot and attack split their work over every process; the other jobs run in process 0 while the
 others wait. Only process 0 prints progress and writes outputs.
 
+Compiled programs are kept in JAX's persistent compilation cache (README, "Compilation cache"):
+`--compilation_cache_dir=DIR` (default $JAX_COMPILATION_CACHE_DIR, else ~/.cache/ddjax/jax-compilation-cache),
+`--nocompilation_cache` to turn it off.
+
 Parses flags and hands the config to its job; all work happens in the job's module. Exit status: 0 done;
 1 a user error (config value, input file, dataset files, checkpoint, run folder), reported as one line
 `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error (one line);
@@ -21,6 +25,7 @@ from ml_collections import config_flags
 
 from ddjax import certify
 from ddjax import classify
+from ddjax import compilation_cache
 from ddjax import convert
 from ddjax import demo
 from ddjax import errors
@@ -50,7 +55,7 @@ EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 def define_flags(flag_values: flags.FlagValues):
     """The flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set in-process): config,
-    workdir, and the launch flags of a multi-process run ({name: holder})."""
+    workdir, the launch flags of a multi-process run and the compilation-cache flags ({name: holder} each)."""
     config = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
                                              flag_values=flag_values, lock_config=True)
     workdir = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).",
@@ -63,10 +68,18 @@ def define_flags(flag_values: flags.FlagValues):
                                               flag_values=flag_values),
         "process_id": flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0..N-1.",
                                            flag_values=flag_values)}
-    return config, workdir, launch
+    cache = {
+        "enabled": flags.DEFINE_boolean(
+            "compilation_cache", True, "Keep compiled programs in JAX's persistent compilation cache, so that a "
+            "resumed run or a second evaluation does not compile again (--nocompilation_cache: off).",
+            flag_values=flag_values),
+        "directory": flags.DEFINE_string(
+            "compilation_cache_dir", None, "The compilation cache's folder (default: $JAX_COMPILATION_CACHE_DIR, "
+            "else ~/.cache/ddjax/jax-compilation-cache).", flag_values=flag_values)}
+    return config, workdir, launch, cache
 
 
-_CONFIG, _WORKDIR, _LAUNCH = define_flags(flags.FLAGS)
+_CONFIG, _WORKDIR, _LAUNCH, _CACHE = define_flags(flags.FLAGS)
 
 
 def _config_keys(config, prefix="") -> list[str]:
@@ -137,8 +150,22 @@ def quiet_logs(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
-def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dict | None = None) -> None:
-    """Runs the config's job (after joining the other processes named by `launch`, the launch flags' values).
+def use_compilation_cache(enabled: bool = True, directory: str | None = None) -> None:
+    """The persistent compilation cache on (or off), before anything compiles; a folder that cannot be written
+    turns it off with one line on stderr (a cache never stops a job)."""
+    if not enabled:
+        compilation_cache.disable()
+    elif compilation_cache.enable(directory) is None:
+        where = directory or compilation_cache.default_dir()
+        sys.stderr.write(f"note: compilation cache off ({where} cannot be created or written); pass "
+                         "--compilation_cache_dir=DIR or --nocompilation_cache\n")
+        compilation_cache.disable()
+
+
+def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dict | None = None,
+            cache: dict | None = None) -> None:
+    """Runs the config's job (after joining the other processes named by `launch`, the launch flags' values),
+    with the compilation cache `cache` ({'enabled', 'directory'}: the cache flags' values) on or off.
     A UserError exits with its one line; anything else is a bug in ddjax."""
     if len(argv) > 1:
         _usage(" ".join(argv[1:]), "unexpected arguments", "pass everything as --config=... and --workdir=...")
@@ -147,6 +174,7 @@ def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dic
     if config.get("job") not in JOBS:
         _usage("config.job", f"{config.get('job')!r} is not a job", f"use one of {sorted(JOBS)}")
     quiet_logs(verbose)
+    use_compilation_cache(**(cache or {}))
     try:
         runtime.initialize(config, **(launch or {}))  # jax.distributed when asked; one line: backend, devices
         import jax
@@ -176,17 +204,18 @@ def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dic
 
 def main(argv):
     run_job(argv, _CONFIG.value, _WORKDIR.value, verbose=flags.FLAGS["verbosity"].present > 0,
-            launch={k: v.value for k, v in _LAUNCH.items()})
+            launch={k: v.value for k, v in _LAUNCH.items()}, cache={k: v.value for k, v in _CACHE.items()})
 
 
 def run_command(argv: list[str]) -> int:
     """The whole command in this process, with fresh flags (tests): its exit status."""
     flag_values = flags.FlagValues()
-    config, workdir, launch = define_flags(flag_values)
+    config, workdir, launch, cache = define_flags(flag_values)
     saved, sys.argv = sys.argv, ["main.py", *argv]  # config_flags reads the --config.* overrides from sys.argv
     try:
         rest = parse_flags(sys.argv, flag_values)
-        run_job(rest, config.value, workdir.value, launch={k: v.value for k, v in launch.items()})
+        run_job(rest, config.value, workdir.value, launch={k: v.value for k, v in launch.items()},
+                cache={k: v.value for k, v in cache.items()})
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:

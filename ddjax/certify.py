@@ -213,7 +213,7 @@ def run(config, workdir: str | None) -> dict:
     print(f"certify {config.name}: {len(index)} test shapes x {len(ts)} noise levels, n0={config.n0}, n={config.n}, "
           f"alpha={config.alpha}, N={config.num_paths} ({draws * config.num_paths} forward passes per shape and "
           f"level); {len(ts) * len(index) - len(todo)} done earlier", flush=True)
-    bar = progress.bar(total=len(todo) * draws, desc=f"certify {config.name}", unit="draw")
+    bar = progress.bar(total=len(todo) * draws, desc=f"certify {config.name}", unit="draw", first_step=True)
     for t in ts:
         sigma = sigma_of(ev.model_config, t)
         counts_fn = make_counts_fn(ev.model_config, ev.variables, ev.text_features, ratio=config.ratio, t=t,

@@ -154,6 +154,8 @@ def run(config, workdir: str | None = None) -> list[dict]:
         results.append({"file": str(path), "ranking": ranking, "N": num_paths, "t": t,
                         "ratio": config.ratio})
         print(f"{path}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in ranking), flush=True)
+        if len(results) == 1:
+            print(progress.first_step_line(), flush=True)
     for result in results:
         print(json.dumps(result))
     return results

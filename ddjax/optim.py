@@ -34,10 +34,13 @@ def epoch_schedule(*, base_lr: float, warmup_epochs: int, epochs: int, steps_per
 
 def decay_mask(params) -> dict:
     """True where weight decay applies: not 1-D parameters (biases, norms), not names containing 'token';
-    the 3-D per-type position tensors *are* decayed, as ReCon's *_pos (spec trap 14)."""
+    the 3-D per-type position tensors *are* decayed, as ReCon's *_pos (spec trap 14). A scanned stack's
+    parameters (under a `blocks` node: `blocks.scanned`) count the dimensions of one layer, without the
+    leading layer axis: a stacked bias f32[depth, C] is a bias."""
     def decays(path, x):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        return x.ndim > 1 and "token" not in name
+        names = [str(getattr(k, "key", k)) for k in path]
+        layer_ndim = x.ndim - (1 if "blocks" in names else 0)
+        return layer_ndim > 1 and "token" not in "/".join(names)
     return jax.tree_util.tree_map_with_path(decays, params)
 
 

@@ -387,7 +387,7 @@ def run(config, workdir: str | None) -> dict:
     pending = [a for n, t, mode, a in units if f"N={n},t={t},{mode},{a}" not in progress.done]
     mine = len(hosts.assignment(config.seeds * len(batches)))  # the (seed, batch) pairs this process attacks
     bar = progress_lines.bar(total=sum(cost(a) for a in pending) * mine, unit="step",
-                             desc=f"attack {config.name}" + (" sweep" if config.sweep else ""))
+                             desc=f"attack {config.name}" + (" sweep" if config.sweep else ""), first_step=True)
     for u, (n, t, mode, attack) in enumerate(units):
         unit = f"N={n},t={t},{mode},{attack}"
         if unit not in progress.done:

@@ -24,7 +24,8 @@ from ddjax import errors
 
 # Keys that never change what a run means.
 FREE = ("log_every", "checkpoint_every", "keep_checkpoints", "worker_count", "data_dir", "auto_prepare",
-        "distributed", "init_from", "allow_changes", "eval", "teacher_cache", "tiny_teacher.tokenizer_dir")
+        "distributed", "init_from", "allow_changes", "eval", "teacher_cache", "tiny_teacher.tokenizer_dir",
+        "model.remat")  # remat trades memory for compute, same values (and runs made before it lack the key)
 # Keys a run may continue under a new value when the command names them in --config.allow_changes.
 CONTINUABLE = ("total_steps", "epochs")
 RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
@@ -161,18 +162,25 @@ def restore(manager, step: int, args, directory):
             "(or retrain)") from None
 
 
+def state_metadata(directory, step: int):
+    """The shapes and dtypes of checkpoint `step`'s `state` item (orbax metadata: nothing is read into memory);
+    a damaged or unreadable checkpoint is one CheckpointError."""
+    import orbax.checkpoint as ocp
+    where = pathlib.Path(directory) / str(step)
+    try:
+        return ocp.StandardCheckpointHandler().metadata(where / "state").tree
+    except Exception as e:  # noqa: BLE001 - as in `restore`
+        raise errors.CheckpointError(where, f"damaged or not an orbax checkpoint (its state's metadata: "
+                                     f"{type(e).__name__}: {errors.one_line(e)[:300]})") from None
+
+
 def restore_state(manager, step: int, directory) -> dict:
     """The `state` item of checkpoint `step`, every array on this process's first device, whatever devices
     and processes saved it (a run trained on 8 GPUs or 2 hosts evaluates on one). A damaged or unreadable
     checkpoint is one CheckpointError."""
     import jax
     import orbax.checkpoint as ocp
-    where = pathlib.Path(directory) / str(step)
-    try:
-        tree = ocp.StandardCheckpointHandler().metadata(where / "state").tree  # shapes and dtypes
-    except Exception as e:  # noqa: BLE001 - as in `restore`
-        raise errors.CheckpointError(where, f"damaged or not an orbax checkpoint (its state's metadata: "
-                                     f"{type(e).__name__}: {errors.one_line(e)[:300]})") from None
+    tree = state_metadata(directory, step)  # shapes and dtypes
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
     return restore(manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(target)), directory)["state"]

@@ -232,16 +232,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = manager.latest_step()
     if start is not None:
         _check_process_count(workdir / "checkpoints" / str(start))
-        restored = run_folder.restore(manager, start, ocp.args.Composite(
-            state=ocp.args.StandardRestore(restore_target), data=grain.checkpoint.CheckpointRestore(data_iter)),
-            workdir / "checkpoints")
-        state = restored["state"]
+        state = _restore_state(manager, start, workdir / "checkpoints", restore_target, state_sharding, data_iter)
         print(f"resumed from {workdir / 'checkpoints' / str(start)}")
     else:
         start = 0
         state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
         if config.init_from:
-            state = _init_from(config.init_from, state, restore_target)
+            state = _init_from(config.init_from, state, restore_target, state_sharding)
             print(f"initialised parameters from {config.init_from}")
 
     # ----------------------------------------------------------------------------------------- evals
@@ -284,6 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                    f"this process; the last checkpoint is step {manager.latest_step()})",
                                    "lower --config.lr or check the data; a new run needs another --workdir")
         done = step + 1
+        if step == start:  # what a user waits for: imports, data, teacher, compilation and one step
+            writer.echo(progress.first_step_line())
         if bar is not None:
             bar.update(1)
         if done % config.log_every == 0 or done == total_steps:
@@ -311,17 +310,33 @@ def _check_process_count(checkpoint: pathlib.Path) -> None:
                                "or start a new run with --config.init_from=THIS_RUN")
 
 
-def _init_from(run_dir: str, state: dict, restore_target: dict) -> dict:
+def _restore_state(manager, step: int, directory: pathlib.Path, target: dict, sharding, data_iter=None) -> dict:
+    """The train state of checkpoint `step` (and the data iterator's position into `data_iter`). A checkpoint
+    saved before the block stacks were scanned (`encoder/block00`, ...) is read in its own layout and stacked
+    (dd.stack_layers: the same parameters and optimiser moments); the run's next checkpoint is in today's."""
+    legacy = dd.is_unrolled(run_folder.state_metadata(directory, step))
+    items = {"state": ocp.args.StandardRestore(dd.unstack_layers(target) if legacy else target)}
+    if data_iter is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    state = run_folder.restore(manager, step, ocp.args.Composite(**items), directory)["state"]
+    if legacy:
+        state = jax.jit(dd.stack_layers, out_shardings=sharding)(state)  # also for arrays across processes
+        print(f"read {directory / str(step)} in the unrolled layout of earlier ddjax versions (converted; later "
+              "checkpoints use the scanned layout)")
+    return state
+
+
+def _init_from(run_dir: str, state: dict, restore_target: dict, sharding) -> dict:
     """Parameters and BatchNorm statistics from another run's latest checkpoint (fresh optimiser, step 0)."""
-    other = ocp.CheckpointManager(pathlib.Path(run_dir).expanduser().resolve() / "checkpoints")
+    directory = pathlib.Path(run_dir).expanduser().resolve() / "checkpoints"
+    other = ocp.CheckpointManager(directory)
     step = other.latest_step()
     if step is None:
         raise errors.ConfigError("init_from", f"{run_dir} has no checkpoint in {run_dir}/checkpoints",
                                  "pass a run that has saved one")
-    restored = run_folder.restore(other, step, ocp.args.Composite(state=ocp.args.StandardRestore(restore_target)),
-                                  pathlib.Path(run_dir) / "checkpoints")
+    restored = _restore_state(other, step, directory, restore_target, sharding)
     other.close()
-    return {**state, "params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
+    return {**state, "params": restored["params"], "batch_stats": restored["batch_stats"]}
 
 
 def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:

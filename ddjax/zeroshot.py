@@ -285,6 +285,8 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
     # This process's own copy, uncommitted: each evaluation batch runs on whichever device it is dealt to.
     variables = jax.tree_util.tree_map(jnp.asarray, hosts.local_copy(
         {"params": state["params"], "batch_stats": state["batch_stats"]}))
+    if not baselines.is_baseline(model_config) and dd.is_unrolled(variables):
+        variables = dd.stack_layers(variables)  # saved before the block stacks were scanned: the same model
     init = baselines.init_variables if baselines.is_baseline(model_config) else dd.init_variables
     shapes = jax.eval_shape(lambda k: init(model_config, k), jax.random.key(0))
     run_folder.check_tree(shapes, variables, root / "checkpoints" / str(step))
@@ -416,7 +418,7 @@ def run(config, workdir: str | None) -> dict:
     batches = load_batches(builder.as_data_source("test"), npoints=config.npoints, point_all=config.point_all,
                            batch_size=config.batch_size, seed=config.seed, normalize=config.normalize)
     bar = progress.bar(total=sum(b is not None for b in batches), unit="batch",
-                       desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""))
+                       desc=f"zero-shot {config.name}" + (" sweep (N x t)" if config.sweep else ""), first_step=True)
     infer_fn, _ = make_inference(model_config)
     infer = jax.jit(infer_fn, static_argnames=("t", "num_paths"))
     text = jnp.asarray(text_features)

@@ -1,8 +1,14 @@
-"""Test set-up: offline Hugging Face, CPU JAX, and the shared real data (skipped with a reason if absent)."""
+"""Test set-up: offline Hugging Face, CPU JAX, a compilation cache of the session's own, matmul precision for the
+comparison tests, and the shared real data (skipped with a reason if absent)."""
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The jobs turn JAX's persistent compilation cache on; tests keep theirs in a folder of this session (each xdist
+# worker its own; child processes inherit it), never in the user's ~/.cache. `make device-check` sets one for
+# all its items, which is kept.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ddjax-test-jax-cache-"))
 
 import pathlib
 
@@ -10,6 +16,25 @@ import numpy as np
 import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "highest_precision: compares two computations of one quantity (vmapped vs looped, scanned vs "
+        "unrolled, port vs reference): on an accelerator its float32 matmuls run at full precision, not TF32")
+
+
+@pytest.fixture(autouse=True)
+def _highest_precision_on_accelerators(request):
+    """JAX's default float32 matmul on NVIDIA GPUs is TF32 (a 10-bit mantissa, relative error ~1e-3): two ways
+    of computing one quantity then differ by more than float32 rounding. Tests marked `highest_precision` run
+    under jax.default_matmul_precision('highest') there; on a CPU the default already is full float32."""
+    import jax
+    if request.node.get_closest_marker("highest_precision") and jax.default_backend() != "cpu":
+        with jax.default_matmul_precision("highest"):
+            yield
+    else:
+        yield
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

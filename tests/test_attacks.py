@@ -123,6 +123,7 @@ def test_eot_with_one_draw_is_the_paper_mode():
     np.testing.assert_array_equal(np.asarray(hist_p["lambda"]), np.asarray(hist_e["lambda"]))
 
 
+@pytest.mark.highest_precision
 def test_eot_gradient_is_the_mean_over_draws_and_differs_from_one_draw():
     logits_fn = noisy_mlp()
     points = jax.random.normal(jax.random.key(1), (2, 32, 3))

@@ -19,6 +19,11 @@ def test_defaults_per_backend(monkeypatch, name, platform, fps, knn):
 
 
 def test_describe_names_version_backend_devices_and_kernels():
+    # On whatever backend the suite runs (the device check runs it on a GPU): the line names that backend, its
+    # device kind and the table's kernels for it.
     line = backend.describe()
-    assert line == (f"jax {jax.__version__}, backend cpu: {jax.device_count()} x cpu (1 process); "
-                    "kernels fps=xla, knn=xla")
+    kind = jax.devices()[0].device_kind
+    fps, knn = backend.resolve("fps", None), backend.resolve("knn", None)
+    assert line == (f"jax {jax.__version__}, backend {jax.default_backend()}: {jax.device_count()} x {kind} "
+                    f"(1 process); kernels fps={fps}, knn={knn}")
+    assert (fps, knn) == {"cpu": ("xla", "xla"), "gpu": ("pallas", "xla"), "tpu": ("xla", "xla")}[backend.platform()]

@@ -24,6 +24,9 @@ from ddjax import baselines, convert, robustness, zeroshot
 from tests.conftest import SHARED_DATA
 from tests.test_robustness import job_config
 
+# Ports against the peers' own outputs: full float32 matmuls on an accelerator (tests/conftest.py).
+pytestmark = pytest.mark.highest_precision
+
 PEERS = SHARED_DATA / "peers"
 REFERENCES = {"recon": "recon_zeroshot_seedA.npz", "ulip_pointbert": "ulip_pointbert_seedA.npz"}
 

@@ -54,17 +54,21 @@ def test_every_pointdae_block_is_the_identity_at_init(variables, batch):
     layers = [aux[f"enc/block{i:02d}"] for i in range(CONFIG.depth)]
     for i in range(1, CONFIG.depth):  # block i-1 returned its input unchanged: layer_i = layer_{i-1} + pos
         np.testing.assert_allclose(np.asarray(layers[i]), np.asarray(layers[i - 1] + pos), rtol=1e-6, atol=1e-6)
-    # The block class itself, with either init (encoder: normal 0.02; decoder: Xavier), exactly.
+    # The block class itself, with either init (encoder: normal 0.02; decoder: Xavier), exactly: it adds the
+    # position and nothing else, and hands back its input.
     x = jax.random.normal(jax.random.key(2), (2, 5, 32))
+    pos = jax.random.normal(jax.random.key(5), (2, 5, 32))
     c = jax.random.normal(jax.random.key(3), (2, 32))
     for init in (blocks.normal_002, blocks.xavier_uniform):
         block = blocks.AdaLNZeroBlock(num_heads=2, kernel_init=init)
-        params = block.init(jax.random.key(4), x, c, True)
-        np.testing.assert_array_equal(np.asarray(block.apply(params, x, c, True)), np.asarray(x))
-    for name in ("encoder", "decoder"):  # and the model's own blocks start with zero modulation
-        for blk, p in variables["params"][name].items():
-            if blk.startswith("block"):
-                assert not np.any(np.asarray(p["adaLN_modulation"]["kernel"]))
+        params = block.init(jax.random.key(4), x, 0.0, pos, c)
+        out, block_input = block.apply(params, x, 0.0, pos, c)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(x + pos))
+        np.testing.assert_array_equal(np.asarray(block_input), np.asarray(x + pos))
+    for name in ("encoder", "decoder"):  # and the model's own blocks (all layers) start with zero modulation
+        stacked = variables["params"][name]["blocks"]["adaLN_modulation"]["kernel"]
+        assert stacked.shape[0] == (CONFIG.depth if name == "encoder" else CONFIG.decoder_depth)
+        assert not np.any(np.asarray(stacked))
 
 
 def test_feature_block_ffn_is_gated_to_zero_at_init_but_cross_attention_is_not():
@@ -72,14 +76,15 @@ def test_feature_block_ffn_is_gated_to_zero_at_init_but_cross_attention_is_not()
     h = jax.random.normal(jax.random.key(0), (2, 2, 32))
     pts = jax.random.normal(jax.random.key(1), (2, 7, 32))
     emb = jax.random.normal(jax.random.key(2), (2, 32))
-    params = block.init(jax.random.key(3), h, pts, emb, True)
-    out = block.apply(params, h, pts, emb, True)
+    pos = jnp.zeros((1, 2, 32))
+    params = block.init(jax.random.key(3), h, pts, 0.0, pos, emb)
+    out = block.apply(params, h, pts, 0.0, pos, emb)[0]
     assert not np.allclose(np.asarray(out), np.asarray(h))  # the cross-attention acts at init
     p = flax.core.unfreeze(params)
     proj = p["params"]["cross_attn"]["proj"]
     proj["kernel"] = jnp.zeros_like(proj["kernel"])
     proj["bias"] = jnp.zeros_like(proj["bias"])
-    np.testing.assert_array_equal(np.asarray(block.apply(p, h, pts, emb, True)), np.asarray(h))  # FFN gated off
+    np.testing.assert_array_equal(np.asarray(block.apply(p, h, pts, 0.0, pos, emb)[0]), np.asarray(h))  # FFN gated off
 
 
 POINT_DAE = ("patch_embed", "pos_embed", "timestep_embedder", "encoder", "decoder_pos_embed", "decoder")
@@ -122,6 +127,7 @@ def test_timesteps_merge_by_delta(variables, batch):
     assert dd.merged_timestep(999, 1000) == 0  # delta = T: no timestep conditioning
 
 
+@pytest.mark.highest_precision
 def test_parallel_noise_inference(variables, batch, inference):
     infer, infer_path = inference
     variables = perturbed(variables)
@@ -266,3 +272,68 @@ def test_concat_dense_equals_dense_on_the_concatenation():
 def nn_dense_apply(params, x):
     import flax.linen as nn
     return nn.Dense(7).apply(params, x)
+
+
+@pytest.mark.highest_precision
+def test_scanned_stacks_equal_the_blocks_applied_one_by_one(variables, batch):
+    # The reference is the model as it was before the stacks were scanned: each layer's parameters (a slice
+    # of the stacked ones, i.e. the unrolled checkpoint layout `block00`, `block01`, ...) applied by its
+    # block in a Python loop, the encoder's block inputs feeding the feature branch's blocks one by one.
+    import flax.linen as nn
+
+    variables = perturbed(variables)
+    nbh, centers, t, noise = inputs(batch)
+    model = dd.build_model(CONFIG)
+    (recon, features), aux = jax.jit(model.apply)(variables, nbh, centers, t, noise)
+    old = dd.unstack_layers(variables["params"])
+    assert sorted(k for k in old["encoder"] if k.startswith("block")) == ["block00", "block01"]
+
+    sub = lambda name: (lambda m, *a: getattr(m, name)(*a))
+    x = model.apply(variables, nbh, False, method=sub("patch_embed"))  # (B, G, C)
+    pos = model.apply(variables, centers, method=sub("pos_embed"))
+    cond = model.apply(variables, t, method=sub("timestep_embedder"))
+    c, heads, hidden = CONFIG.width, CONFIG.num_heads, CONFIG.mlp_ratio
+    norm = lambda p, h: blocks.layer_norm().apply({"params": p}, h)
+    layers = []
+    for i in range(CONFIG.depth):
+        x, block_input = blocks.AdaLNZeroBlock(heads, hidden).apply(
+            {"params": old["encoder"][f"block{i:02d}"]}, x, 0.0, pos, cond)
+        layers.append(block_input)
+    tokens = norm(old["encoder"]["norm"], x)
+    np.testing.assert_allclose(np.asarray(aux["tokens"]), np.asarray(tokens), rtol=1e-5, atol=1e-6)
+    for i, layer in enumerate(layers):
+        np.testing.assert_allclose(np.asarray(aux[f"enc/block{i:02d}"]), np.asarray(layer), rtol=1e-5, atol=1e-6)
+
+    branch = old["feature_branch"]
+    h = nn.Dense(c).apply({"params": branch["noise_embed"]}, noise)
+    emb = nn.Embed(2, c).apply({"params": branch["type_embed"]}, jnp.arange(2))
+    for i, layer in enumerate(layers):
+        h, _ = blocks.FeatureBlock(heads, hidden).apply({"params": branch[f"block{i:02d}"]}, h, layer, 0.0,
+                                                        branch["type_pos"], emb)
+    h = norm(branch["norm"], h)
+    want = jnp.stack([nn.Dense(CONFIG.teacher_dim).apply({"params": branch[f"{n}_proj"]}, h[:, j])
+                      for j, n in enumerate(CONFIG.feature_types)], axis=1)
+    np.testing.assert_allclose(np.asarray(features), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+    dec = old["decoder"]
+    y = tokens
+    dpos = model.apply(variables, centers, method=sub("decoder_pos_embed"))
+    for i in range(CONFIG.decoder_depth):
+        y, _ = blocks.AdaLNZeroBlock(heads, hidden).apply({"params": dec[f"block{i:02d}"]}, y, 0.0, dpos, cond)
+    y = nn.Dense(3 * CONFIG.group_size).apply({"params": dec["reconstruction_head"]}, norm(dec["norm"], y))
+    np.testing.assert_allclose(np.asarray(recon), np.asarray(y.reshape(recon.shape)), rtol=1e-5, atol=1e-6)
+    # And back: the unrolled layout stacks into exactly the model's parameters.
+    for a, b in zip(jax.tree_util.tree_leaves(dd.stack_layers(old)), jax.tree_util.tree_leaves(variables["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_remat_changes_memory_not_values(variables, batch):
+    # Recomputing each block in the backward pass (config.model.remat) gives the same loss and gradients.
+    variables = perturbed(variables)
+    loss_and_grads = lambda config: jax.jit(jax.value_and_grad(
+        lambda p: dd.make_train_loss(config)({**variables, "params": p}, batch, jax.random.key(5))[0]))(
+        variables["params"])
+    (loss, grads), (loss_r, grads_r) = loss_and_grads(CONFIG), loss_and_grads(dd.model_config("tiny", remat=True))
+    assert float(loss) == float(loss_r)
+    for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_r)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -41,6 +41,11 @@ def test_decay_mask_groups():
     assert mask["encoder"]["block00"]["norm"]["scale"] is False
     assert mask["mask_token"] is False and mask["feature_branch"]["feature_tokens"] is False
     assert mask["feature_branch"]["type_pos"] is True  # *_pos tensors are decayed, as in ReCon
+    # A scanned stack (leading layer axis): the same groups as one layer's parameters.
+    stacked = {"encoder": {"blocks": {"attn": {"qkv": {"kernel": jnp.zeros((3, 4, 12))},
+                                               "proj": {"bias": jnp.zeros((3, 4))}}}}}
+    mask = optim.decay_mask(stacked)["encoder"]["blocks"]["attn"]
+    assert mask["qkv"]["kernel"] is True and mask["proj"]["bias"] is False
 
 
 def test_adamw_decays_only_the_masked_group():

@@ -2,10 +2,12 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -14,7 +16,9 @@ from configs import pretrain
 from ddjax import errors
 from ddjax import run_folder
 from ddjax import train
+from ddjax import zeroshot
 from ddjax.metrics import read_metrics
+from ddjax.models import dual_denoising as dd
 from tests.conftest import python_path
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,6 +62,7 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
+    assert len(re.findall(r"^first step after \d+\.\d s$", proc.stdout, re.M)) == 1  # once, after step 1
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"]["width"] == 96 and config["resolved"]["teacher"] == "./teacher"
     summary = json.loads((tmp_path / "model_summary.json").read_text())
@@ -83,7 +88,7 @@ def _params(workdir, step):
     return state
 
 
-def test_resume_is_exact(synthetic_tiny, tmp_path):
+def test_resume_is_exact(synthetic_tiny, tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cfg = lambda steps, **kw: tiny_run_config(synthetic_tiny.data_dir and data_root(synthetic_tiny),
                                               total_steps=steps, checkpoint_every=3, **kw)
@@ -91,20 +96,50 @@ def test_resume_is_exact(synthetic_tiny, tmp_path):
     resumed.mkdir()
     shutil.copytree(straight / "teacher", resumed / "teacher")  # the same frozen teacher
     train.train_and_evaluate(cfg(3), str(resumed))
+    # The same checkpoint as ddjax wrote it before the block stacks were scanned (`encoder/block00`, ...):
+    # it evaluates to the same variables, and below it resumes to the same run, to the last bit.
+    old = tmp_path / "old"
+    shutil.copytree(resumed, old)
+    _rewrite_unrolled(old, 3)
+    (_, want, _), (_, got, _) = zeroshot.restore_run(str(resumed)), zeroshot.restore_run(str(old))
+    assert jax.tree_util.tree_structure(want) == jax.tree_util.tree_structure(got)
+    for x, y in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    capsys.readouterr()
+    train.train_and_evaluate(cfg(6, allow_changes="total_steps"), str(old))
+    assert "in the unrolled layout of earlier ddjax versions (converted" in capsys.readouterr().out
     # Training longer changes the run: refused unless asked for, and then it resumes from checkpoint 3.
     before = (resumed / "config.json").read_bytes()
     with pytest.raises(run_folder.RunFolderError, match=r"total_steps: 3 -> 6.*--config.allow_changes=total_steps"):
         train.train_and_evaluate(cfg(6), str(resumed))
     assert (resumed / "config.json").read_bytes() == before
     train.train_and_evaluate(cfg(6, allow_changes="total_steps"), str(resumed))
-    a, b = read_metrics(str(straight)), read_metrics(str(resumed))
-    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
-    for ra, rb in zip(a, b):
-        for key in ("loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm"):
-            assert ra[key] == rb[key], (ra["step"], key)
-    pa, pb = _params(straight, 6), _params(resumed, 6)
-    for x, y in zip(__import__("jax").tree_util.tree_leaves(pa), __import__("jax").tree_util.tree_leaves(pb)):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for run in (resumed, old):
+        a, b = read_metrics(str(straight)), read_metrics(str(run))
+        assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+        for ra, rb in zip(a, b):
+            for key in ("loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm"):
+                assert ra[key] == rb[key], (run.name, ra["step"], key)
+        pa, pb = _params(straight, 6), _params(run, 6)
+        for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _rewrite_unrolled(workdir, step):
+    """Checkpoint `step` of a run rewritten as ddjax wrote it before the block stacks were scanned: every
+    `blocks` subtree (parameters and Adam moments) as `block00`, `block01`, ... (the data position kept)."""
+    folder = pathlib.Path(workdir) / "checkpoints"
+    state = _params(workdir, step)
+    assert not dd.is_unrolled(state)
+    data = pathlib.Path(workdir) / "saved_data"
+    shutil.copytree(folder / str(step) / "data", data)
+    shutil.rmtree(folder / str(step))
+    manager = ocp.CheckpointManager(folder)
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(dd.unstack_layers(state))))
+    manager.wait_until_finished()
+    manager.close()
+    shutil.copytree(data, folder / str(step) / "data")
+    assert dd.is_unrolled(run_folder.state_metadata(folder, step))
 
 
 def test_combined_ablation_variant_runs(synthetic_tiny, tmp_path):

@@ -1,6 +1,7 @@
 """Zero-shot scoring against numpy, and the zeroshot job on a tiny pretraining run."""
 import json
 import pathlib
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -59,6 +60,39 @@ def test_zeroshot_job(run_dir, synthetic_tiny, tmp_path):
     cached[0].write_bytes(good[: len(good) // 2])  # a truncated cache (a killed, older non-atomic write)
     third = zeroshot.run(config, str(tmp_path))
     assert third["top1"] == result["top1"] and cached[0].read_bytes() == good  # recomputed, identically
+
+
+def test_a_second_evaluation_compiles_nothing_new(run_dir, synthetic_tiny, tmp_path):
+    # Two evaluations of the same run, each a new process as a user runs them, sharing the persistent
+    # compilation cache: the second finds every program it needs (the cache gains no entry), and says when its
+    # first batch was done. Every program is stored here (threshold 0 s), not only those over 1 s.
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, python_path
+    from tests.test_train import data_root
+    cache = tmp_path / "cache"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=python_path(),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def evaluate(name: str, cache, *flags: str) -> set[str]:
+        proc = subprocess.run(
+            [sys.executable, "main.py", "--config=configs/zeroshot.py:smoke", f"--config.checkpoint={run_dir}",
+             "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_root(synthetic_tiny)}",
+             "--config.npoints=256", "--config.point_all=300", "--config.num_paths=2", "--config.t=100",
+             f"--workdir={tmp_path / name}", f"--compilation_cache_dir={cache}", *flags],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert re.search(r"^first step after \d+\.\d s$", proc.stdout, re.M), proc.stdout
+        return set(os.listdir(cache)) if cache.is_dir() else set()
+
+    first = evaluate("a", cache)
+    assert len(first) > 3 and all(name.endswith("-cache") for name in first)
+    assert evaluate("b", cache) == first
+    # Turned off, nothing is written, even into an empty folder.
+    assert evaluate("c", tmp_path / "other_cache", "--nocompilation_cache") == set()
 
 
 def test_zeroshot_job_errors(tmp_path):

@@ -52,12 +52,14 @@ def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (timm DropPath): drop the branch with prob `rate`, scale survivors."""
-    rate: float
+    """Stochastic depth per sample (timm DropPath): drop the branch with prob `rate`, scale survivors.
+
+    `rate` is a Python float, or a traced f32[] inside a scanned stack (each layer's own rate)."""
+    rate: float | jax.Array
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        if deterministic or self.rate == 0.0:
+        if deterministic or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
             return x
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("drop_path"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
@@ -135,67 +137,91 @@ class TimestepEmbedder(nn.Module):
         return nn.Dense(self.width, kernel_init=normal_002, dtype=self.dtype, name="fc2")(nn.silu(emb))
 
 
-class AdaLNZeroBlock(nn.Module):
-    """A DiT block: the PointDAE encoder and decoder block (spec section 6.2).
+def scanned(block: type[nn.Module], *, depth: int, in_axes: tuple, remat: bool = False) -> type[nn.Module]:
+    """`block` as `depth` layers run by one `nn.scan`: the layer is traced and compiled once, whatever the
+    depth (an unrolled stack's program grows with it). Parameters are stacked on a leading axis of size
+    `depth` (the module's name, e.g. `encoder/blocks/attn/qkv/kernel` f32[depth, C, 3C]); every layer gets
+    its own init and drop-path keys. The block maps (carry, *args) -> (carry, per-layer output); `in_axes`
+    says for each arg whether it is sliced per layer (0) or the same for all (`nn.broadcast`).
+    `remat` recomputes each layer's activations in the backward pass instead of keeping them (less memory,
+    about one more forward pass of compute)."""
+    if remat:
+        block = nn.remat(block, prevent_cse=False)  # prevent_cse is unneeded inside scan (Flax docs)
+    return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "drop_path": True},
+                   in_axes=in_axes, length=depth)
 
+
+class AdaLNZeroBlock(nn.Module):
+    """A DiT block: one layer of the PointDAE encoder and decoder stacks (spec section 6.2).
+
+    x <- x + pos                                        (position re-added at every block's input, spec 1.3)
     x <- x + DP(gate_msa * Attn(modulate(LN(x), shift_msa, scale_msa)))
     x <- x + DP(gate_mlp * MLP(modulate(LN(x), shift_mlp, scale_mlp)))
-    with (shift, scale, gate) x 2 = Linear(SiLU(c)), zero-initialised: the block is the identity at init.
+    with (shift, scale, gate) x 2 = Linear(SiLU(c)), zero-initialised: the block adds nothing at init.
+    Scan-shaped: (x, drop_rate, pos, c) -> (output, the block's input x + pos).
     """
     num_heads: int
     mlp_ratio: float = 4.0
-    drop_path: float = 0.0
     kernel_init: Initializer = normal_002
     dtype: Dtype = jnp.float32
+    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, c: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, drop_rate: float | jax.Array, pos: jax.Array,
+                 c: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x, pos (B, T, C); drop_rate f32[]; c (B, C) -> ((B, T, C), (B, T, C))."""
         width = x.shape[-1]
+        x = x + pos
+        block_input = x
         mod = nn.Dense(6 * width, kernel_init=zeros, dtype=self.dtype, name="adaLN_modulation")(nn.silu(c))
         mod = mod[:, None, :]  # (B, 1, 6C): one modulation per sample, shared by its tokens
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=-1)
         h = modulate(layer_norm("norm1", eps=1e-6, affine=False, dtype=self.dtype)(x), shift_msa, scale_msa)
         h = SelfAttention(self.num_heads, self.kernel_init, self.dtype, name="attn")(h)
-        x = x + DropPath(self.drop_path)(gate_msa * h, deterministic)
+        x = x + DropPath(drop_rate)(gate_msa * h, self.deterministic)
         h = modulate(layer_norm("norm2", eps=1e-6, affine=False, dtype=self.dtype)(x), shift_mlp, scale_mlp)
         h = Mlp(int(width * self.mlp_ratio), self.kernel_init, self.dtype, name="mlp")(h)
-        return x + DropPath(self.drop_path)(gate_mlp * h, deterministic)
+        return x + DropPath(drop_rate)(gate_mlp * h, self.deterministic), block_input
 
 
 class FeatureBlock(nn.Module):
     """A feature-denoising block (spec section 6.2): cross-attention to point tokens, AdaLN-Zero FFN.
 
+    h <- h + pos                                                             (learned per-type position)
     h <- h + DP(CrossAttn(LN(h), LN(stopgrad(points))))                     (not gated)
     h <- h + DP(gate * MLP(modulate(LN'(h), shift, scale)))                  (gate zero at init)
     (shift, scale, gate) = Linear(SiLU(type_embedding)), one per feature type; LN' is affine-free.
     Feature tokens never attend to each other, so the types and the noise paths stay independent.
+    Scan-shaped: (h, points, drop_rate, pos, type_embedding) -> (output, None).
     """
     num_heads: int
     mlp_ratio: float = 4.0
-    drop_path: float = 0.0
     stop_gradient: bool = True
     kernel_init: Initializer = normal_002
     dtype: Dtype = jnp.float32
+    deterministic: bool = True
 
     @nn.compact
-    def __call__(self, h: jax.Array, points: jax.Array, type_embedding: jax.Array,
-                 deterministic: bool) -> jax.Array:
-        """h (B, k, C) feature tokens; points (B, G, C) encoder tokens; type_embedding (k, C)."""
+    def __call__(self, h: jax.Array, points: jax.Array, drop_rate: float | jax.Array, pos: jax.Array,
+                 type_embedding: jax.Array) -> tuple[jax.Array, None]:
+        """h (B, k, C) feature tokens; points (B, G, C) encoder tokens; drop_rate f32[]; pos (1, k, C);
+        type_embedding (k, C)."""
         width = h.shape[-1]
-        if self.stop_gradient and not deterministic:
+        h = h + pos
+        if self.stop_gradient and not self.deterministic:
             # A training rule (the feature loss must not train PointDAE). In evaluation the branch is an
             # ordinary function of the input, so gradients w.r.t. the input points (attacks) pass through.
             points = jax.lax.stop_gradient(points)
         q = layer_norm("norm_q", dtype=self.dtype)(h)
         kv = layer_norm("norm_kv", dtype=self.dtype)(points)
         attn = CrossAttention(self.num_heads, self.kernel_init, self.dtype, name="cross_attn")(q, kv)
-        h = h + DropPath(self.drop_path)(attn, deterministic)
+        h = h + DropPath(drop_rate)(attn, self.deterministic)
         mod = nn.Dense(3 * width, kernel_init=zeros, dtype=self.dtype, name="adaLN_modulation")(
             nn.silu(type_embedding))  # (k, 3C)
         shift, scale, gate = jnp.split(mod, 3, axis=-1)  # each (k, C), broadcast over the batch
         m = modulate(layer_norm("norm2", eps=1e-6, affine=False, dtype=self.dtype)(h), shift, scale)
         m = Mlp(int(width * self.mlp_ratio), self.kernel_init, self.dtype, name="mlp")(m)
-        return h + DropPath(self.drop_path)(gate * m, deterministic)
+        return h + DropPath(drop_rate)(gate * m, self.deterministic), None
 
 
 class PreNormBlock(nn.Module):

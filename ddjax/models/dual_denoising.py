@@ -12,6 +12,7 @@ The model never draws random numbers itself: noise comes in as arguments, and dr
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -50,7 +51,9 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
       feature_input 'noise' | 'learned' ('learned' = ReCon's query tokens = "remove feature denoising"),
       stop_gradient True (feature branch K/V), target_frame 'clean' | 'noisy' (the clean target relative
       to the clean or the noisy center), mask_ratio 0 (masking-versus-denoising ablation), alpha = 1
-      (weight of the feature loss), drop_path 0.1, feature_types ('image', 'text'), dtype 'float32'.
+      (weight of the feature loss), drop_path 0.1, feature_types ('image', 'text'), dtype 'float32',
+      remat False (recompute each block's activations in the backward pass: less memory, more compute;
+      the same values).
     """
     if variant not in VARIANTS:
         raise ValueError(f"model variant must be one of {sorted(VARIANTS)}, got {variant!r}")
@@ -58,7 +61,7 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
         variant=variant, **VARIANTS[variant],
         drop_path=0.1, feature_types=("image", "text"), feature_input="noise", stop_gradient=True,
         noise_scale=0.08, num_timesteps=1000, delta=100, target_frame="clean", mask_ratio=0.0, alpha=1.0,
-        dtype="float32"))
+        dtype="float32", remat=False))
     config.update(overrides)
     validate_config(config)
     return config
@@ -84,6 +87,7 @@ def validate_config(config) -> None:
     need(len(config.feature_types) >= 1, "feature_types", "must name at least one type")
     need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
     need(config.alpha >= 0, "alpha", "must be >= 0")
+    need(isinstance(config.get("remat", False), bool), "remat", "must be True or False")
     need(set(config.feature_types) <= {"image", "text"} and len(set(config.feature_types)) == len(config.feature_types),
          "feature_types", "must be distinct names from ('image', 'text')")
 
@@ -109,6 +113,7 @@ class DualDenoising(nn.Module):
     feature_input: str = "noise"
     stop_gradient: bool = True
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def setup(self):
         enc_rates = tuple(float(r) for r in np.linspace(0.0, self.drop_path, self.depth))
@@ -116,14 +121,15 @@ class DualDenoising(nn.Module):
         self.patch_embed = MiniPointNet(self.width, dtype=self.dtype)
         self.pos_embed = PositionMlp(self.width, dtype=self.dtype)
         self.timestep_embedder = blocks.TimestepEmbedder(self.width, dtype=self.dtype)
-        self.encoder = PointDAEEncoder(self.depth, self.num_heads, self.mlp_ratio, enc_rates, self.dtype)
+        self.encoder = PointDAEEncoder(self.depth, self.num_heads, self.mlp_ratio, enc_rates, self.dtype,
+                                       self.remat)
         self.decoder_pos_embed = PositionMlp(self.width, kernel_init=blocks.torch_linear_kernel_init(),
                                              bias_init_fan_in=True, dtype=self.dtype)
         self.decoder = PointDAEDecoder(self.decoder_depth, self.num_heads, self.mlp_ratio, dec_rates,
-                                       self.group_size, self.dtype)
+                                       self.group_size, self.dtype, self.remat)
         self.feature_branch = FeatureDenoiser(self.feature_types, self.teacher_dim, self.width, self.num_heads,
                                               self.mlp_ratio, enc_rates, self.feature_input, self.stop_gradient,
-                                              self.dtype)
+                                              self.dtype, self.remat)
         if self.masking:
             self.mask_token = self.param("mask_token", blocks.normal_002, (1, 1, self.width))
 
@@ -131,7 +137,7 @@ class DualDenoising(nn.Module):
                visible: jax.Array | None = None) -> dict:
         """neighborhoods (B, G, K, 3), centers (B, G, 3), t_merged int[B]; visible int[B, V] or None.
 
-        Returns {'tokens': (B, V, C) after the final LayerNorm, 'layers': [(B, V, C)] * depth (the tokens
+        Returns {'tokens': (B, V, C) after the final LayerNorm, 'layers': (depth, B, V, C) (the tokens
         entering each block, incl. position), 'cond': (B, C) timestep embedding}.
         """
         tokens = self.patch_embed(neighborhoods, train)  # (B, G, C)
@@ -143,8 +149,8 @@ class DualDenoising(nn.Module):
         out, layers = self.encoder(tokens, pos, cond, not train)
         return {"tokens": out, "layers": layers, "cond": cond}
 
-    def denoise_features(self, layers: Sequence[jax.Array], noise: jax.Array, *, train: bool = False) -> jax.Array:
-        """layers from `encode`, noise f32[B, k, D] -> features f32[B, k, D]."""
+    def denoise_features(self, layers: jax.Array, noise: jax.Array, *, train: bool = False) -> jax.Array:
+        """layers (depth, B, V, C) from `encode`, noise f32[B, k, D] -> features f32[B, k, D]."""
         return self.feature_branch(noise, layers, not train)
 
     def reconstruct(self, encoded: dict, centers: jax.Array, *, train: bool = False,
@@ -170,7 +176,7 @@ class DualDenoising(nn.Module):
         features = self.denoise_features(encoded["layers"], noise, train=train)
         recon = self.reconstruct(encoded, centers, train=train, order=order)
         aux = {"tokens": encoded["tokens"], "denoised_feat": features}
-        aux.update({f"enc/block{i:02d}": x for i, x in enumerate(encoded["layers"])})
+        aux.update({f"enc/block{i:02d}": encoded["layers"][i] for i in range(self.depth)})
         return (recon, features), aux
 
 
@@ -180,8 +186,9 @@ def build_model(config) -> DualDenoising:
         feature_types=tuple(config.feature_types), teacher_dim=config.teacher_dim, width=config.width,
         depth=config.depth, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
         decoder_depth=config.decoder_depth, drop_path=config.drop_path, group_size=config.group_size,
-        num_visible=num_visible(config), masking=config.mask_ratio > 0, feature_input=config.feature_input, stop_gradient=config.stop_gradient,
-        dtype=jnp.dtype(config.dtype))
+        num_visible=num_visible(config), masking=config.mask_ratio > 0, feature_input=config.feature_input,
+        stop_gradient=config.stop_gradient, dtype=jnp.dtype(config.dtype),
+        remat=bool(config.get("remat", False)))  # absent from the records of runs made before it existed
 
 
 def _dummy_inputs(config, batch: int = 2):
@@ -215,6 +222,54 @@ def parameter_counts(config) -> dict[str, int]:
     }
     counts["total"] = sum(counts.values())
     return counts
+
+
+# Checkpoints written before the stacks were scanned (ddjax up to commit 3db8652) hold one subtree per block,
+# `encoder/block00` ... `encoder/block11` (likewise `decoder/`, `feature_branch/`); today's layout stacks them as
+# `encoder/blocks` with a leading layer axis. `stack_layers` converts a tree (variables, a whole train state with
+# its optimiser moments, or a checkpoint's shapes) from the old layout, `unstack_layers` goes back; the jobs
+# convert an old checkpoint as they restore it (zeroshot.restore_run, the trainer's resume and init_from).
+def _unrolled(node) -> bool:
+    return isinstance(node, dict) and "block00" in node
+
+
+def _stacked(node) -> bool:
+    return isinstance(node, dict) and isinstance(node.get("blocks"), dict)
+
+
+def is_unrolled(tree) -> bool:
+    """Whether `tree` holds a block stack in the unrolled layout of checkpoints made before scanning."""
+    return any(_unrolled(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=_unrolled))
+
+
+def stack_layers(tree):
+    """The unrolled layout -> today's: {'block00': t0, ..., 'blockNN': tN, ...} -> {'blocks': stack(t), ...}
+    wherever it occurs in `tree` (arrays are stacked on a new leading axis)."""
+    def stack(node):
+        names = sorted(k for k in node if re.fullmatch(r"block\d{2}", k))  # block00 ... block11: in layer order
+        if names != [f"block{i:02d}" for i in range(len(names))]:
+            raise ValueError(f"an unrolled block stack must hold block00..block{len(names) - 1:02d}, got {names}")
+        rest = {k: v for k, v in node.items() if k not in names}
+        return {**rest, "blocks": jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[node[n] for n in names])}
+
+    return jax.tree_util.tree_map(lambda x: stack(x) if _unrolled(x) else x, tree, is_leaf=_unrolled)
+
+
+def unstack_layers(tree):
+    """Today's layout -> the unrolled one (the inverse of `stack_layers`); abstract leaves
+    (jax.ShapeDtypeStruct, e.g. a restore target) lose their leading axis."""
+    def take(x, i):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=x.sharding)
+        return x[i]
+
+    def unstack(node):
+        depth = jax.tree_util.tree_leaves(node["blocks"])[0].shape[0]
+        rest = {k: v for k, v in node.items() if k != "blocks"}
+        return {**rest, **{f"block{i:02d}": jax.tree_util.tree_map(lambda x: take(x, i), node["blocks"])
+                           for i in range(depth)}}
+
+    return jax.tree_util.tree_map(lambda x: unstack(x) if _stacked(x) else x, tree, is_leaf=_stacked)
 
 
 def check_points(points, config, where: str) -> None:

@@ -1,4 +1,6 @@
-"""The feature-denoising branch: Gaussian noise -> CLIP image and text features (spec section 6.2)."""
+"""The feature-denoising branch: Gaussian noise -> CLIP image and text features (spec section 6.2).
+
+Its blocks are one scanned layer (`feature_branch/blocks/...`, a leading layer axis), as PointDAE's."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -35,10 +37,11 @@ class FeatureDenoiser(nn.Module):
     feature_input: str = "noise"
     stop_gradient: bool = True
     dtype: blocks.Dtype = jnp.float32
+    remat: bool = False
 
     @nn.compact
-    def __call__(self, noise: jax.Array, layers: Sequence[jax.Array], deterministic: bool) -> jax.Array:
-        """noise f32[B, k, D]; layers: encoder block inputs, each (B, G, C) -> features f32[B, k, D]."""
+    def __call__(self, noise: jax.Array, layers: jax.Array, deterministic: bool) -> jax.Array:
+        """noise f32[B, k, D]; layers: the encoder's block inputs (depth, B, G, C) -> features f32[B, k, D]."""
         b, k = noise.shape[0], len(self.feature_types)
         if self.feature_input == "noise":
             h = nn.Dense(self.width, kernel_init=blocks.normal_002, dtype=self.dtype, name="noise_embed")(noise)
@@ -50,10 +53,14 @@ class FeatureDenoiser(nn.Module):
         pos = self.param("type_pos", blocks.normal_002, (1, k, self.width))  # (1, k, C)
         type_embedding = nn.Embed(k, self.width, embedding_init=blocks.normal_002, name="type_embed")(
             jnp.arange(k))  # (k, C)
-        for i, points in enumerate(layers):
-            h = blocks.FeatureBlock(self.num_heads, self.mlp_ratio, self.drop_path_rates[i], self.stop_gradient,
-                                    blocks.normal_002, self.dtype, name=f"block{i:02d}")(
-                h + pos, points, type_embedding, deterministic)
+        # One scanned block per encoder layer: block l reads layers[l]. The carry keeps the dtype the first
+        # `h + pos` gives (float32 beside a float32 position, also in bfloat16 compute).
+        stack = blocks.scanned(blocks.FeatureBlock, depth=layers.shape[0],
+                               in_axes=(0, 0, nn.broadcast, nn.broadcast), remat=self.remat)
+        rates = jnp.asarray(self.drop_path_rates, jnp.float32)  # (depth,)
+        h = h.astype(jnp.promote_types(h.dtype, pos.dtype))
+        h, _ = stack(self.num_heads, self.mlp_ratio, self.stop_gradient, blocks.normal_002, self.dtype,
+                     deterministic, name="blocks")(h, layers, rates, pos, type_embedding)
         h = blocks.layer_norm("norm", dtype=self.dtype)(h)  # (B, k, C)
         outs = [nn.Dense(self.teacher_dim, kernel_init=projection_init, dtype=self.dtype, name=f"{name}_proj")(
             h[:, i]) for i, name in enumerate(self.feature_types)]
