@@ -24,7 +24,7 @@ PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12
 WHEELS ?= device_wheels
 OUT ?=
 BACKEND ?= gpu
-BUDGET_S ?= 420
+BUDGET_S ?= 480
 IMAGE_VENV := .venv-gpu-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed
 # What the twin runs: every test of the kernels, model, training, zero-shot and attacks, and of the device tooling
@@ -60,7 +60,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
-	for b in kernels model data train zeroshot attacks; do $(BIN)/python benchmarks/$$b.py; done
+	for b in kernels model data train zeroshot attacks compile; do $(BIN)/python benchmarks/$$b.py; done
 
 device-wheels: $(WHEELS)/MANIFEST.json
 
@@ -68,7 +68,7 @@ $(WHEELS)/MANIFEST.json: device-wheels.txt requirements-py312.txt benchmarks/dev
 	$(PYTHON) benchmarks/device_wheels.py --out $(WHEELS) $(if $(PYTHON312),--python312=$(PYTHON312))
 
 device-check:
-	@test -n "$(OUT)" || { echo "usage: make device-check OUT=DIR [BACKEND=gpu|tpu|cpu] [BUDGET_S=420] [WHEELS=device_wheels]" >&2; exit 2; }
+	@test -n "$(OUT)" || { echo "usage: make device-check OUT=DIR [BACKEND=gpu|tpu|cpu] [BUDGET_S=480] [WHEELS=device_wheels]" >&2; exit 2; }
 	$(PYTHON) benchmarks/device_check.py --out "$(OUT)" --backend $(BACKEND) --budget $(BUDGET_S) --wheels "$(WHEELS)"
 
 $(IMAGE_STAMP): requirements-gpu-image.txt

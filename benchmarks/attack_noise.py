@@ -9,12 +9,12 @@ On the first --shapes test shapes of the run's smoke attack data (configs/attack
     reached the target, whether the last did), with the model's noise fixed and with fresh noise;
   * the same PGD with the check on (--success-draws): the share of returned clouds that reach the target;
   * the check's cost: one gradient pass against one check of --success-draws forward passes (timed).
-Writes one JSON object with --json. Always exits 0 when the checkpoint loads.
+With --json one line per (N, t) setting as soon as it is measured, then the summary line. Always exits 0 when
+the checkpoint loads.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import pathlib
@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
 from configs import attack as attack_config  # noqa: E402
 from ddjax import attacks, robustness, zeroshot  # noqa: E402
 
@@ -91,7 +92,9 @@ def main(argv=None) -> int:
             times[label] = (time.perf_counter() - start) / 3
         row.update(times, check_over_gradient=times["check_s"] / times["gradient_s"])
         report["settings"].append(row)
-        if not args.json:
+        if args.json:
+            common.emit(row, True)
+        else:
             print(f"N={n} t={t}: two keys' logits differ by up to {row['logit_diff_max']:.2f} (mean "
                   f"{row['logit_diff_mean']:.3f}), same prediction on {100 * row['same_prediction']:.0f}% of "
                   f"{report['shapes']} shapes; check ({args.success_draws} draws) / gradient pass = "
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
                           f"{100 * s['reached_last_step']:.0f}%, returned cloud {100 * s['returned_reaches']:.0f}%",
                           flush=True)
     if args.json:
-        print(json.dumps(report, indent=1))
+        common.summary(report)
     return 0
 
 

@@ -11,12 +11,11 @@ curve points; random weights, speed does not depend on them) at t = 500, 1024 po
 (the GPU when one is present), in paper mode and in EOT mode with M = 2 draws. Each program is compiled
 ahead of time (its compile time reported apart) and run once. `--quick` runs 5 and 10 steps instead:
 per step = (t10 - t5) / 5, fixed = t5 - 5 x per step, and the 50-step time is fixed + 50 x per step, marked
-as estimated. Always exits 0.
+as estimated. With --json one line per mode as soon as it is measured, then the summary line. Always exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -88,10 +87,11 @@ def main() -> int:
             row["seconds_50_steps"] = times[50]
         row["shapes_per_s"] = batch / row["seconds_50_steps"]
         rows.append(row)
+        common.emit(row, args.json)
     info = {**common.machine(), "variant": args.variant, "batch": batch, "points": args.points, "N": args.paths,
             "t": 500, "device_peak_bytes": common.device_peak_bytes()}
     if args.json:
-        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        common.summary({"machine": info, "results": rows})
         return 0
     print(f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.paths}, t = 500, batch {batch} x "
           f"{args.points} points, {info}")

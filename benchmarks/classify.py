@@ -10,7 +10,7 @@ the features cached by the first command), `many` (FILES files in one call) and,
 `singles` (the first 3 files as 3 separate warm calls, against `many3`: the same 3 files in one call). Per
 additional file is (many - warm) / (FILES - 1). The historical reference, not re-measured (that code is
 gone), is the old single-file classify: 28.7 s per call on the 2-core CPU machine (issue 13). Always
-exits 0.
+exits 0. With --json one line per command as soon as it has run, then the summary line.
 """
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def _command(run: pathlib.Path, files: list[pathlib.Path]) -> float:
     return took
 
 
+def emit(row: dict, as_json: bool) -> None:
+    """One measurement, flushed at once (benchmarks/common.emit's format; this script never imports JAX)."""
+    print(json.dumps({"measurement": row}) if as_json else f"  {row}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(ROOT / "runs" / "smoke"))
@@ -65,11 +70,16 @@ def main() -> int:
             for i in range(args.files):
                 np.save(tmp / f"cloud{i}.npy", rng.normal(size=(4096, 3)))
             files = [tmp / f"cloud{i}.npy" for i in range(args.files)]
-        cold = _command(run, files[:1])
-        warm = _command(run, files[:1])
-        many = _command(run, files)
-        singles = sum(_command(run, [f]) for f in files[:3])
-        many3 = _command(run, files[:3])
+        def timed(name: str, chosen: list) -> float:
+            seconds = _command(run, chosen)
+            emit({"command": name, "files": len(chosen), "s": round(seconds, 2)}, args.json)
+            return seconds
+
+        cold = timed("cold", files[:1])
+        warm = timed("warm", files[:1])
+        many = timed("many", files)
+        singles = sum(timed("single", [f]) for f in files[:3])
+        many3 = timed("many3", files[:3])
     result = {"singles_3_s": round(singles, 2), "one_call_3_s": round(many3, 2),
               "one_call_speedup_3": round(singles / many3, 2),"cold_s": round(cold, 2), "warm_s": round(warm, 2), f"files_{args.files}_s": round(many, 2),
               "per_additional_file_s": round((many - warm) / max(args.files - 1, 1), 3),

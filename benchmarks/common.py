@@ -2,6 +2,7 @@
 the always-exit-0 wrapper."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -9,6 +10,7 @@ import time
 from typing import Callable
 
 import jax
+import jax.extend.core
 import numpy as np
 
 # Dense peak FLOP/s from the vendors' datasheets (SXM parts, no sparsity), for MFU. float32 matmuls run as TF32
@@ -61,6 +63,36 @@ def compiled_costs(compiled) -> dict:
     return {"flops": flops, "xla_peak_bytes": peak}
 
 
+def matmul_flops(fn: Callable, *args) -> float:
+    """The matrix-multiply FLOPs one call of `fn(*args)` executes (args may be shapes): 2 x M x N x K for every
+    dot_general of its jaxpr, a scan's body counted `length` times (the scanned block stacks, lax.map over noise
+    paths), recomputed (remat) blocks included, a while loop's body once. XLA's own count (`compiled_costs`)
+    sees a loop body once whatever its trip count, so for the scanned model it misses most of the work; MFU is
+    computed from this count instead."""
+    def count(jaxpr) -> float:
+        total = 0.0
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+                k = np.prod([eqn.invars[0].aval.shape[i] for i in lhs_contract])
+                total += 2.0 * float(np.prod(eqn.outvars[0].aval.shape)) * float(k)
+            times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+            subs = []
+            for value in eqn.params.values():
+                for v in value if isinstance(value, (list, tuple)) else (value,):
+                    if isinstance(v, jax.extend.core.ClosedJaxpr):
+                        subs.append(v.jaxpr)
+                    elif isinstance(v, jax.extend.core.Jaxpr):
+                        subs.append(v)
+            if eqn.primitive.name == "cond":  # one branch runs: the dearest
+                total += max((count(j) for j in subs), default=0.0)
+            else:
+                total += times * sum(count(j) for j in subs)
+        return total
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
 def device_peak_bytes() -> int | None:
     """The device allocator's peak bytes in use since the process started (`memory_stats()`; None on CPU).
     It never goes down, so a script that measures one configuration per process reads an exact peak."""
@@ -82,6 +114,56 @@ def peak_flops(dtype: str) -> float | None:
 
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def emit(row: dict, as_json: bool) -> None:
+    """One finished measurement, printed at once and flushed, so that a benchmark killed later (a time limit,
+    `make device-check`) leaves every figure it had: with --json one line `{"measurement": row}`, else one
+    short human line. The summary printed at the end holds the same rows."""
+    if as_json:
+        print(json.dumps({"measurement": row}, default=str), flush=True)
+    else:
+        print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                               if v is not None and not isinstance(v, (dict, list))), flush=True)
+
+
+def summary(result: dict) -> None:
+    """The --json summary: one line, after the measurement lines."""
+    print(json.dumps(result, default=str), flush=True)
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """(fn(), seconds) with the result ready."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - start
+
+
+def lower_and_compile(jitted, *args, **kwargs) -> tuple[object, dict]:
+    """Ahead-of-time lowering and compilation of `jitted(*args)` (abstract args are fine), timed apart:
+    (compiled, {'lower_s', 'compile_s', 'hlo_ops', 'dot_generals'}); hlo_ops counts the operations of the
+    lowered StableHLO (a scanned layer's body once), the size XLA has to compile."""
+    start = time.perf_counter()
+    lowered = jitted.lower(*args, **kwargs)
+    lower_s = time.perf_counter() - start
+    ops = hlo_op_counts(lowered.as_text())
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    return compiled, {"lower_s": lower_s, "compile_s": time.perf_counter() - start, **ops}
+
+
+def hlo_op_counts(text: str) -> dict:
+    """Operations in a StableHLO module's text: every `dialect.op` (stablehlo, chlo, func, sdy, ...) that
+    starts an operation, and the dot_generals (matmuls) among them."""
+    import re
+    op = re.compile(r"(?:^|=\s*|\)\s*)\"?([a-z_]+\.[a-z_]+)\b")
+    ops = dots = 0
+    for line in text.splitlines():
+        m = op.search(line.strip())
+        if m and not line.strip().startswith(("module", "#", "//")):
+            ops += 1
+            dots += m.group(1) == "stablehlo.dot_general"
+    return {"hlo_ops": ops, "dot_generals": dots}
 
 
 def run(main: Callable[[], int]) -> None:

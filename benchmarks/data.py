@@ -6,12 +6,12 @@ model's train-step consumption rate, in one process.
 
 The pipeline reads the built-in `synthetic_shapes` set (prepared into --data_dir on first use), so no
 download is needed. Goal: the input pipeline is never the bottleneck, i.e. at least 2x the train step's
-samples/s on the same machine. Always exits 0.
+samples/s on the same machine. With --json one line per measurement as soon as it is made, then the summary
+line. Always exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -79,13 +79,15 @@ def main() -> int:
             rate = pipeline_rate(source, image_pipeline=image_pipeline, workers=workers,
                                  batch_size=args.batch_size, batches=args.batches)
             rows.append({"image": image_pipeline or "none (cached teacher)", "workers": workers, "samples_per_s": rate})
+            common.emit(rows[-1], args.json)
     step = train_step_rate(args.batch_size, repeats=2)
+    common.emit({"what": "train_step", "samples_per_s": step}, args.json)
     for r in rows:
         r["ratio_to_train_step"] = r["samples_per_s"] / step
     result = {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "batch_size": args.batch_size,
               "train_step_samples_per_s": step, "pipelines": rows}
     if args.json:
-        print(json.dumps(result, indent=2))
+        common.summary(result)
         return 0
     print(f"base train step on {result['backend']} ({result['cpu_count']} CPUs): {step:.1f} samples/s at batch "
           f"{args.batch_size}")

@@ -1,27 +1,46 @@
 """`make device-check OUT=DIR`: one prepared command that validates and measures ddjax on a device.
 
-  python benchmarks/device_check.py --out DIR [--backend gpu|tpu|cpu] [--budget 420] [--wheels device_wheels]
+  python benchmarks/device_check.py --out DIR [--backend gpu|tpu|cpu] [--budget 480] [--wheels device_wheels]
 
-Made for a bare, offline accelerator machine with its own Python 3.12 and JAX (the GPU image): it installs the
-wheels of `make device-wheels` into a temporary site directory (`pip install --no-index --no-deps --target`,
-then PYTHONPATH), and within a wall-clock budget runs, in this order, each in its own process with its own
-time limit:
+Made for a bare, offline accelerator machine with its own Python 3.12 and JAX (the GPU image) and a short lease
+(15 minutes of device time, start-up included): it installs the wheels of `make device-wheels` into a temporary
+site directory (`pip install --no-index --no-deps --target`, then PYTHONPATH) and runs, within a wall-clock
+budget, one item after another, each in its own process with its own time limit, in order of value:
 
-  a. environment (versions, devices, the kernels picked), the kernel tests with implementation='pallas' against
-     the jnp references and numpy index for index at B in {32, 128} x N in {1024, 8192}, the model and
-     zero-shot tests, all on the requested backend;
-  b. benchmarks/kernels.py, model.py, train.py (base model, batch 128, float32 and bfloat16, one process per
-     configuration so that the device's peak memory is exact), zeroshot.py and attacks.py (PGD-50, N = 8);
-  c. the real trainer end to end through main.py: the base model at batch 128 on the synthetic set (prepared on
-     the fly, with its tiny CLIP teacher) for half the steps, a checkpoint, a resumed run to the full count,
-     then the zero-shot job on the result.
+   1. environment      versions, imports, devices, the kernels picked
+   2. bench_train      the paper's setting: base model, batch 128, float32 and bfloat16, cached and online
+                       teachers, in one process (compiled from shapes first, then run smallest first, so each
+                       device peak that rises is exact: benchmarks/train.py)
+   3. trainer_e2e      the real trainer through main.py: base model, batch 128, synthetic set with its tiny CLIP
+                       teacher; a checkpoint, a resumed run, the zero-shot job; time to first step, cold and with
+                       the warm compilation cache
+   4. bench_zeroshot   shapes/s at N in {1, 8} x t in {0, 600}
+   5. bench_attacks    PGD-50 shapes/s (paper mode, N = 8)
+   6. bench_kernels    FPS/kNN/grouping, every implementation and the default combination
+   7. bench_compile    lower/compile seconds and StableHLO size of the train step and zero-shot function, base
+                       against depth 1, cold and warm cache (benchmarks/compile.py)
+   8. kernel_tests     Pallas kernels against numpy, index for index, at B in {32, 128} x N in {1024, 8192}
+   9. model_tests      the model's comparison tests (vmapped vs looped paths, scanned vs unrolled)
 
-An item that does not fit in what is left of the budget is skipped with a note. DIR receives exactly two files,
-rewritten after every item so that a killed run keeps what finished: `device_check.json` (versions, device,
-every figure, `checks`: a list of {name, pass, seconds}, and each item's full result) and `device_check.log`
-(every command's complete output). With --backend cpu the sizes are tiny (`--sizes tiny`, the default there):
-that is the same command run by CI, so it cannot rot between GPU runs. Exit status 0 when every check that ran
-passed and none was skipped for want of time.
+Every item shares one persistent compilation cache (JAX_COMPILATION_CACHE_DIR in the scratch folder): the
+resumed run and the zero-shot job load what the first run compiled. Every benchmark prints each measurement as
+one JSON line the moment it exists; an item killed at its limit keeps them (`partial: true`, with how far it
+got), and so does a pytest item (its -v lines).
+
+Time limits (the arithmetic; `plan` in the report lists each item's): an item's limit is 1.5 x its expected
+cost, cost = START_S + compilations x C + steps x S, where C is the seconds to compile the base train step and S
+one train step at batch 128 (float32, cached teacher). Before bench_train has run, C and S are the ASSUMED values
+(deliberately high); after it, what it measured on this device (its slowest compilation, its step time), so the
+later items' limits follow the device. Fixed costs are measurements: the kernel tests took 92.6 s and the kernel
+benchmark 33 s on the first H200 run (issue 24). The default budget, 480 s, is the 8 minutes a run must fit in;
+an item is skipped when less than its minimum is left, and an item's limit never exceeds what is left.
+
+DIR receives exactly two files, rewritten after every item so that a killed run keeps what finished:
+`device_check.json` (versions, device, every figure, `checks`: a list of {name, pass, seconds}, the plan with
+each item's limit, each item's full result and measurements) and `device_check.log` (every command's complete
+output). With --backend cpu the sizes are tiny (`--sizes tiny`, the default there): that is the same command run
+by CI, so it cannot rot between GPU runs. Exit status 0 when every check that ran passed and none was skipped
+for want of time.
 
 Standard library only: it runs before the wheels are installed, and never imports JAX itself.
 """
@@ -34,6 +53,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +61,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from typing import Callable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PLATFORM_OF = {"gpu": "cuda", "tpu": "tpu", "cpu": "cpu"}  # --backend -> JAX_PLATFORMS
@@ -51,66 +72,84 @@ IMPORTS = ("jax", "flax", "optax", "orbax.checkpoint", "numpy", "ml_collections"
            "tensorflow_datasets", "fpsample", "scipy", "pytest", "ddjax.train", "ddjax.robustness", "kernels")
 
 
+START_S = 20.0  # a fresh Python process: imports, the backend's start-up, the first small compilations
+ASSUMED = {"compile_s": 45.0, "step_s": 0.5}  # C and S before bench_train measures them (deliberately high)
+
+
 @dataclasses.dataclass
 class Item:
     name: str
-    stage: str  # a: validate, b: benchmark, c: end to end
+    stage: str  # a: environment, b: the paper's figures, c: more benchmarks, d: tests
     min_s: float  # not started with less than this left
-    cap_s: float  # its own time limit (also bounded by what is left)
+    cost: Callable[[float, float], float]  # expected seconds from (C, S): compile and step seconds on this device
     argv: list[str] | None = None  # one command, parsed by `kind`
     kind: str = "json"  # json: a benchmark's --json output; pytest; probe; e2e
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def cap_s(self, c: float, s: float) -> float:
+        """Its time limit: 1.5 x the expected cost."""
+        return 1.5 * self.cost(c, s)
+
 
 # --------------------------------------------------------------------------------------------- the plan
 def plan(sizes: str, python: str) -> list[Item]:
-    """What runs, in order, for the `full` (accelerator) or `tiny` (CPU CI) sizes."""
+    """What runs, in order of value, for the `full` (accelerator) or `tiny` (CPU CI) sizes."""
     bench = lambda script, *args: [python, f"benchmarks/{script}.py", "--json", *args]
-    pytest = lambda *args: [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *args]
+    pytest = lambda *args: [python, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "addopts=", *args]
     kernel_tests = ["tests/test_kernels_exact.py", "tests/test_fps.py", "tests/test_knn.py", "tests/test_backend.py",
                     "tests/test_gpu_lowering.py", "tests/test_validation.py"]
-    probe = Item("environment", "a", 5, 90, [python, "benchmarks/device_check.py", "--probe"], kind="probe")
+    model_tests = ["tests/test_model.py", "-k", "parallel_noise_inference or scanned or identity_at_init"]
+    probe = Item("environment", "a", 5, lambda c, s: 40, [python, "benchmarks/device_check.py", "--probe"],
+                 kind="probe")
     if sizes == "full":
-        items = [
+        return [
             probe,
-            Item("kernel_tests", "a", 20, 120, pytest(*kernel_tests), kind="pytest",
+            # 4 compilations from shapes, then 4 x (initialisation, warm-up and 3 timed steps; online ~2 x S).
+            Item("bench_train", "b", 60, lambda c, s: START_S + 4 * c + 4 * (5 + 4 * 2 * s),
+                 bench("train", "--batches=128", "--dtypes=float32,bfloat16", "--modes=cached,online")),
+            # 3 processes; data and tiny teacher (~40 s); first half: C + 20 steps; resume: a cache hit + 20
+            # steps; the zero-shot job: about C / 2 and its batches.
+            Item("trainer_e2e", "b", 90, lambda c, s: 3 * START_S + 40 + 1.6 * c + 40 * 2 * s + 15, kind="e2e"),
+            # 4 settings, each a compilation (about C / 2: no backward pass) and 4 batches of 64.
+            Item("bench_zeroshot", "c", 30, lambda c, s: START_S + 2 * c + 16 * s, bench("zeroshot")),
+            # one PGD-50 program (about C) and one run: 50 steps of 8 paths x 32 shapes (about 2 S each).
+            Item("bench_attacks", "c", 30, lambda c, s: START_S + c + 100 * s, bench("attacks", "--modes=paper")),
+            Item("bench_kernels", "c", 15, lambda c, s: 40, bench("kernels")),  # 33 s on the first H200 run
+            # 8 lowerings and compilations: base and depth 1 (cold, about 2.5 C), then from the cache (warm).
+            Item("bench_compile", "c", 30, lambda c, s: START_S + 3 * c, bench("compile")),
+            Item("kernel_tests", "d", 20, lambda c, s: 100, pytest(*kernel_tests), kind="pytest",  # 92.6 s there
                  env={"DDJAX_KERNEL_SIZES": "32x1024,128x1024,32x8192,128x8192"}),
-            Item("model_tests", "a", 30, 150, pytest("tests/test_model.py", "tests/test_pointcloud.py",
-                                                     "tests/test_losses.py", "tests/test_zeroshot.py"), kind="pytest"),
-            Item("bench_kernels", "b", 15, 60, bench("kernels")),
-            Item("bench_model", "b", 30, 100, bench("model", "--paths=1,8")),
+            Item("model_tests", "d", 20, lambda c, s: START_S + 40, pytest(*model_tests), kind="pytest"),
         ]
-        items += [Item(f"bench_train_{mode}_{dtype}", "b", 30, 90,
-                       bench("train", "--batches=128", f"--dtypes={dtype}", f"--modes={mode}"))
-                  for mode, dtype in (("online", "float32"), ("online", "bfloat16"), ("cached", "float32"),
-                                      ("cached", "bfloat16"))]
-        items += [
-            Item("bench_zeroshot", "b", 20, 75, bench("zeroshot")),
-            Item("bench_attacks", "b", 30, 120, bench("attacks")),
-            Item("trainer_e2e", "c", 60, 240, kind="e2e"),
-        ]
-        return items
     return [
         probe,
-        Item("kernel_tests", "a", 10, 120, pytest(*kernel_tests[:2], "tests/test_backend.py"), kind="pytest",
-             env={"DDJAX_KERNEL_SIZES": "2x256,2x1024"}),
-        Item("model_tests", "a", 10, 120, pytest("tests/test_model.py", "-k", "timesteps_merge or not_zero_init"),
-             kind="pytest"),
-        Item("bench_kernels", "b", 5, 60, bench("kernels", "--sizes=4x256x16x8", "--repeats=2")),
-        Item("bench_model", "b", 10, 120, bench("model", "--variant=tiny", "--batch=4", "--points=256",
-                                                 "--paths=1,2", "--repeats=1")),
-        Item("bench_train_online_float32", "b", 10, 120,
-             bench("train", "--variant=tiny", "--batches=8", "--points=256", "--clip=tiny", "--dtypes=float32",
-                   "--modes=online", "--repeats=1")),
-        Item("bench_train_cached_bfloat16", "b", 10, 120,
-             bench("train", "--variant=tiny", "--batches=8", "--points=256", "--dtypes=bfloat16", "--modes=cached",
-                   "--repeats=1")),
-        Item("bench_zeroshot", "b", 5, 60, bench("zeroshot", "--variant=tiny", "--batch=4", "--points=256",
-                                                  "--paths=1,2", "--repeats=1")),
-        Item("bench_attacks", "b", 10, 120, bench("attacks", "--variant=tiny", "--batch=2", "--points=256",
-                                                   "--paths=2")),
-        Item("trainer_e2e", "c", 20, 300, kind="e2e"),
+        Item("bench_train", "b", 10, lambda c, s: 120,
+             bench("train", "--variant=tiny", "--batches=8", "--points=256", "--clip=tiny",
+                   "--dtypes=float32,bfloat16", "--modes=cached,online", "--repeats=1")),
+        Item("trainer_e2e", "b", 20, lambda c, s: 200, kind="e2e"),
+        Item("bench_zeroshot", "c", 5, lambda c, s: 40, bench("zeroshot", "--variant=tiny", "--batch=4",
+                                                              "--points=256", "--paths=1,2", "--repeats=1")),
+        Item("bench_attacks", "c", 10, lambda c, s: 80, bench("attacks", "--variant=tiny", "--batch=2",
+                                                              "--points=256", "--paths=2", "--modes=paper")),
+        Item("bench_kernels", "c", 5, lambda c, s: 40, bench("kernels", "--sizes=4x256x16x8", "--repeats=2")),
+        Item("bench_compile", "c", 10, lambda c, s: 100, bench("compile", "--variant=tiny", "--batch=4",
+                                                               "--zeroshot-batch=4", "--points=256", "--paths=2")),
+        Item("kernel_tests", "d", 10, lambda c, s: 80, pytest(*kernel_tests[:2], "tests/test_backend.py"),
+             kind="pytest", env={"DDJAX_KERNEL_SIZES": "2x256,2x1024"}),
+        Item("model_tests", "d", 10, lambda c, s: 120, pytest(*model_tests), kind="pytest"),
     ]
+
+
+def device_speed(items: dict) -> tuple[float, float, str]:
+    """(C, S, where they come from): the base train step's compile and step seconds measured by bench_train on
+    this device (its slowest compilation; its float32 cached step, else its slowest), else ASSUMED."""
+    rows = (items.get("bench_train") or {}).get("measurements") or []
+    compiles = [r["compile_s"] for r in rows if r.get("compile_s") is not None]
+    steps = [r["step_s"] for r in rows if r.get("step_s") is not None]
+    if not compiles or not steps:
+        return ASSUMED["compile_s"], ASSUMED["step_s"], "assumed"
+    f32 = [r["step_s"] for r in rows if r.get("mode") == "cached" and r.get("dtype") == "float32"]
+    return max(compiles), (f32 or [max(steps)])[0], "measured by bench_train"
 
 
 def e2e_commands(sizes: str, python: str, scratch: pathlib.Path) -> tuple[list[tuple[str, list[str]]], int]:
@@ -118,9 +157,9 @@ def e2e_commands(sizes: str, python: str, scratch: pathlib.Path) -> tuple[list[t
     which the second run resumes."""
     run_dir, tfds_dir, zs_dir = scratch / "run", scratch / "tfds", scratch / "zeroshot"
     if sizes == "full":
-        dataset, steps, every = "synthetic_shapes", 200, 100
+        dataset, steps, every = "synthetic_shapes", 40, 20
         train = ["--config=configs/pretrain.py:smoke,variant=base", "--config.batch_size=128",
-                 "--config.worker_count=4", "--config.log_every=10"]
+                 "--config.worker_count=4", "--config.log_every=5"]
         zs = ["--config.npoints=1024", "--config.point_all=1200"]
     else:
         dataset, steps, every = "synthetic_shapes/tiny", 4, 2
@@ -177,15 +216,46 @@ def run_command(argv: list[str], env: dict[str, str], timeout: float, log: Log) 
 
 
 def parse_json(stdout: str):
-    """The first JSON object printed on a line of its own (the benchmarks print nothing else with --json)."""
+    """The benchmark's summary: the last JSON object of its output that is not a measurement line (older
+    benchmarks printed it indented over several lines, which is read too), or None."""
     lines = stdout.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("{"):
+    for i in range(len(lines) - 1, -1, -1):
+        if not lines[i].startswith("{"):
+            continue
+        for text in (lines[i], "\n".join(lines[i:])):
             try:
-                return json.loads("\n".join(lines[i:]))
+                value = json.loads(text)
             except json.JSONDecodeError:
                 continue
+            if isinstance(value, dict) and "measurement" not in value:
+                return value
     return None
+
+
+def parse_measurements(stdout: str) -> list[dict]:
+    """Every `{"measurement": row}` line a benchmark printed (benchmarks/common.emit), in order: what a killed
+    benchmark leaves."""
+    rows = []
+    for line in stdout.splitlines():
+        if line.startswith('{"measurement"'):
+            try:
+                rows.append(json.loads(line)["measurement"])
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return rows
+
+
+def parse_pytest_lines(stdout: str) -> dict:
+    """Outcomes from pytest -v lines (`tests/x.py::test_y PASSED`): what a killed pytest leaves."""
+    outcomes = {"passed": [], "failed": [], "skipped": []}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and "::" in parts[0]:
+            word = parts[1].lower()
+            if word in ("passed", "failed", "error", "skipped", "xfail", "xpassed"):
+                key = {"error": "failed", "xfail": "skipped", "xpassed": "passed"}.get(word, word)
+                outcomes[key].append(parts[0])
+    return outcomes
 
 
 def parse_junit(path: pathlib.Path) -> dict:
@@ -207,7 +277,8 @@ def parse_junit(path: pathlib.Path) -> dict:
 
 def run_item(item: Item, env: dict[str, str], timeout: float, log: Log, sizes: str, python: str,
              scratch: pathlib.Path) -> dict:
-    """Runs one item; returns {pass, seconds, result, note}."""
+    """Runs one item; returns {pass, seconds, result, measurements, note} (partial: true when it was killed
+    at its limit: what it had measured or passed by then)."""
     env = {**env, **item.env}
     if item.kind == "e2e":
         return run_e2e(env, timeout, log, sizes, python, scratch)
@@ -217,8 +288,20 @@ def run_item(item: Item, env: dict[str, str], timeout: float, log: Log, sizes: s
         argv += [f"--junitxml={junit}"]
     code, stdout, seconds = run_command(argv, env, timeout, log)
     out = {"seconds": seconds, "exit": code}
+    if item.kind == "json":
+        out["measurements"] = parse_measurements(stdout)
     if code is None:
-        return {**out, "pass": False, "note": f"killed at its time limit of {timeout:.0f} s"}
+        if item.kind == "pytest":
+            done = parse_pytest_lines(stdout)
+            last = (done["passed"] + done["failed"] + done["skipped"])[-1:] or ["none"]
+            return {**out, "pass": False, "partial": True, "result": {
+                "passed": len(done["passed"]), "failed": [{"test": t, "message": "(killed)"} for t in done["failed"]],
+                "skipped": [{"test": t, "reason": ""} for t in done["skipped"]]},
+                "note": f"killed at its time limit of {round(timeout, 1):g} s after {len(done['passed'])} passed, "
+                        f"{len(done['failed'])} failed (last: {last[0]})"}
+        got = len(out.get("measurements", []))
+        return {**out, "pass": False, "partial": got > 0,
+                "note": f"killed at its time limit of {round(timeout, 1):g} s after {got} measurement{'s' * (got != 1)}"}
     if item.kind == "pytest":
         if not junit.is_file():
             return {**out, "pass": False, "note": "pytest wrote no report"}
@@ -230,6 +313,9 @@ def run_item(item: Item, env: dict[str, str], timeout: float, log: Log, sizes: s
         return {**out, "pass": False, "note": "printed no JSON (see the log: `benchmark error` names the cause)"}
     ok = code == 0 and (item.kind != "probe" or result.get("ok", False))
     return {**out, "pass": ok, "result": result, "note": result.get("problem", "") if item.kind == "probe" else ""}
+
+
+FIRST_STEP = re.compile(r"^first step after ([0-9.]+) s$", re.M)
 
 
 def run_e2e(env: dict[str, str], timeout: float, log: Log, sizes: str, python: str, scratch: pathlib.Path) -> dict:
@@ -244,6 +330,9 @@ def run_e2e(env: dict[str, str], timeout: float, log: Log, sizes: str, python: s
             return {"pass": False, "seconds": timeout, "result": result, "note": f"no time left for {name}"}
         code, stdout, seconds = run_command(argv, env, left, log)
         steps[name] = {"exit": code, "seconds": seconds}
+        first = FIRST_STEP.search(stdout)  # process start to its first step (or batch): what a user waits
+        if first:
+            steps[name]["first_step_s"] = float(first[1])
         result["steps"] = steps
         if code != 0:
             why = "killed at the item's time limit" if code is None else f"exit {code}"
@@ -265,13 +354,17 @@ def run_e2e(env: dict[str, str], timeout: float, log: Log, sizes: str, python: s
         "samples_per_sec_median": (sorted(rates)[len(rates) // 2] * config["batch_size"]) if rates else None,
         "checkpoints": sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()),
         "zeroshot_top1": zs.get("top1"), "zeroshot_top5": zs.get("top5"), "zeroshot_samples": zs.get("num_samples"),
+        "first_step_s": steps["first_half"].get("first_step_s"),  # a cold compilation cache
+        "first_step_s_resumed": steps["resume"].get("first_step_s"),  # the first run's programs in the cache
+        "zeroshot_job_first_step_s": steps["zeroshot_job"].get("first_step_s"),
     })
     ok = (result["last_step"] == total and total in result["checkpoints"]
           and all(map(_finite, [m["loss"] for m in metrics])) and zs.get("top1") is not None)
     rate = result["samples_per_sec_median"]
     note = (f"{total} steps of batch {config['batch_size']} (width {config['model']['width']}), resumed at step "
             f"{resume_step}, {rate if rate is None else round(rate, 1)} samples/s, zero-shot top-1 "
-            f"{zs.get('top1') if zs.get('top1') is None else round(zs['top1'], 3)}")
+            f"{zs.get('top1') if zs.get('top1') is None else round(zs['top1'], 3)}, first step after "
+            f"{result['first_step_s']} s (resumed: {result['first_step_s_resumed']} s)")
     return {"pass": ok, "seconds": sum(s["seconds"] for s in steps.values()), "result": result, "note": note}
 
 
@@ -281,33 +374,34 @@ def _finite(x) -> bool:
 
 # ------------------------------------------------------------------------------------------ figures
 def figures(items: dict) -> dict:
-    """The headline numbers, flat, for the README's tables (None where not measured)."""
+    """The headline numbers, flat, for the README's tables (None where not measured), from every item's
+    measurement lines: an item killed at its limit still gives what it measured."""
     f = {}
-    kern = items.get("bench_kernels", {}).get("result") or {}
-    for r in kern.get("results", []):
+    rows = lambda name: (items.get(name) or {}).get("measurements") or []
+    for r in rows("bench_kernels"):
         f[f"{r['op']}_{r['implementation']}_ms_B{r['B']}_N{r['N']}"] = r["ms"]
-    model = items.get("bench_model", {}).get("result") or {}
-    if model:
-        f[f"model_train_step_s_b{model.get('batch')}"] = model.get("train_step_s")
-        f[f"model_forward_s_b{model.get('batch')}"] = model.get("forward_s")
-        for r in model.get("inference", []):
-            f[f"model_infer_shapes_per_s_t{r['t']}_N{r['N']}"] = r["shapes_per_s"]
-    for name, item in items.items():
-        if name.startswith("bench_train_") and item.get("result"):
-            for r in item["result"]["results"]:
-                key = f"train_{r['mode']}_{r['dtype']}_b{r['batch']}"
-                for field in ("step_s", "samples_per_s", "mfu", "device_peak_bytes", "xla_peak_bytes",
-                              "paper_run_hours"):
-                    f[f"{key}_{field}"] = r.get(field)
-    zs = items.get("bench_zeroshot", {}).get("result") or {}
-    for r in zs.get("results", []):
+        if r.get("default") and r["op"] == "group":
+            f[f"group_default_ms_B{r['B']}_N{r['N']}"] = r["ms"]
+    for r in rows("bench_train"):
+        key = f"train_{r['mode']}_{r['dtype']}_b{r['batch']}"
+        for field in ("step_s", "samples_per_s", "mfu", "device_peak_bytes", "device_peak_bytes_at_most",
+                      "xla_peak_bytes", "paper_run_hours", "compile_s", "lower_s"):
+            if field in r:
+                f[f"{key}_{field}"] = r[field]
+    for r in rows("bench_zeroshot"):
         f[f"zeroshot_shapes_per_s_t{r['t']}_N{r['N']}"] = r["shapes_per_s"]
-    att = items.get("bench_attacks", {}).get("result") or {}
-    for r in att.get("results", []):
+        if "compile_s" in r:
+            f[f"zeroshot_compile_s_t{r['t']}_N{r['N']}"] = r["compile_s"]
+    for r in rows("bench_attacks"):
         f[f"attack_pgd50_{r['mode']}_shapes_per_s"] = r["shapes_per_s"]
         f[f"attack_pgd50_{r['mode']}_seconds_per_batch"] = r["seconds_50_steps"]
-    e2e = items.get("trainer_e2e", {}).get("result") or {}
-    for field in ("steps_per_sec_median", "samples_per_sec_median", "zeroshot_top1", "final_loss"):
+        f[f"attack_pgd50_{r['mode']}_compile_s"] = r.get("compile_s")
+    for r in rows("bench_compile"):
+        key = f"compile_{r['function']}_depth{r['depth']}_{r['cache']}"
+        f[f"{key}_compile_s"], f[f"{key}_lower_s"], f[f"{key}_hlo_ops"] = r["compile_s"], r["lower_s"], r["hlo_ops"]
+    e2e = (items.get("trainer_e2e") or {}).get("result") or {}
+    for field in ("steps_per_sec_median", "samples_per_sec_median", "zeroshot_top1", "final_loss", "first_step_s",
+                  "first_step_s_resumed", "zeroshot_job_first_step_s"):
         if field in e2e:
             f[f"trainer_{field}"] = e2e[field]
     return f
@@ -422,16 +516,22 @@ def main() -> int:
     parser.add_argument("--out", help="folder for device_check.json and device_check.log")
     parser.add_argument("--backend", default="gpu", choices=sorted(PLATFORM_OF))
     parser.add_argument("--sizes", choices=("full", "tiny"), help="default: tiny on cpu, full elsewhere")
-    parser.add_argument("--budget", type=float, default=420.0, help="wall-clock seconds for all items")
+    parser.add_argument("--budget", type=float, default=480.0, help="wall-clock seconds for all items")
     parser.add_argument("--wheels", default="device_wheels", help="wheel folder to install ('' for none)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter that runs the items")
     parser.add_argument("--only", default="", help="comma-separated item names to run (default: all)")
+    parser.add_argument("--item-limit", default="", help="NAME=SECONDS,...: these items' time limits instead of "
+                        "the plan's (a rerun of one item; a test of what a killed item leaves)")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
         return probe()
     if not args.out:
         parser.error("--out DIR is required (make device-check OUT=DIR)")
+    try:
+        limits = {k: float(v) for k, v in (kv.split("=", 1) for kv in args.item_limit.split(",") if kv)}
+    except ValueError:
+        parser.error(f"--item-limit takes NAME=SECONDS,..., got {args.item_limit!r}")
     started = time.monotonic()
     out = pathlib.Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -440,14 +540,16 @@ def main() -> int:
     sizes = args.sizes or ("tiny" if args.backend == "cpu" else "full")
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="ddjax-device-check-")).resolve()
     report = {
-        "schema": 1, "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": 2, "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv, "backend_requested": args.backend, "sizes": sizes, "budget_s": args.budget,
         "host": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "machine": platform.machine()},
-        "checks": [], "items": {}, "figures": {},
+        "checks": [], "items": {}, "figures": {}, "plan": [],
     }
     report_path = out / "device_check.json"
+    # One persistent compilation cache for every item (ddjax/compilation_cache.py reads JAX's own variable).
     env = dict(os.environ, JAX_PLATFORMS=PLATFORM_OF[args.backend], DDJAX_DEVICE_BACKEND=args.backend,
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2",
+               JAX_COMPILATION_CACHE_DIR=str(scratch / "jax-compilation-cache"))
     log.say(f"device check: backend {args.backend}, {sizes} sizes, budget {args.budget:.0f} s, log {log.path}")
 
     def check(name: str, result: dict) -> None:
@@ -469,11 +571,15 @@ def main() -> int:
         if only and item.name not in only:
             continue
         left = deadline - time.monotonic()
+        c, s, source = device_speed(report["items"])
+        cap = min(limits.get(item.name, item.cap_s(c, s)), left)
+        report["plan"].append({"name": item.name, "limit_s": round(cap, 1), "expected_s": round(item.cost(c, s), 1),
+                               "from": f"C={c:.1f} s, S={s:.3f} s ({source})"})
         if left < item.min_s:
             result = {"pass": None, "seconds": 0, "skipped": True,
                       "note": f"skipped: {left:.0f} s of the budget left, it needs at least {item.min_s:.0f} s"}
         else:
-            result = run_item(item, env, min(item.cap_s, left), log, sizes, args.python, scratch)
+            result = run_item(item, env, cap, log, sizes, args.python, scratch)
         report["items"][item.name] = {"stage": item.stage, **result}
         check(item.name, result)
         if item.kind == "probe" and result.get("result"):

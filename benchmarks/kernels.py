@@ -5,6 +5,9 @@
   python benchmarks/kernels.py --sizes=4x256x16x8   # other sizes, BxNxCENTERSxK (comma-separated)
 
 Sizes: (B=32, N=1024, 64 centers, k=32), the pretraining tokenizer, and (B=32, N=8192, 512 centers, k=32).
+`group` (FPS + kNN + gather, what the model runs) is timed for each implementation used for both ops, and for
+the backend's default combination (kernels/backend.py: on a GPU Pallas FPS with XLA kNN), the row marked
+`default`. With --json every measurement is one line as soon as it is timed (with its compile seconds).
 Baselines, run in the same process on the same clouds: `fpsample.fps_sampling` (a loop over the batch) for
 FPS, `scipy.spatial.cKDTree` (build + query, a loop over the batch) for kNN, and both plus a numpy gather
 for grouping. Ours are called under `jax.jit` on device-resident inputs; the ratio is ours / baseline, so
@@ -14,7 +17,6 @@ Always exits 0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -51,7 +53,7 @@ def implementations(n: int) -> list[str]:
     return impls
 
 
-def bench_size(size: dict, repeats: int) -> list[dict]:
+def bench_size(size: dict, repeats: int, as_json: bool = False) -> list[dict]:
     b, n, g, k = size["B"], size["N"], size["G"], size["K"]
     clouds = procedural_clouds(np.random.default_rng(0), b, n)
     centers_idx = np.stack([fpsample.fps_sampling(c, g, start_idx=0) for c in clouds])
@@ -74,23 +76,31 @@ def bench_size(size: dict, repeats: int) -> list[dict]:
     baselines = {"fps": ("fpsample", common.median_time(base_fps, repeats)),
                  "knn": ("cKDTree", common.median_time(base_knn, repeats)),
                  "group": ("fpsample+cKDTree", common.median_time(base_group, repeats))}
+    defaults = (backend.resolve("fps", None), backend.resolve("knn", None))
+    combos = [(impl, impl) for impl in implementations(n)]  # (fps, knn) of `group`
+    if defaults not in combos:
+        combos.append(defaults)  # e.g. a GPU's Pallas FPS + XLA kNN
     rows = []
-    for impl in implementations(n):
-        reps = 1 if impl == "pallas_interpret" else repeats
-        ops = {
-            "fps": jax.jit(lambda p, impl=impl: fps(p, g, implementation=impl)),
-            "knn": jax.jit(lambda q, p, impl=impl: knn(q, p, k, implementation=impl)),
-            "group": jax.jit(lambda p, impl=impl: pointcloud.group(
-                p, g, k, fps_implementation=impl, knn_implementation=impl)),
-        }
+    for fps_impl, knn_impl in combos:
+        reps = 1 if "pallas_interpret" in (fps_impl, knn_impl) else repeats
+        ops = {"group": jax.jit(lambda p, f=fps_impl, k_=knn_impl: pointcloud.group(
+            p, g, k, fps_implementation=f, knn_implementation=k_))}
+        if fps_impl == knn_impl:  # the ops alone, once per implementation
+            ops = {"fps": jax.jit(lambda p, impl=fps_impl: fps(p, g, implementation=impl)),
+                   "knn": jax.jit(lambda q, p, impl=knn_impl: knn(q, p, k, implementation=impl)), **ops}
         args = {"fps": (dev_clouds,), "knn": (dev_centers, dev_clouds), "group": (dev_clouds,)}
         for op, fn in ops.items():
+            _, compile_s = common.timed(lambda: fn(*args[op]))  # first call: compilation (and one run)
             seconds = common.median_time(lambda: jax.block_until_ready(fn(*args[op])), reps)
             base_name, base_seconds = baselines[op]
-            rows.append(dict(op=op, B=b, N=n, centers=g, k=k, implementation=impl,
-                             default=impl == backend.resolve("knn" if op == "knn" else "fps", None),
-                             ms=1e3 * seconds, baseline=base_name, baseline_ms=1e3 * base_seconds,
-                             ratio=seconds / base_seconds))
+            impl = fps_impl if fps_impl == knn_impl else f"fps={fps_impl},knn={knn_impl}"
+            default = {"fps": fps_impl == defaults[0], "knn": knn_impl == defaults[1],
+                       "group": (fps_impl, knn_impl) == defaults}[op]
+            row = dict(op=op, B=b, N=n, centers=g, k=k, implementation=impl, fps_implementation=fps_impl,
+                       knn_implementation=knn_impl, default=default, ms=1e3 * seconds, compile_s=compile_s,
+                       baseline=base_name, baseline_ms=1e3 * base_seconds, ratio=seconds / base_seconds)
+            rows.append(row)
+            common.emit(row, as_json)
     return rows
 
 
@@ -102,10 +112,10 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     for size in parse_sizes(args.sizes):
-        rows.extend(bench_size(size, args.repeats))
+        rows.extend(bench_size(size, args.repeats, args.json))
     info = common.machine()
     if args.json:
-        print(json.dumps(dict(machine=info, results=rows), indent=2))
+        common.summary(dict(machine=info, results=rows))
         return 0
     print(f"machine: {info}")
     print(f"{'op':6s} {'B':>3s} {'N':>5s} {'ctr':>4s} {'k':>3s}  {'implementation':17s} {'ms':>9s}  "
@@ -113,7 +123,7 @@ def main() -> int:
     for r in rows:
         mark = " (default)" if r["default"] else ""
         print(f"{r['op']:6s} {r['B']:3d} {r['N']:5d} {r['centers']:4d} {r['k']:3d}  "
-              f"{r['implementation']:17s} {r['ms']:9.2f}  {r['baseline']:17s} {r['baseline_ms']:9.2f}  "
+              f"{r['implementation'][:17]:17s} {r['ms']:9.2f}  {r['baseline']:17s} {r['baseline_ms']:9.2f}  "
               f"{r['ratio']:6.2f}{mark}")
     return 0
 

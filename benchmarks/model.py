@@ -9,12 +9,12 @@ Measures, in one process: the training forward (tokenization + model + losses) a
 parallel noise inference for N = 1, 8, 16 at t = 0 and t = 600, as a ratio to N = 1 at the same t.
 Goals: the train step no slower than ReCon's PyTorch step with all 64 tokens on the same kind of machine
 (about 3.9 s on the project's 2-core CPU machine); N = 8 at t = 0 at most 2x N = 1; N = 8 at t = 600 at
-most 8x. Always exits 0.
+most 8x. Each measurement has its compile seconds; with --json each is one line as soon as it is timed, then
+the summary line. Always exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -64,15 +64,22 @@ def main() -> int:
     results = {"variant": args.variant, "batch": b, "points": n, **common.machine(),
                "parameters": dd.parameter_counts(config)["total"]}
     forward = jax.jit(loss_fn)
-    results["forward_s"] = common.median_time(lambda: forward(variables, batch, jax.random.key(1))[0], args.repeats)
+    call = lambda: forward(variables, batch, jax.random.key(1))[0]
+    _, first_s = common.timed(call)
+    results["forward_s"] = common.median_time(call, args.repeats)
+    common.emit({"what": "forward", "s": results["forward_s"], "compile_s": max(first_s - results["forward_s"], 0)},
+                args.json)
 
-    step = jax.jit(train_step)
     opt_state = tx.init(variables["params"])
     step_args = (variables["params"], variables["batch_stats"], opt_state, batch, jax.random.key(1))
-    results["train_step_peak_bytes"] = common.compiled_costs(step.lower(*step_args).compile())["xla_peak_bytes"]
-    results["train_step_s"] = common.median_time(lambda: step(*step_args)[3], args.repeats)
+    compiled, cost = common.lower_and_compile(jax.jit(train_step), *step_args)
+    results["train_step_peak_bytes"] = common.compiled_costs(compiled)["xla_peak_bytes"]
+    results["train_step_s"] = common.median_time(lambda: compiled(*step_args)[3], args.repeats)
     results["samples_per_s"] = b / results["train_step_s"]
     results["train_step_vs_recon_2core"] = results["train_step_s"] / RECON_STEP_SECONDS_2CORE
+    results["train_step_compile_s"] = cost["compile_s"]
+    common.emit({"what": "train_step", "s": results["train_step_s"], "samples_per_s": results["samples_per_s"],
+                 "xla_peak_bytes": results["train_step_peak_bytes"], **cost}, args.json)
 
     infer, _ = dd.make_inference(config)
     infer = jax.jit(infer, static_argnames=("t", "num_paths", "paths_per_step"))
@@ -83,16 +90,20 @@ def main() -> int:
             continue  # the default already is one vmap over all paths
         base = None
         for paths in common.int_list(args.paths):
-            seconds = common.median_time(lambda: infer(variables, batch["points"], jax.random.key(2), t=t, num_paths=paths,
-                                                 paths_per_step=step), args.repeats)
+            call = lambda: infer(variables, batch["points"], jax.random.key(2), t=t, num_paths=paths,
+                                 paths_per_step=step)
+            _, first_s = common.timed(call)
+            seconds = common.median_time(call, args.repeats)
             base = seconds if base is None else base
-            rows.append({"t": t, "N": paths, "paths_per_step": "all" if step is None else step, "s": seconds,
-                         "shapes_per_s": b / seconds, "ratio_to_N1": seconds / base})
+            rows.append({"what": "inference", "t": t, "N": paths, "paths_per_step": "all" if step is None else step,
+                         "s": seconds, "shapes_per_s": b / seconds, "ratio_to_N1": seconds / base,
+                         "compile_s": max(first_s - seconds, 0.0)})
+            common.emit(rows[-1], args.json)
     results["inference"] = rows
     results["device_peak_bytes"] = common.device_peak_bytes()
 
     if args.json:
-        print(json.dumps(results, indent=2))
+        common.summary(results)
         return 0
     print(f"{args.variant} model, {results['parameters'] / 1e6:.1f}M parameters, batch {b} x {n} points, "
           f"{results['backend']} ({results['device_count']} x {results['device']}, {results['cpu_count']} CPUs), "

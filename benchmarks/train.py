@@ -11,23 +11,25 @@ the batch's views (`--clip=base`: the ViT-B/32 architecture with random weights,
 cost; `--clip=tiny`: a 2-layer tower for quick runs). `--dtypes` sets the model's compute dtype (parameters stay
 float32); the CLIP tower runs in float32.
 
-Per configuration: step time (median), steps/s, samples/s, XLA's FLOP count and peak-memory estimate, achieved
-FLOP/s; where the device reports it, the allocator's peak bytes in use (`memory_stats()`: exact when the process
-measures one configuration, so `make device-check` runs one per process); on a device with a known datasheet
-peak the MFU (XLA's FLOPs / step time / dense peak of the dtype; float32 counts as TF32 on NVIDIA GPUs); and at
+Per configuration: step time (median), steps/s, samples/s, the matrix-multiply FLOPs a step executes (counted
+from its jaxpr, scanned stacks times their depth: `common.matmul_flops`; XLA's own count, `xla_flops_per_step`,
+sees a loop body once) and achieved FLOP/s, XLA's peak-memory estimate, the seconds to lower and to compile;
+where the device reports it, the allocator's peak bytes in use (`memory_stats()`; every configuration is
+compiled from shapes first, then they run smallest XLA estimate first with their arguments freed after each, so
+the peak read after a configuration that raised it is exactly its own; one that did not raise it is reported as
+`device_peak_bytes_at_most`); on a device with a known datasheet
+peak the MFU (matmul FLOPs / step time / dense peak of the dtype; float32 counts as TF32 on NVIDIA GPUs); and at
 batch 128 on an accelerator the hours of the paper's full pretraining (301 epochs x 409 steps) at that step time.
-Always exits 0.
+With --json one line per configuration as soon as it is measured, then the summary line. Always exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +41,8 @@ PAPER_STEPS = 301 * (52470 // 128)  # ShapeNet-55 train + test, drop_last, epoch
 
 
 def clip_tower(kind: str, projection_dim: int):
-    """(model, params, image_size) of a random-weight FlaxCLIPModel: the real ViT-B/32 shape or a tiny one."""
+    """(model, init, image_size) of a random-weight FlaxCLIPModel, the real ViT-B/32 shape or a tiny one;
+    nothing is allocated until `init(key)` makes the parameters (so shapes alone cost no memory)."""
     from transformers import CLIPConfig, FlaxCLIPModel
 
     if kind == "base":
@@ -48,26 +51,35 @@ def clip_tower(kind: str, projection_dim: int):
         from ddjax.teachers import tiny_clip
         config = tiny_clip.tiny_clip_config(image_size=32, width=32, layers=2, projection_dim=projection_dim,
                                             vocab_size=1000)
-    model = FlaxCLIPModel(config, seed=0)
-    return model, model.params, config.vision_config.image_size
+    model = FlaxCLIPModel(config, _do_init=False)
+    return model, lambda key: model.init_weights(key, model.input_shape), config.vision_config.image_size
 
 
-def build_step(variant: str, batch_size: int, points: int, dtype: str, online: bool, clip: str):
-    config = dd.model_config(variant, dtype=dtype)
+def build_step(config, batch_size: int, points: int, online: bool, clip: str):
+    """(jitted train step, its arguments as shapes, a function that makes them) for the model `config`:
+    (params, batch_stats, opt_state, batch, clip_params, key) -> (params, batch_stats, opt_state, loss).
+    The shapes lower and compile the step without allocating anything; `make_args()` allocates the arguments
+    (random weights and data: speed does not depend on them)."""
     loss_fn = dd.make_train_loss(config)
     tx = optim.adamw(optim.epoch_schedule(base_lr=5e-4, warmup_epochs=10, epochs=300, steps_per_epoch=409),
                      weight_decay=0.05)
-    variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
-    rng = np.random.default_rng(0)
     d = config.teacher_dim
-    batch = {"points": jnp.asarray(rng.normal(size=(batch_size, points, 3)).astype(np.float32)),
-             "text_features": jnp.asarray(rng.normal(size=(batch_size, d)).astype(np.float32))}
-    clip_model = clip_params = None
+    shapes = {"points": (batch_size, points, 3), "text_features": (batch_size, d)}
+    clip_model = clip_init = None
     if online:
-        clip_model, clip_params, size = clip_tower(clip, d)
-        batch["image"] = jnp.asarray(rng.normal(size=(batch_size, size, size, 3)).astype(np.float32))
+        clip_model, clip_init, size = clip_tower(clip, d)
+        shapes["image"] = (batch_size, size, size, 3)
     else:
-        batch["image_features"] = jnp.asarray(rng.normal(size=(batch_size, d)).astype(np.float32))
+        shapes["image_features"] = (batch_size, d)
+
+    def make(key):
+        variables = dd.init_variables(config, key)
+        k_batch, k_clip = jax.random.split(jax.random.fold_in(key, 1))
+        batch = {name: jax.random.normal(jax.random.fold_in(k_batch, i), shape)
+                 for i, (name, shape) in enumerate(sorted(shapes.items()))}
+        clip_params = clip_init(jax.random.key_data(k_clip)) if online else None
+        return (variables["params"], variables["batch_stats"], tx.init(variables["params"]), batch, clip_params,
+                jax.random.fold_in(key, 2))
 
     def step(params, batch_stats, opt_state, batch, clip_params, key):
         if online:
@@ -80,27 +92,52 @@ def build_step(variant: str, batch_size: int, points: int, dtype: str, online: b
         params = jax.tree_util.tree_map(jnp.add, params, updates)
         return params, stats, opt_state, loss
 
-    args = (variables["params"], variables["batch_stats"], tx.init(variables["params"]), batch, clip_params,
-            jax.random.key(1))
-    return jax.jit(step), args
+    abstract = jax.eval_shape(make, jax.random.key(0))
+    return jax.jit(step), abstract, lambda: jax.jit(make)(jax.random.key(0))
 
 
-def measure(variant: str, batch_size: int, points: int, dtype: str, online: bool, clip: str, repeats: int) -> dict:
-    step, args = build_step(variant, batch_size, points, dtype, online, clip)
-    compiled = step.lower(*args).compile()
+def compile_config(variant: str, batch_size: int, points: int, dtype: str, online: bool, clip: str,
+                   remat: bool = False) -> dict:
+    """Lowers and compiles one configuration's step from shapes: {'compiled', 'make_args', 'row'}."""
+    config = dd.model_config(variant, dtype=dtype, **({"remat": True} if remat else {}))
+    step, abstract, make_args = build_step(config, batch_size, points, online, clip)
+    compiled, cost = common.lower_and_compile(step, *abstract)
     costs = common.compiled_costs(compiled)
-    seconds = common.median_time(lambda: compiled(*args)[3], repeats)
-    flops = costs["flops"]
     row = {"mode": "online" if online else "cached", "dtype": dtype, "batch": batch_size, "variant": variant,
-           "points": points, "clip": clip if online else None, "step_s": seconds, "steps_per_s": 1 / seconds,
-           "samples_per_s": batch_size / seconds, "flops_per_step": flops,
-           "achieved_flops_per_s": flops / seconds if flops else None, "xla_peak_bytes": costs["xla_peak_bytes"]}
-    peak = common.peak_flops(dtype)
+           "points": points, "clip": clip if online else None, "remat": remat, **cost,
+           "flops_per_step": common.matmul_flops(step, *abstract), "xla_flops_per_step": costs["flops"],
+           "xla_peak_bytes": costs["xla_peak_bytes"]}
+    return {"compiled": compiled, "make_args": make_args, "row": row}
+
+
+def _step_seconds(compiled, make_args, repeats: int) -> float:
+    """The median step time of `compiled` on freshly made arguments, which are freed on return."""
+    args = make_args()
+    return common.median_time(lambda: compiled(*args)[3], repeats)
+
+
+def measure(config: dict, repeats: int, peak_before: int | None) -> dict:
+    """Runs one compiled configuration: step time, rates, MFU, paper hours and the device's peak bytes.
+
+    The allocator's peak is a process-lifetime maximum. Configurations run in increasing order of XLA's peak
+    estimate with every argument freed after its run, so a configuration that raises the peak sets it: its
+    `device_peak_bytes` is exact. One that does not is at most the earlier peak (`device_peak_bytes_at_most`).
+    """
+    row = dict(config["row"])
+    seconds = _step_seconds(config["compiled"], config["make_args"], repeats)  # its arguments are freed by now
+    flops = row["flops_per_step"]
+    row.update(step_s=seconds, steps_per_s=1 / seconds, samples_per_s=row["batch"] / seconds,
+               achieved_flops_per_s=flops / seconds if flops else None)
+    peak = common.peak_flops(row["dtype"])
     if jax.default_backend() != "cpu" and flops and peak:
         row["peak_flops"] = peak
         row["mfu"] = flops / seconds / peak
-    if jax.default_backend() != "cpu" and batch_size == 128 and variant == "base":
+    if jax.default_backend() != "cpu" and row["batch"] == 128 and row["variant"] == "base":
         row["paper_run_hours"] = PAPER_STEPS * seconds / 3600
+    device_peak = common.device_peak_bytes()
+    if device_peak is not None:
+        exact = peak_before is None or device_peak > peak_before
+        row["device_peak_bytes" if exact else "device_peak_bytes_at_most"] = device_peak
     return row
 
 
@@ -114,6 +151,7 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--clip", default="base", choices=("base", "tiny"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--remat", action="store_true", help="config.model.remat: recompute blocks in backward")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -121,17 +159,23 @@ def main() -> int:
         parser.error(f"--modes takes cached and/or online, got {args.modes!r}")
     configs = [(b, dtype, mode) for b in common.int_list(args.batches) for dtype in args.dtypes.split(",")
                for mode in modes]
-    rows = [measure(args.variant, b, args.points, dtype, mode == "online", args.clip, args.repeats)
-            for b, dtype, mode in configs]
-    if len(rows) == 1:  # the allocator's peak is a process-lifetime maximum: exact for one configuration only
-        rows[0]["device_peak_bytes"] = common.device_peak_bytes()
+    compiled = []
+    for b, dtype, mode in configs:  # compiled from shapes first: nothing allocated yet
+        compiled.append(compile_config(args.variant, b, args.points, dtype, mode == "online", args.clip, args.remat))
+    compiled.sort(key=lambda c: c["row"]["xla_peak_bytes"] or 0)  # smallest first: each peak is exact when it rises
+    rows, peak = [], common.device_peak_bytes()
+    for config in compiled:
+        rows.append(measure(config, args.repeats, peak))
+        peak = common.device_peak_bytes()
+        common.emit(rows[-1], args.json)
+        config.clear()  # the executable and its closures go too
     info = common.machine()
     if args.json:
-        print(json.dumps({"machine": info, "paper_steps": PAPER_STEPS, "results": rows}, indent=2))
+        common.summary({"machine": info, "paper_steps": PAPER_STEPS, "results": rows})
         return 0
     print(f"{args.variant} model train step on {info}")
     for r in rows:
-        extra = "".join([f", MFU {r['mfu']:.1%}" if r.get("mfu") else "",
+        extra = "".join([f", compiled in {r['compile_s']:.1f} s", f", MFU {r['mfu']:.1%}" if r.get("mfu") else "",
                          f", device peak {r['device_peak_bytes'] / 2**30:.2f} GiB" if r.get("device_peak_bytes") else "",
                          f", paper run {r['paper_run_hours']:.1f} h" if r.get("paper_run_hours") else ""])
         gflops = f"{r['achieved_flops_per_s'] / 1e9:.0f} GFLOP/s" if r["achieved_flops_per_s"] else "n/a"

@@ -6,12 +6,12 @@
 
 Batches of 64 clouds of 1024 points (the evaluation batch), random weights (speed does not depend on them),
 jitted parallel noise inference as the zeroshot job runs it, on the default backend (CPU here; the GPU
-when one is present). Always exits 0.
+when one is present). `compile_s` is the first call's time less one timed call. With --json one line per
+measurement as soon as it is timed, then the summary line. Always exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -43,13 +43,16 @@ def main() -> int:
     rows = []
     for t in common.int_list(args.t):
         for n in common.int_list(args.paths):
-            s = common.median_time(lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=n), args.repeats)
+            call = lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=n)
+            _, first_s = common.timed(call)  # compilation and one run
+            s = common.median_time(call, args.repeats)
             rows.append({"t": t, "N": n, "seconds_per_batch": s, "shapes_per_s": args.batch / s,
-                         "ms_per_shape": 1e3 * s / args.batch})
+                         "ms_per_shape": 1e3 * s / args.batch, "compile_s": max(first_s - s, 0.0)})
+            common.emit(rows[-1], args.json)
     info = {**common.machine(), "variant": args.variant, "batch": args.batch, "points": args.points,
             "device_peak_bytes": common.device_peak_bytes()}
     if args.json:
-        print(json.dumps({"machine": info, "results": rows}, indent=2))
+        common.summary({"machine": info, "results": rows})
         return 0
     print(f"{args.variant} model zero-shot inference, batch {args.batch} x {args.points} points, {info}")
     for r in rows:

@@ -28,6 +28,7 @@ def tiny_model(run_dir):
 
 
 @pytest.mark.parametrize("t", [0, 300])
+@pytest.mark.highest_precision
 def test_input_gradients_flow_through_the_gathers(tiny_model, t):
     from ddjax import pointcloud
     model_config, variables = tiny_model
@@ -177,9 +178,10 @@ def test_attack_noise_benchmark_on_the_smoke_run(smoke_run, capsys):
     capsys.readouterr()
     assert attack_noise.main(["--checkpoint", str(smoke_run / "run"), "--data-dir", str(smoke_run / "tfds"),
                               "--shapes", "12", "--settings", "1:0", "--steps", "10", "--json"]) == 0
-    out = capsys.readouterr().out
-    report = json.loads(out[out.index("{\n"):])
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])  # the summary, after one measurement line per setting
     (row,) = report["settings"]
+    assert [json.loads(line)["measurement"] for line in lines[:-1] if line.startswith("{")] == [row]
     assert report["shapes"] == 12 and (row["N"], row["t"]) == (1, 0)
     assert row["logit_diff_max"] > 0 and 0 <= row["same_prediction"] <= 1  # two keys, two answers
     fixed = row["fixed_noise"]
