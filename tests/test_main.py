@@ -26,6 +26,20 @@ def test_demo_job_runs_and_reports(tmp_path):
     assert first.startswith("jax ") and "backend cpu: 1 x cpu (1 process); kernels fps=xla, knn=xla" in first
 
 
+def test_a_cache_folder_that_cannot_be_made_turns_the_cache_off_in_one_line(tmp_path):
+    # The compilation cache never stops a job: a --compilation_cache_dir under a file is one note on stderr.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py:smoke", f"--workdir={tmp_path / 'w'}",
+                           f"--compilation_cache_dir={blocker / 'cache'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip() == (f"note: compilation cache off ({blocker / 'cache'} cannot be created or written); "
+                                   "pass --compilation_cache_dir=DIR or --nocompilation_cache")
+    assert (tmp_path / "w" / "kernels_demo.json").is_file()
+
+
 def test_unknown_job_is_a_usage_error(tmp_path):
     proc = subprocess.run([sys.executable, "main.py", "--config=configs/demo.py:smoke", "--config.job=nope"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
