@@ -1,4 +1,4 @@
-# The two commands a newcomer types: `make run` (the main job on built-in data) and `make test`.
+# The two commands a newcomer types: `make run` (the main job on built-in data) and `make test`; `make lint`.
 # Each creates the virtual environment from requirements.txt on first use (and again when it changes).
 # ACCELERATOR=cuda12|cuda13|tpu adds JAX's accelerator plugin at the pinned version (README, "Accelerators").
 #
@@ -41,7 +41,7 @@ GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.
 GPU_IMAGE_SKIP := not on_the_smoke_run and not sigkill and not smoke_run_through_main and not combined_ablation \
 	and not attack_sweep
 
-.PHONY: setup run test bench clean device-wheels device-check test-gpu-image
+.PHONY: setup run test lint bench clean device-wheels device-check test-gpu-image
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -58,6 +58,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# ruff (pyproject.toml): the formatting (ruff format .  fixes it) and the lint rules, 100 columns.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	for b in kernels model data train zeroshot attacks compile; do $(BIN)/python benchmarks/$$b.py; done

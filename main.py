@@ -1,81 +1,117 @@
 """ddjax entry point: `python main.py --config=configs/<name>.py[:arg] --workdir=DIR`.
 
-Several processes (README, "Several hosts"): the same command in each, plus `--coordinator_address=HOST:PORT
---num_processes=N --process_id=I` (or nothing inside Slurm, Open MPI, a TPU pod or GKE: JAX detects them).
-pretrain, zeroshot and attack split their work over every process; the other jobs run in process 0 while the
-others wait. Only process 0 prints progress and writes outputs.
+Several processes (README, "Several hosts"): the same command in each, plus
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (or nothing inside Slurm, Open
+MPI, a TPU pod or GKE: JAX detects them). pretrain, zeroshot and attack split their work over every
+process; the other jobs run in process 0 while the others wait. Only process 0 prints progress and
+writes outputs.
 
 Compiled programs are kept in JAX's persistent compilation cache (README, "Compilation cache"):
-`--compilation_cache_dir=DIR` (default $JAX_COMPILATION_CACHE_DIR, else ~/.cache/ddjax/jax-compilation-cache),
-`--nocompilation_cache` to turn it off.
+`--compilation_cache_dir=DIR` (default $JAX_COMPILATION_CACHE_DIR, else
+~/.cache/ddjax/jax-compilation-cache), `--nocompilation_cache` to turn it off.
 
-Parses flags and hands the config to its job; all work happens in the job's module. Exit status: 0 done;
-1 a user error (config value, input file, dataset files, checkpoint, run folder), reported as one line
-`error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error (one line);
-70 a bug in ddjax (its traceback, then a line saying where to report it).
+Parses flags and hands the config to its job; all work happens in the job's module. Exit status: 0
+done; 1 a user error (config value, input file, dataset files, checkpoint, run folder), reported as
+one line `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag or config-file error
+(one line); 70 a bug in ddjax (its traceback, then a line saying where to report it).
 """
+
+import difflib
+import importlib.util
 import os
+import re
 import sys
 import traceback
 import warnings
 
-from absl import app
-from absl import flags
+import jax
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddjax import certify
-from ddjax import classify
-from ddjax import compilation_cache
-from ddjax import convert
-from ddjax import demo
-from ddjax import errors
-from ddjax import robustness
-from ddjax import runtime
-from ddjax import train
-from ddjax import visualize
-from ddjax import zeroshot
-from ddjax.data import prepare
-from ddjax.teachers import cache
+from ddjax import compilation_cache, distributed, errors
+from ddjax.jobs import (
+    attack,
+    certify,
+    classify,
+    convert,
+    kernels_demo,
+    prepare,
+    pretrain,
+    teacher_cache,
+    visualize,
+    zeroshot,
+)
 
+# config.job (= the config file's name, configs/<name>.py) -> its job module (ddjax/jobs/<name>.py),
+# each with check_config(config, workdir) and run(config, workdir).
 JOBS = {
-    "kernels_demo": demo.run,
-    "pretrain": train.train_and_evaluate,
-    "zeroshot": zeroshot.run,
-    "classify": classify.run,
-    "attack": robustness.run,
-    "prepare": prepare.run,
-    "teacher_cache": cache.run,
-    "visualize": visualize.run,
-    "convert": convert.run,
-    "certify": certify.run,
+    "attack": attack,
+    "certify": certify,
+    "classify": classify,
+    "convert": convert,
+    "kernels_demo": kernels_demo,
+    "prepare": prepare,
+    "pretrain": pretrain,
+    "teacher_cache": teacher_cache,
+    "visualize": visualize,
+    "zeroshot": zeroshot,
 }
-SPLIT_JOBS = ("pretrain", "zeroshot", "attack")  # every process takes part; the others run in process 0 alone
+# every process takes part; the others run in process 0 alone
+SPLIT_JOBS = ("pretrain", "zeroshot", "attack")
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 
 def define_flags(flag_values: flags.FlagValues):
-    """The flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set in-process): config,
-    workdir, the launch flags of a multi-process run and the compilation-cache flags ({name: holder} each)."""
-    config = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py:smoke.",
-                                             flag_values=flag_values, lock_config=True)
-    workdir = flags.DEFINE_string("workdir", None, "Directory for outputs (checkpoints, metrics, reports).",
-                                  flag_values=flag_values)
+    """The flags, on `flag_values` (absl's global FLAGS for the command line; a fresh set
+    in-process): config, workdir, the launch flags of a multi-process run and the compilation-cache
+    flags ({name: holder} each)."""
+    config = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Config file, e.g. configs/kernels_demo.py:smoke.",
+        flag_values=flag_values,
+        lock_config=True,
+    )
+    workdir = flags.DEFINE_string(
+        "workdir",
+        None,
+        "Directory for outputs (checkpoints, metrics, reports).",
+        flag_values=flag_values,
+    )
     launch = {
         "coordinator_address": flags.DEFINE_string(
-            "coordinator_address", None, "Several processes: HOST:PORT of process 0 (the same in every process).",
-            flag_values=flag_values),
-        "num_processes": flags.DEFINE_integer("num_processes", None, "Several processes: how many.",
-                                              flag_values=flag_values),
-        "process_id": flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0..N-1.",
-                                           flag_values=flag_values)}
+            "coordinator_address",
+            None,
+            "Several processes: HOST:PORT of process 0 (the same in every process).",
+            flag_values=flag_values,
+        ),
+        "num_processes": flags.DEFINE_integer(
+            "num_processes", None, "Several processes: how many.", flag_values=flag_values
+        ),
+        "process_id": flags.DEFINE_integer(
+            "process_id",
+            None,
+            "Several processes: this one's index, 0..N-1.",
+            flag_values=flag_values,
+        ),
+    }
     cache = {
         "enabled": flags.DEFINE_boolean(
-            "compilation_cache", True, "Keep compiled programs in JAX's persistent compilation cache, so that a "
-            "resumed run or a second evaluation does not compile again (--nocompilation_cache: off).",
-            flag_values=flag_values),
+            "compilation_cache",
+            True,
+            "Keep compiled programs in JAX's persistent compilation cache, so that a "
+            "resumed run or a second evaluation does not compile again (--nocompilation_cache: "
+            "off).",
+            flag_values=flag_values,
+        ),
         "directory": flags.DEFINE_string(
-            "compilation_cache_dir", None, "The compilation cache's folder (default: $JAX_COMPILATION_CACHE_DIR, "
-            "else ~/.cache/ddjax/jax-compilation-cache).", flag_values=flag_values)}
+            "compilation_cache_dir",
+            None,
+            "The compilation cache's folder (default: $JAX_COMPILATION_CACHE_DIR, "
+            "else ~/.cache/ddjax/jax-compilation-cache).",
+            flag_values=flag_values,
+        ),
+    }
     return config, workdir, launch, cache
 
 
@@ -85,18 +121,21 @@ _CONFIG, _WORKDIR, _LAUNCH, _CACHE = define_flags(flags.FLAGS)
 def _config_keys(config, prefix="") -> list[str]:
     keys = []
     for key, value in config.items():
-        keys += _config_keys(value, f"{prefix}{key}.") if hasattr(value, "items") else [f"{prefix}{key}"]
+        keys += (
+            _config_keys(value, f"{prefix}{key}.")
+            if hasattr(value, "items")
+            else [f"{prefix}{key}"]
+        )
     return keys
 
 
 def _flag_error(argv: list[str], error: Exception) -> str:
-    """One line for a flag or config error: the unknown override key with the closest valid one, or the
-    config file's own complaint."""
-    import difflib
+    """One line for a flag or config error: the unknown override key with the closest valid one, or
+    the config file's own complaint."""
     config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
-    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    if config_arg and overrides:  # load the config alone (not through FLAGS): is an override's key unknown?
-        import importlib.util
+    overrides = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    # load the config alone (not through FLAGS): is an override's key unknown?
+    if config_arg and overrides:
         path, _, arg = config_arg.partition(":")
         try:
             spec = importlib.util.spec_from_file_location("_user_config", path)
@@ -108,22 +147,35 @@ def _flag_error(argv: list[str], error: Exception) -> str:
         for key in overrides if keys is not None else []:
             if key not in keys:
                 close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-                hint = f"did you mean config.{close[0]}?" if close else f"the keys are listed in {config_arg.split(':')[0]}"
+                hint = (
+                    f"did you mean config.{close[0]}?"
+                    if close
+                    else f"the keys are listed in {config_arg.split(':')[0]}"
+                )
                 return f"unknown config key (config.{key}): {config_arg} has no such key; {hint}"
-    why = str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
-    import re
-    key = re.search(r"flag --(config\.[\w.]+)=", why)  # absl names the override whose value does not parse
+    why = (
+        str(error).strip().splitlines()[-1].strip() if str(error).strip() else type(error).__name__
+    )
+    # absl names the override whose value does not parse
+    key = re.search(r"flag --(config\.[\w.]+)=", why)
     where = key[1] if key else f"--config={config_arg}" if config_arg else "flags"
     if isinstance(error, OSError):
-        return f"cannot load the config file ({where}): {why}; pass --config=configs/<name>.py[:arg]"
-    return f"bad flag or config value ({where}): {why}; see the config file's docstring for the accepted values"
+        return (
+            f"cannot load the config file ({where}): {why}; pass --config=configs/<name>.py[:arg]"
+        )
+    return (
+        f"bad flag or config value ({where}): {why}; see the config file's docstring for the "
+        "accepted values"
+    )
 
 
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
-    """absl's flag parsing (app.run's flags_parser), with every user error as one line and exit status 2."""
+    """absl's flag parsing (app.run's flags_parser), with every user error as one line and exit
+    status 2."""
     try:
         rest = flag_values(argv)
-        if flag_values["config"].value is not None:  # a config file that fails to load raises on first use
+        # a config file that fails to load raises on first use
+        if flag_values["config"].value is not None:
             flag_values["config"].value.keys()
         return rest
     except Exception as e:  # noqa: BLE001 - flags.Error, AttributeError (an unknown key), the config's ValueError
@@ -137,13 +189,13 @@ def _usage(where: str, why: str, todo: str):
 
 
 def quiet_logs(verbose: bool) -> None:
-    """A run prints its own lines only: absl/orbax INFO lines, transformers' notices and deprecation warnings
-    are off unless the command asked for them with absl's --verbosity (or -v)."""
+    """A run prints its own lines only: absl/orbax INFO lines, transformers' notices and deprecation
+    warnings are off unless the command asked for them with absl's --verbosity (or -v)."""
     if verbose:
         return
-    from absl import logging
     logging.set_verbosity(logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    # read when transformers is first imported
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.set_verbosity_error()
     for category in (DeprecationWarning, FutureWarning):
@@ -151,44 +203,59 @@ def quiet_logs(verbose: bool) -> None:
 
 
 def use_compilation_cache(enabled: bool = True, directory: str | None = None) -> None:
-    """The persistent compilation cache on (or off), before anything compiles; a folder that cannot be written
-    turns it off with one line on stderr (a cache never stops a job)."""
+    """The persistent compilation cache on (or off), before anything compiles; a folder that cannot
+    be written turns it off with one line on stderr (a cache never stops a job)."""
     if not enabled:
         compilation_cache.disable()
     elif compilation_cache.enable(directory) is None:
         where = directory or compilation_cache.default_dir()
-        sys.stderr.write(f"note: compilation cache off ({where} cannot be created or written); pass "
-                         "--compilation_cache_dir=DIR or --nocompilation_cache\n")
+        sys.stderr.write(
+            f"note: compilation cache off ({where} cannot be created or written); pass "
+            "--compilation_cache_dir=DIR or --nocompilation_cache\n"
+        )
         compilation_cache.disable()
 
 
-def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dict | None = None,
-            cache: dict | None = None) -> None:
-    """Runs the config's job (after joining the other processes named by `launch`, the launch flags' values),
-    with the compilation cache `cache` ({'enabled', 'directory'}: the cache flags' values) on or off.
-    A UserError exits with its one line; anything else is a bug in ddjax."""
+def run_job(
+    argv: list[str],
+    config,
+    workdir,
+    verbose: bool = False,
+    launch: dict | None = None,
+    cache: dict | None = None,
+) -> None:
+    """Runs the config's job (after joining the other processes named by `launch`, the launch flags'
+    values), with the compilation cache `cache` ({'enabled', 'directory'}: the cache flags' values)
+    on or off. A UserError exits with its one line; anything else is a bug in ddjax."""
     if len(argv) > 1:
-        _usage(" ".join(argv[1:]), "unexpected arguments", "pass everything as --config=... and --workdir=...")
+        _usage(
+            " ".join(argv[1:]),
+            "unexpected arguments",
+            "pass everything as --config=... and --workdir=...",
+        )
     if config is None:
-        _usage("--config", "missing", "pass --config=configs/<name>.py[:arg], e.g. configs/demo.py:smoke")
+        _usage(
+            "--config",
+            "missing",
+            "pass --config=configs/<name>.py[:arg], e.g. configs/kernels_demo.py:smoke",
+        )
     if config.get("job") not in JOBS:
         _usage("config.job", f"{config.get('job')!r} is not a job", f"use one of {sorted(JOBS)}")
     quiet_logs(verbose)
     use_compilation_cache(**(cache or {}))
     try:
-        runtime.initialize(config, **(launch or {}))  # jax.distributed when asked; one line: backend, devices
-        import jax
+        # jax.distributed when asked; one line: backend, devices
+        distributed.initialize(config, **(launch or {}))
         if jax.process_index() > 0:
             sys.stdout = open(os.devnull, "w")  # process 0 prints the progress and the results
         if config.job in SPLIT_JOBS or jax.process_count() == 1:
-            JOBS[config.job](config, workdir)
+            JOBS[config.job].run(config, workdir)
         else:
-            from ddjax import hosts
             try:
-                if hosts.is_writer():
-                    JOBS[config.job](config, workdir)
+                if distributed.is_writer():
+                    JOBS[config.job].run(config, workdir)
             finally:  # the others wait for process 0, also when it fails
-                hosts.barrier(f"ddjax:{config.job} done")
+                distributed.barrier(f"ddjax:{config.job} done")
     except errors.UserError as e:
         sys.stdout.flush()
         sys.stderr.write(f"error: {e}\n")
@@ -197,25 +264,40 @@ def run_job(argv: list[str], config, workdir, verbose: bool = False, launch: dic
         sys.stdout.flush()
         traceback.print_exc()
         frame = traceback.extract_tb(e.__traceback__)[-1]
-        sys.stderr.write(f"error: this is a bug in ddjax ({type(e).__name__} at {frame.filename}:{frame.lineno}); "
-                         f"please report it on {errors.REPORT_BUGS} with the command and the traceback above\n")
+        sys.stderr.write(
+            f"error: this is a bug in ddjax ({type(e).__name__} at "
+            f"{frame.filename}:{frame.lineno}); "
+            f"please report it on {errors.REPORT_BUGS} with the command and the traceback above\n"
+        )
         sys.exit(EXIT_BUG)
 
 
 def main(argv):
-    run_job(argv, _CONFIG.value, _WORKDIR.value, verbose=flags.FLAGS["verbosity"].present > 0,
-            launch={k: v.value for k, v in _LAUNCH.items()}, cache={k: v.value for k, v in _CACHE.items()})
+    run_job(
+        argv,
+        _CONFIG.value,
+        _WORKDIR.value,
+        verbose=flags.FLAGS["verbosity"].present > 0,
+        launch={k: v.value for k, v in _LAUNCH.items()},
+        cache={k: v.value for k, v in _CACHE.items()},
+    )
 
 
 def run_command(argv: list[str]) -> int:
     """The whole command in this process, with fresh flags (tests): its exit status."""
     flag_values = flags.FlagValues()
     config, workdir, launch, cache = define_flags(flag_values)
-    saved, sys.argv = sys.argv, ["main.py", *argv]  # config_flags reads the --config.* overrides from sys.argv
+    # config_flags reads the --config.* overrides from sys.argv
+    saved, sys.argv = sys.argv, ["main.py", *argv]
     try:
         rest = parse_flags(sys.argv, flag_values)
-        run_job(rest, config.value, workdir.value, launch={k: v.value for k, v in launch.items()},
-                cache={k: v.value for k, v in cache.items()})
+        run_job(
+            rest,
+            config.value,
+            workdir.value,
+            launch={k: v.value for k, v in launch.items()},
+            cache={k: v.value for k, v in cache.items()},
+        )
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:

@@ -1,18 +1,21 @@
-"""Attack benchmark: shapes/s of a 50-step targeted PGD against the base model with N = 8 noise paths.
+"""Attack benchmark: shapes/s of a 50-step targeted PGD against the base model with N = 8 noise
+paths.
 
   python benchmarks/attacks.py          # 50 steps timed directly: about 12 minutes on a 2-core CPU
   python benchmarks/attacks.py --json
-  python benchmarks/attacks.py --quick  # 5 and 10 steps, the fixed cost separated, 50 estimated from them
+  python benchmarks/attacks.py --quick  # 5 and 10 steps, the fixed cost apart, 50 estimated
   python benchmarks/attacks.py --variant=tiny --batch=2 --points=256   # a quick look
 
-The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD with its per-step multi-draw
-success check over `--success-draws` draws (8, the job's default), adversarial scoring; without Figure 8's
-curve points; random weights, speed does not depend on them) at t = 500, 1024 points, on the default backend
-(the GPU when one is present), in paper mode and in EOT mode with M = 2 draws. Each program is compiled
-ahead of time (its compile time reported apart) and run once. `--quick` runs 5 and 10 steps instead:
-per step = (t10 - t5) / 5, fixed = t5 - 5 x per step, and the 50-step time is fixed + 50 x per step, marked
-as estimated. With --json one line per mode as soon as it is measured, then the summary line. Always exits 0.
+The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD with its per-step
+multi-draw success check over `--success-draws` draws (8, the job's default), adversarial scoring;
+without Figure 8's curve points; random weights, speed does not depend on them) at t = 500, 1024
+points, on the default backend (the GPU when one is present), in paper mode and in EOT mode with M =
+2 draws. Each program is compiled ahead of time (its compile time reported apart) and run once.
+`--quick` runs 5 and 10 steps instead: per step = (t10 - t5) / 5, fixed = t5 - 5 x per step, and the
+50-step time is fixed + 50 x per step, marked as estimated. With --json one line per mode as soon as
+it is measured, then the summary line. Always exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,12 +36,16 @@ from ddjax.models import dual_denoising as dd  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 32 elsewhere")
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--paths", type=int, default=8, help="N")
-    parser.add_argument("--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs"
+    )
     parser.add_argument("--success-draws", type=int, default=8)
     parser.add_argument("--modes", default="paper,eot", help="paper (M = 1) and/or eot (M = 2)")
     parser.add_argument("--json", action="store_true")
@@ -50,11 +57,20 @@ def main() -> int:
     points = np.random.default_rng(0).normal(size=(batch, args.points, 3)).astype(np.float32)
     points = jnp.asarray(points / np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None])
     text = jax.random.normal(jax.random.key(2), (40, config.teacher_dim))
-    infer, _ = dd.make_inference(config)
-    logits_fn = attacks.zero_shot_logits(infer, variables, text, ratio=0.25, t=500,
-                                         num_paths=args.paths)
-    cw = ml_collections.ConfigDict(dict(search_steps=1, iterations=1, learning_rate=0.01, initial_lambda=10.0,
-                                        lower=0.0, upper=80.0))
+    infer = dd.make_inference(config).infer
+    logits_fn = attacks.zero_shot_logits(
+        infer, variables, text, ratio=0.25, t=500, num_paths=args.paths
+    )
+    cw = ml_collections.ConfigDict(
+        dict(
+            search_steps=1,
+            iterations=1,
+            learning_rate=0.01,
+            initial_lambda=10.0,
+            lower=0.0,
+            upper=80.0,
+        )
+    )
     eps = jnp.asarray([0.01])
     keys = (jax.random.key(3), jax.random.key(4))
     rows = []
@@ -65,20 +81,38 @@ def main() -> int:
         if mode not in modes:
             continue
         times, compile_s = {}, 0.0
-        for steps in ((5, 10) if args.quick else (50,)):
-            fn = robustness.make_attack_step(logits_fn, "pgd", mode=mode, eot_samples=m,
-                                             draws_per_step=dd.default_paths_per_step(), steps=steps,
-                                             curve_every=0, cw_config=cw, success_draws=args.success_draws)
+        for steps in (5, 10) if args.quick else (50,):
+            fn = robustness.make_attack_step(
+                logits_fn,
+                "pgd",
+                mode=mode,
+                eot_samples=m,
+                draws_per_step=dd.default_paths_per_step(),
+                steps=steps,
+                curve_every=0,
+                cw_config=cw,
+                success_draws=args.success_draws,
+            )
             start = time.perf_counter()
             compiled = fn.lower(points, *keys, eps).compile()
             compile_s += time.perf_counter() - start
             start = time.perf_counter()
             jax.block_until_ready(compiled(points, *keys, eps))
             times[steps] = time.perf_counter() - start
-            print(f"{mode}: {steps} steps in {times[steps]:.1f} s (compiling {compile_s:.0f} s so far)",
-                  file=sys.stderr, flush=True)  # long on a CPU: what is done so far
-        row = {"mode": mode, "eot_samples": m, "success_draws": args.success_draws, "measured": times,
-               "compile_s": compile_s, "estimated": args.quick}
+            print(
+                f"{mode}: {steps} steps in {times[steps]:.1f} s (compiling {compile_s:.0f} s so "
+                "far)",
+                file=sys.stderr,
+                flush=True,
+            )  # long on a CPU: what is done so far
+        row = {
+            "mode": mode,
+            "eot_samples": m,
+            "success_draws": args.success_draws,
+            "measured": times,
+            "compile_s": compile_s,
+            "estimated": args.quick,
+        }
         if args.quick:
             per_step = (times[10] - times[5]) / 5
             row.update(per_step_s=per_step, fixed_s=times[5] - 5 * per_step)
@@ -88,18 +122,34 @@ def main() -> int:
         row["shapes_per_s"] = batch / row["seconds_50_steps"]
         rows.append(row)
         common.emit(row, args.json)
-    info = {**common.machine(), "variant": args.variant, "batch": batch, "points": args.points, "N": args.paths,
-            "t": 500, "device_peak_bytes": common.device_peak_bytes()}
+    info = {
+        **common.machine(),
+        "variant": args.variant,
+        "batch": batch,
+        "points": args.points,
+        "num_paths": args.paths,
+        "t": 500,
+        "device_peak_bytes": common.device_peak_bytes(),
+    }
     if args.json:
         common.summary({"machine": info, "results": rows})
         return 0
-    print(f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.paths}, t = 500, batch {batch} x "
-          f"{args.points} points, {info}")
+    print(
+        f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.paths}, t = 500, batch "
+        f"{batch} x "
+        f"{args.points} points, {info}"
+    )
     for r in rows:
-        how = (f"estimated: fixed {r['fixed_s']:.1f} s + 50 x {r['per_step_s']:.2f} s per step"
-               if r["estimated"] else "measured")
-        print(f"  {r['mode']:5s} (M={r['eot_samples']}): {r['shapes_per_s']:.3f} shapes/s, "
-              f"{r['seconds_50_steps']:.0f} s per batch of {batch} ({how}; compiling took {r['compile_s']:.0f} s)")
+        how = (
+            f"estimated: fixed {r['fixed_s']:.1f} s + 50 x {r['per_step_s']:.2f} s per step"
+            if r["estimated"]
+            else "measured"
+        )
+        print(
+            f"  {r['mode']:5s} (M={r['eot_samples']}): {r['shapes_per_s']:.3f} shapes/s, "
+            f"{r['seconds_50_steps']:.0f} s per batch of {batch} ({how}; compiling took "
+            f"{r['compile_s']:.0f} s)"
+        )
     return 0
 
 

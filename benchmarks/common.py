@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: timing, the machine, compiled-program costs, device memory, peak FLOP/s, and
-the always-exit-0 wrapper."""
+"""Shared by the benchmark scripts: timing, the machine, compiled-program costs, device memory, peak
+FLOP/s, and the always-exit-0 wrapper."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,9 @@ import jax
 import jax.extend.core
 import numpy as np
 
-# Dense peak FLOP/s from the vendors' datasheets (SXM parts, no sparsity), for MFU. float32 matmuls run as TF32
-# on NVIDIA tensor cores under JAX's default precision, so their peak is the TF32 one. Matched by substring of
-# `device_kind`; a device not listed gets no MFU rather than a guess.
+# Dense peak FLOP/s from the vendors' datasheets (SXM parts, no sparsity), for MFU. float32 matmuls
+# run as TF32 on NVIDIA tensor cores under JAX's default precision, so their peak is the TF32 one.
+# Matched by substring of `device_kind`; a device not listed gets no MFU rather than a guess.
 PEAK_FLOPS = {
     "H200": {"bfloat16": 989e12, "float32": 494.7e12},
     "H100": {"bfloat16": 989e12, "float32": 494.7e12},
@@ -28,8 +29,8 @@ PEAK_FLOPS = {
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn()` over `repeats` calls after one warm-up call (compilation), blocking on
-    the result so that asynchronous dispatch is included."""
+    """Median wall time of `fn()` over `repeats` calls after one warm-up call (compilation),
+    blocking on the result so that asynchronous dispatch is included."""
     jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
@@ -41,13 +42,20 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def machine() -> dict:
     """What ran the benchmark: backend, device kind and count, CPU count, versions."""
-    return dict(backend=jax.default_backend(), device=jax.devices()[0].device_kind, device_count=jax.device_count(),
-                cpu_count=os.cpu_count(), processor=platform.processor() or platform.machine(),
-                jax=jax.__version__, python=platform.python_version())
+    return dict(
+        backend=jax.default_backend(),
+        device=jax.devices()[0].device_kind,
+        device_count=jax.device_count(),
+        cpu_count=os.cpu_count(),
+        processor=platform.processor() or platform.machine(),
+        jax=jax.__version__,
+        python=platform.python_version(),
+    )
 
 
 def compiled_costs(compiled) -> dict:
-    """XLA's FLOP count and peak-memory estimate of a compiled program (None where the backend has none)."""
+    """XLA's FLOP count and peak-memory estimate of a compiled program (None where the backend has
+    none)."""
     flops = peak = None
     try:
         cost = compiled.cost_analysis()
@@ -57,18 +65,24 @@ def compiled_costs(compiled) -> dict:
         pass
     try:
         m = compiled.memory_analysis()
-        peak = int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
+        peak = int(
+            m.temp_size_in_bytes
+            + m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            - m.alias_size_in_bytes
+        )
     except Exception:
         pass
     return {"flops": flops, "xla_peak_bytes": peak}
 
 
 def matmul_flops(fn: Callable, *args) -> float:
-    """The matrix-multiply FLOPs one call of `fn(*args)` executes (args may be shapes): 2 x M x N x K for every
-    dot_general of its jaxpr, a scan's body counted `length` times (the scanned block stacks, lax.map over noise
-    paths), recomputed (remat) blocks included, a while loop's body once. XLA's own count (`compiled_costs`)
-    sees a loop body once whatever its trip count, so for the scanned model it misses most of the work; MFU is
-    computed from this count instead."""
+    """The matrix-multiply FLOPs one call of `fn(*args)` executes (args may be shapes): 2 x M x N x
+    K for every dot_general of its jaxpr, a scan's body counted `length` times (the scanned block
+    stacks, lax.map over noise paths), recomputed (remat) blocks included, a while loop's body once.
+    XLA's own count (`compiled_costs`) sees a loop body once whatever its trip count, so for the
+    scanned model it misses most of the work; MFU is computed from this count instead."""
+
     def count(jaxpr) -> float:
         total = 0.0
         for eqn in jaxpr.eqns:
@@ -94,8 +108,9 @@ def matmul_flops(fn: Callable, *args) -> float:
 
 
 def device_peak_bytes() -> int | None:
-    """The device allocator's peak bytes in use since the process started (`memory_stats()`; None on CPU).
-    It never goes down, so a script that measures one configuration per process reads an exact peak."""
+    """The device allocator's peak bytes in use since the process started (`memory_stats()`; None on
+    CPU). It never goes down, so a script that measures one configuration per process reads an exact
+    peak."""
     try:
         stats = jax.devices()[0].memory_stats()
     except Exception:
@@ -104,7 +119,8 @@ def device_peak_bytes() -> int | None:
 
 
 def peak_flops(dtype: str) -> float | None:
-    """The datasheet dense peak of this device for `dtype` ('float32' or 'bfloat16'), or None if unknown."""
+    """The datasheet dense peak of this device for `dtype` ('float32' or 'bfloat16'), or None if
+    unknown."""
     kind = jax.devices()[0].device_kind
     for name, peaks in PEAK_FLOPS.items():
         if name in kind:
@@ -117,14 +133,22 @@ def int_list(text: str) -> list[int]:
 
 
 def emit(row: dict, as_json: bool) -> None:
-    """One finished measurement, printed at once and flushed, so that a benchmark killed later (a time limit,
-    `make device-check`) leaves every figure it had: with --json one line `{"measurement": row}`, else one
-    short human line. The summary printed at the end holds the same rows."""
+    """One finished measurement, printed at once and flushed, so that a benchmark killed later (a
+    time limit, `make device-check`) leaves every figure it had: with --json one line
+    `{"measurement": row}`, else one short human line. The summary printed at the end holds the same
+    rows."""
     if as_json:
         print(json.dumps({"measurement": row}, default=str), flush=True)
     else:
-        print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                               if v is not None and not isinstance(v, (dict, list))), flush=True)
+        print(
+            "  "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in row.items()
+                if v is not None and not isinstance(v, (dict, list))
+            ),
+            flush=True,
+        )
 
 
 def summary(result: dict) -> None:
@@ -140,9 +164,10 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
 
 
 def lower_and_compile(jitted, *args, **kwargs) -> tuple[object, dict]:
-    """Ahead-of-time lowering and compilation of `jitted(*args)` (abstract args are fine), timed apart:
-    (compiled, {'lower_s', 'compile_s', 'hlo_ops', 'dot_generals'}); hlo_ops counts the operations of the
-    lowered StableHLO (a scanned layer's body once), the size XLA has to compile."""
+    """Ahead-of-time lowering and compilation of `jitted(*args)` (abstract args are fine), timed
+    apart: (compiled, {'lower_s', 'compile_s', 'hlo_ops', 'dot_generals'}); hlo_ops counts the
+    operations of the lowered StableHLO (a scanned layer's body once), the size XLA has to compile.
+    """
     start = time.perf_counter()
     lowered = jitted.lower(*args, **kwargs)
     lower_s = time.perf_counter() - start
@@ -153,9 +178,10 @@ def lower_and_compile(jitted, *args, **kwargs) -> tuple[object, dict]:
 
 
 def hlo_op_counts(text: str) -> dict:
-    """Operations in a StableHLO module's text: every `dialect.op` (stablehlo, chlo, func, sdy, ...) that
-    starts an operation, and the dot_generals (matmuls) among them."""
+    """Operations in a StableHLO module's text: every `dialect.op` (stablehlo, chlo, func, sdy, ...)
+    that starts an operation, and the dot_generals (matmuls) among them."""
     import re
+
     op = re.compile(r"(?:^|=\s*|\)\s*)\"?([a-z_]+\.[a-z_]+)\b")
     ops = dots = 0
     for line in text.splitlines():

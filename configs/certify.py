@@ -1,17 +1,20 @@
 """Certified robustness by randomized smoothing (Cohen et al. 2019): `configs/certify.py:DATASET`.
 
   python main.py --config=configs/certify.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
-      DATASET: modelnet40, modelnet10, scan_objonly, smoke (the synthetic test split, for make run's run).
-      For each t in t_values (sigma = sigma_t), CERTIFY on every `skip`-th test shape (at most max_shapes):
-      n0 = 100 selection draws, n = 10,000 estimation draws, alpha = 0.001; N = 1 noisy path per draw
-      (--config.num_paths=N averages N paths: the radius in x is then divided by sqrt(N)).
-      Writes DIR/certify.tsv (t, sigma, idx, label, predict, radius, correct, time; predict -1 = abstain),
-      DIR/certify.json (per sigma: certified accuracy at radii 0, 0.05, ..., 2, the average certified radius,
-      the abstention rate, g's clean accuracy) and DIR/certify.png/.pdf. A killed job resumes.
+      DATASET: modelnet40, modelnet10, scan_objonly, smoke (the synthetic test split, for make run's
+      run). For each t in t_values (sigma = sigma_t), CERTIFY on every `skip`-th test shape (at most
+      max_shapes): n0 = 100 selection draws, n = 10,000 estimation draws, alpha = 0.001; N = 1 noisy
+      path per draw (--config.num_paths=N averages N paths: the radius in x is then divided by
+      sqrt(N)). Writes DIR/certify.tsv (t, sigma, idx, label, predict, radius, correct, time;
+      predict -1 = abstain), DIR/certify.json (per sigma: certified accuracy at radii 0, 0.05, ...,
+      2, the average certified radius, the abstention rate, g's clean accuracy) and
+      DIR/certify.png/.pdf. A killed job resumes.
 
-The radius is an L2 distance over all N x 3 coordinates of the evaluated cloud (1024 or 2048 points). The
-test data, tokenization and text ratio come from configs/zeroshot.py's dataset settings.
+The radius is an L2 distance over all N x 3 coordinates of the evaluated cloud (1024 or 2048
+points). The test data, tokenization and text ratio come from configs/zeroshot.py's dataset
+settings.
 """
+
 from configs import zeroshot
 
 DATASETS = ("modelnet40", "modelnet10", "scan_objonly", "smoke")

@@ -2,17 +2,18 @@
 
   python main.py --config=configs/classify.py --config.checkpoint=RUN_DIR --config.input=FILE \
       --config.labels="chair,table,lamp"
-  ... --config.input="scans/*.ply,extra/cup.obj"     many files in one call (files and glob patterns)
+  ... --config.input="scans/*.ply,extra/cup.obj"     many files (and glob patterns) in one call
 
 FILE: .npy (N x >=3), .txt/.xyz (x y z per line), .ply, .off or .obj (meshes are surface-sampled).
-Each cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200, then a
-seeded choice of 1024), then scored with N = 8 noise paths at t = 600 and ratio 0.25 (ModelNet settings).
-The labels' text features are cached in RUN_DIR, so repeated calls skip the CLIP teacher.
---config.text_features=FILE.npy takes the labels' features from a file instead (the labels are then the
-names in FILE.txt, or the listed subset of them): for converted baselines without a ported text tower.
-A converted baseline (configs/convert.py) is deterministic: it runs at N = 1, t = 0. Prints one line per
-file, then one JSON object per file.
+Each cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200,
+then a seeded choice of 1024), then scored with N = 8 noise paths at t = 600 and ratio 0.25
+(ModelNet settings). The labels' text features are cached in RUN_DIR, so repeated calls skip the
+CLIP teacher. --config.text_features=FILE.npy takes the labels' features from a file instead (the
+labels are then the names in FILE.txt, or the listed subset of them): for converted baselines
+without a ported text tower. A converted baseline (configs/convert.py) is deterministic: it runs at
+N = 1, t = 0. Prints one line per file, then one JSON object per file.
 """
+
 import ml_collections
 
 

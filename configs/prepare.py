@@ -1,15 +1,19 @@
 """Prepare a dataset (tfds, array_record) from the official files: `configs/prepare.py:NAME`.
 
-  python main.py --config=configs/prepare.py:modelnet40 --config.manual_dir=PATH/modelnet40_normal_resampled
-  python main.py --config=configs/prepare.py:modelnet10 --config.manual_dir=PATH/modelnet40_normal_resampled
+  python main.py --config=configs/prepare.py:modelnet40 \
+      --config.manual_dir=PATH/modelnet40_normal_resampled
+  python main.py --config=configs/prepare.py:modelnet10 \
+      --config.manual_dir=PATH/modelnet40_normal_resampled
   python main.py --config=configs/prepare.py:scanobjectnn/obj_only --config.manual_dir=PATH/h5_files
       (also scanobjectnn/obj_bg, scanobjectnn/pb_t50_rs)
   python main.py --config=configs/prepare.py:shapenet55 --config.manual_dir=PATH/ShapeNet55
-  python main.py --config=configs/prepare.py:synthetic_shapes            (no download; about a minute)
+  python main.py --config=configs/prepare.py:synthetic_shapes   (no download; about a minute)
 
 Output goes to --config.data_dir (default ~/tensorflow_datasets); --workdir is not needed. Preparing
-again from the same files does nothing; from different files it refuses unless --config.rebuild=True.
+again from the same files does nothing; from different files it refuses unless
+--config.rebuild=True.
 """
+
 import ml_collections
 
 

@@ -1,14 +1,16 @@
-"""Precompute the teacher bank for `cached` pretraining (spec D5): text features of every (class, prefix,
-suffix) and image features of V augmented views per object, with a manifest checked on load.
+"""Precompute the teacher bank for `cached` pretraining (spec D5): text features of every (class,
+prefix, suffix) and image features of V augmented views per object, with a manifest checked on load.
 
   python main.py --config=configs/teacher_cache.py --workdir=runs/teacher_cache
-      # ShapeNet-55 train + test (ReCon's whole=True), CLIP ViT-B/32 from the hub, 8 `recon` views per object
+      # ShapeNet-55 train + test (ReCon's whole=True), CLIP ViT-B/32 from the hub, 8 `recon` views
+      # per object
   python main.py --config=configs/teacher_cache.py:smoke --config.teacher=DIR --workdir=/tmp/cache
       # the tiny synthetic set with a local (e.g. tiny) CLIP directory
 
-The dataset must be prepared first (configs/prepare.py). ShapeNet-55 at 8 views is about 420k image-tower
-passes: hours on a CPU, minutes on a GPU.
+The dataset must be prepared first (configs/prepare.py). ShapeNet-55 at 8 views is about 420k
+image-tower passes: hours on a CPU, minutes on a GPU.
 """
+
 import ml_collections
 
 from configs import common

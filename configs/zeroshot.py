@@ -1,16 +1,17 @@
 """Zero-shot classification of a pretrained run (paper Table 1): `configs/zeroshot.py:DATASET`.
 
   python main.py --config=configs/zeroshot.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
-      DATASET: modelnet40, modelnet10, scan_objonly, scan_objbg, scan_hardest, smoke (the synthetic test
-      split, for the smoke run's checkpoint). Test split only. Writes DIR/zeroshot.json and
+      DATASET: modelnet40, modelnet10, scan_objonly, scan_objbg, scan_hardest, smoke (the synthetic
+      test split, for the smoke run's checkpoint). Test split only. Writes DIR/zeroshot.json and
       DIR/confusion.png and prints a one-line summary.
   ... --config.sweep=True        Table 5: sweep.csv (50 rows), sweep.md, sweep.png
   ... --config.ratios=0,0.1,0.25  the ensemble ratio, which the paper does not give: ratios.csv
 
 Per-dataset settings follow spec section 4.4 (points, tokenization, text ratio) and the paper's best
-parallel-noise setting (N = 8 with t = 600 on ModelNet, t = 100 on ScanObjectNN). Everything about the
-model and the teacher comes from RUN_DIR/config.json.
+parallel-noise setting (N = 8 with t = 600 on ModelNet, t = 100 on ScanObjectNN). Everything about
+the model and the teacher comes from RUN_DIR/config.json.
 """
+
 import ml_collections
 
 DATASETS = {  # name -> (tfds dataset, npoints, point_all, groups, group size, ratio, t, normalise)
@@ -19,13 +20,17 @@ DATASETS = {  # name -> (tfds dataset, npoints, point_all, groups, group size, r
     "scan_objonly": ("scanobjectnn/obj_only", 2048, 2400, 32, 128, 0.15, 100, False),
     "scan_objbg": ("scanobjectnn/obj_bg", 2048, 2400, 64, 64, 0.1, 100, False),
     "scan_hardest": ("scanobjectnn/pb_t50_rs", 2048, 2400, 64, 64, 0.05, 100, False),
-    "smoke": ("synthetic_shapes", 512, 600, 0, 0, 0.25, 0, True),  # tokenization as in the smoke run
+    # tokenization as in the smoke run
+    "smoke": ("synthetic_shapes", 512, 600, 0, 0, 0.25, 0, True),
 }
 
 
-def evaluation_fields(name: str, config_file: str = "configs/zeroshot.py") -> ml_collections.ConfigDict:
-    """The run, test data and scoring fields that every evaluation job reads (`ddjax.zeroshot.load_evaluation`
-    and the test-split loader): checkpoint, dataset, points, tokenization, text ratio, prompts."""
+def evaluation_fields(
+    name: str, config_file: str = "configs/zeroshot.py"
+) -> ml_collections.ConfigDict:
+    """The run, test data and scoring fields that every evaluation job reads
+    (`ddjax.zeroshot.load_evaluation` and the test-split loader): checkpoint, dataset, points,
+    tokenization, text ratio, prompts."""
     if name not in DATASETS:
         raise ValueError(f"{config_file}: unknown dataset {name!r}; known: {sorted(DATASETS)}")
     dataset, npoints, point_all, groups, group_size, ratio, _, normalize = DATASETS[name]
@@ -41,10 +46,12 @@ def evaluation_fields(name: str, config_file: str = "configs/zeroshot.py") -> ml
     config.normalize = normalize
     config.ratio = ratio
     config.template = "recon"
-    # FILE.npy (f32[classes, width]) with the class names in FILE.txt beside it: class text features made
-    # by a text encoder ddjax does not port (ULIP's SLIP, ULIP-2's OpenCLIP); "" takes the run's teacher.
+    # FILE.npy (f32[classes, width]) with the class names in FILE.txt beside it: class text features
+    # made by a text encoder ddjax does not port (ULIP's SLIP, ULIP-2's OpenCLIP); "" takes the
+    # run's teacher.
     config.text_features = ""
-    config.scan_spelling = "toile"  # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
+    # ReCon's (and the paper's) numbers use this typo; "toilet" is correct
+    config.scan_spelling = "toile"
     return config
 
 
@@ -56,6 +63,7 @@ def get_config(arg=None):
     config.num_paths = 8 if name != "smoke" else 1
     config.batch_size = 64
     config.seed = 0
-    config.sweep = False  # True: Table 5, every N in {1,2,4,8,16} x t in {0,100,...,900} -> sweep.csv/md/png
+    # True: Table 5, every N in {1,2,4,8,16} x t in {0,100,...,900} -> sweep.csv/md/png
+    config.sweep = False
     config.ratios = ""  # e.g. "0,0.05,0.1,0.25,0.5,1": also score these text weights -> ratios.csv
     return config

@@ -1,29 +1,31 @@
 """Targeted adversarial attacks on zero-shot classification (paper section 4.3 and Appendix A; spec
 section 6.3 and decision D9): IFGM, PGD and C&W, each in two gradient modes.
 
-Every attack is written against a *logit function* `logits_fn(points f32[B, N, 3], key) -> f32[B, C]`,
-which may be random (the Dual Denoising model draws point and feature noise from `key`). For the model,
-`zero_shot_logits` builds it: 100 x the cosine between the N-path-averaged point feature and each class's
-text feature (CLIP's logit scale, the paper's Eq. 1), with FPS and kNN recomputed on the perturbed cloud
-in every forward pass and gradients reaching the coordinates through the gathers (spec D4).
+Every attack is written against a *logit function* `logits_fn(points f32[B, N, 3], key) -> f32[B,
+C]`, which may be random (the Dual Denoising model draws point and feature noise from `key`). For
+the model, `zero_shot_logits` builds it: 100 x the cosine between the N-path-averaged point feature
+and each class's text feature (CLIP's logit scale, the paper's Eq. 1), with FPS and kNN recomputed
+on the perturbed cloud in every forward pass and gradients reaching the coordinates through the
+gathers (spec D4).
 
 Gradient modes:
-  'paper'  one forward pass per gradient, with a fresh key each time (the model as it runs; the paper's
-           setting as far as it says).
-  'eot'    expectation over transformation (Athalye et al. 2018): each gradient is the mean over M forward
-           passes with independent keys; the adaptive attack on a randomised model.
-Draw j of a gradient step uses `fold_in(step_key, j)`; the paper mode's one draw is j = 0, so 'eot' with
-M = 1 is the paper mode.
+  'paper'  one forward pass per gradient, with a fresh key each time (the model as it runs; the
+           paper's setting as far as it says).
+  'eot'    expectation over transformation (Athalye et al. 2018): each gradient is the mean over M
+           forward passes with independent keys; the adaptive attack on a randomised model.
+Draw j of a gradient step uses `fold_in(step_key, j)`; the paper mode's one draw is j = 0, so 'eot'
+with M = 1 is the paper mode.
 
-Success is judged robustly, never by the single noisy pass that computes a gradient: an iterate counts as
-having reached the target when the target wins a strict majority of `success_draws` (default 8) forward
-passes with fresh keys of their own (`reaches_target`). PGD and IFGM return, per cloud, the last iterate that
-passed this check (else the final iterate); C&W judges every iterate after its update (never the starting
-point) by the same check.
+Success is judged robustly, never by the single noisy pass that computes a gradient: an iterate
+counts as having reached the target when the target wins a strict majority of `success_draws`
+(default 8) forward passes with fresh keys of their own (`reaches_target`). PGD and IFGM return, per
+cloud, the last iterate that passed this check (else the final iterate); C&W judges every iterate
+after its update (never the starting point) by the same check.
 
-All loops are `lax` loops over the whole batch; `pgd` takes a traced epsilon, so several epsilons run in
-one call under `jax.vmap`.
+All loops are `lax` loops over the whole batch; `pgd` takes a traced epsilon, so several epsilons
+run in one call under `jax.vmap`.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -32,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ddjax import losses
+from ddjax import losses, scoring
 
 LogitsFn = Callable[[jax.Array, jax.Array], jax.Array]
 ATTACKS = ("ifgm", "pgd", "cw")
@@ -41,7 +43,8 @@ LOGIT_SCALE = 100.0  # CLIP's: logits = 100 x cosine for every attack (spec D9)
 
 
 def second_best(logits: jax.Array) -> jax.Array:
-    """The attack target: the class with the second-highest logit, int32[B] (ties to the lower index)."""
+    """The attack target: the class with the second-highest logit, int32[B] (ties to the lower
+    index)."""
     return jax.lax.top_k(logits, 2)[1][:, 1]
 
 
@@ -52,7 +55,8 @@ def targeted_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def cw_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
-    """C&W's targeted margin max(max_{i != target} Z_i - Z_target, 0), f32[B]: 0 once the target leads."""
+    """C&W's targeted margin max(max_{i != target} Z_i - Z_target, 0), f32[B]: 0 once the target
+    leads."""
     is_target = jax.nn.one_hot(target, logits.shape[1], dtype=bool)  # (B, C)
     picked = jnp.sum(jnp.where(is_target, logits, 0.0), axis=1)
     other = jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=1)
@@ -65,13 +69,16 @@ def l2_norm(delta: jax.Array) -> jax.Array:
 
 
 def distortion(adversarial: jax.Array, clean: jax.Array) -> dict:
-    """Per-cloud distortion of adversarial against clean, each f32[B]: 'linf' (max |coordinate change|),
-    'l2' (over all coordinates) and 'chamfer' (Chamfer-L2 between the two clouds: mean squared
-    nearest-neighbour distance both ways, as the training loss)."""
+    """Per-cloud distortion of adversarial against clean, each f32[B]: 'linf' (max |coordinate
+    change|), 'l2' (over all coordinates) and 'chamfer' (Chamfer-L2 between the two clouds: mean
+    squared nearest-neighbour distance both ways, as the training loss)."""
     delta = adversarial - clean
     d1, d2 = losses.chamfer_l2_sides(adversarial, clean)  # (B, N), (B, N)
-    return {"linf": jnp.max(jnp.abs(delta), axis=(1, 2)), "l2": jnp.sqrt(jnp.sum(delta * delta, axis=(1, 2))),
-            "chamfer": jnp.mean(d1, axis=1) + jnp.mean(d2, axis=1)}
+    return {
+        "linf": jnp.max(jnp.abs(delta), axis=(1, 2)),
+        "l2": jnp.sqrt(jnp.sum(delta * delta, axis=(1, 2))),
+        "chamfer": jnp.mean(d1, axis=1) + jnp.mean(d2, axis=1),
+    }
 
 
 def check_mode(mode: str, eot_samples: int) -> None:
@@ -83,28 +90,49 @@ def check_mode(mode: str, eot_samples: int) -> None:
 
 def check_success_draws(success_draws: int) -> None:
     if not isinstance(success_draws, int) or success_draws < 0:
-        raise ValueError(f"success_draws must be an int >= 0 (0: no check, the last iterate), got {success_draws!r}")
+        raise ValueError(
+            "success_draws must be an int >= 0 (0: no check, the last iterate), got "
+            f"{success_draws!r}"
+        )
 
 
-def reaches_target(logits_fn: LogitsFn, x: jax.Array, target: jax.Array, key: jax.Array, draws: int,
-                   draws_per_step: int | None = None) -> jax.Array:
-    """bool[B]: the target wins a strict majority of `draws` forward passes, draw j with fold_in(key, j).
+def reaches_target(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    target: jax.Array,
+    key: jax.Array,
+    draws: int,
+    draws_per_step: int | None = None,
+) -> jax.Array:
+    """bool[B]: the target wins a strict majority of `draws` forward passes, draw j with
+    fold_in(key, j).
 
-    With a deterministic logit function every draw agrees and this is plain `argmax == target`. The draws are
-    evaluated `draws_per_step` at a time (None: all in one vmap)."""
+    With a deterministic logit function every draw agrees and this is plain `argmax == target`.
+    The draws are evaluated `draws_per_step` at a time (None: all in one vmap)."""
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(draws))  # (D,)
-    hits = jax.lax.map(lambda k: jnp.argmax(logits_fn(x, k), axis=1) == target, keys,
-                       batch_size=draws_per_step or draws)  # (D, B)
+    hits = jax.lax.map(
+        lambda k: jnp.argmax(logits_fn(x, k), axis=1) == target,
+        keys,
+        batch_size=draws_per_step or draws,
+    )  # (D, B)
     return 2 * jnp.sum(hits, axis=0) > draws
 
 
-def gradient(loss_fn: Callable, x: jax.Array, key: jax.Array, *, mode: str = "paper", eot_samples: int = 1,
-             draws_per_step: int | None = None) -> tuple[jax.Array, jax.Array]:
+def gradient(
+    loss_fn: Callable,
+    x: jax.Array,
+    key: jax.Array,
+    *,
+    mode: str = "paper",
+    eot_samples: int = 1,
+    draws_per_step: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """(d sum_b loss_b / dx, logits) for `loss_fn(x, key) -> (loss f32[B], logits f32[B, C])`.
 
     'paper': one draw with fold_in(key, 0). 'eot': the mean of the gradients and of the logits over
-    draws fold_in(key, j), j < eot_samples, evaluated `draws_per_step` at a time (None: all in one vmap).
-    Clouds are independent (no batch statistics at evaluation), so the summed loss gives per-cloud gradients.
+    draws fold_in(key, j), j < eot_samples, evaluated `draws_per_step` at a time (None: all in one
+    vmap). Clouds are independent (no batch statistics at evaluation), so the summed loss gives
+    per-cloud gradients.
     """
     check_mode(mode, eot_samples)
     summed = lambda x, k: (lambda loss, logits: (jnp.sum(loss), logits))(*loss_fn(x, k))
@@ -112,41 +140,39 @@ def gradient(loss_fn: Callable, x: jax.Array, key: jax.Array, *, mode: str = "pa
     if mode == "paper":
         return grad_fn(x, jax.random.fold_in(key, 0))
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.arange(eot_samples))  # (M,)
-    grads, logits = jax.lax.map(lambda k: grad_fn(x, k), keys,
-                                batch_size=draws_per_step or eot_samples)  # (M, B, N, 3), (M, B, C)
+    grads, logits = jax.lax.map(
+        lambda k: grad_fn(x, k), keys, batch_size=draws_per_step or eot_samples
+    )  # (M, B, N, 3), (M, B, C)
     return jnp.mean(grads, axis=0), jnp.mean(logits, axis=0)
 
 
-def pgd(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array, *, eps, steps: int = 50,
-        step_size=None, random_start=True, mode: str = "paper", eot_samples: int = 1,
-        draws_per_step: int | None = None, curve_every: int = 0, eval_key: jax.Array | None = None,
-        success_draws: int = 8):
-    """Targeted L-infinity PGD (random_start=True, Madry et al.) or IFGM (random_start=False, from the clean
-    cloud): x <- Proj_{||x - points||_inf <= eps}(x - step_size * sign(grad CE(logits(x), target))).
-
-    points f32[B, N, 3], target int[B]; eps and step_size (default eps / 10) may be traced scalars (vmap
-    over eps), and so may random_start. Step i draws its gradient noise from fold_in(key, i + 1) (key 0 is
-    the random start). No clipping beyond the ball.
-
-    The iterates swing in and out of the target, so after every step the new iterate is checked with
-    `reaches_target` over `success_draws` draws of fold_in(fold_in(key, steps + 1), i), keys no gradient pass
-    uses; per cloud the last iterate that passed is returned, else the final iterate (the starting point is
-    never a candidate). `success_draws=0` skips the check and returns the final iterate.
-
-    Returns (adversarial clouds f32[B, N, 3], info) with info = {'reached': bool[B] (some iterate passed the
-    check), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for the current iterate
-    at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
-    """
+def _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key) -> None:
     check_mode(mode, eot_samples)
     check_success_draws(success_draws)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"pgd: steps must be a positive int, got {steps!r}")
     if curve_every and (steps % curve_every or eval_key is None):
-        raise ValueError(f"pgd: curve_every={curve_every} must divide steps={steps} and needs eval_key")
-    eps = jnp.asarray(eps, points.dtype)
-    step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
-    start = jax.random.uniform(jax.random.fold_in(key, 0), points.shape, points.dtype, -1.0, 1.0) * eps
-    x0 = points + jnp.where(random_start, start, 0.0)
+        raise ValueError(
+            f"pgd: curve_every={curve_every} must divide steps={steps} and needs eval_key"
+        )
+
+
+def _pgd_step(
+    logits_fn,
+    points,
+    target,
+    key,
+    *,
+    eps,
+    step_size,
+    steps,
+    mode,
+    eot_samples,
+    draws_per_step,
+    success_draws,
+):
+    """PGD's loop body (i, (x, best, reached)) -> the same: a signed gradient step, the projection
+    onto the ball, and the success check of the new iterate (keys: `pgd`'s docstring)."""
     check_key = jax.random.fold_in(key, steps + 1)
 
     def loss_fn(x, k):
@@ -155,17 +181,87 @@ def pgd(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Arra
 
     def step(i, state):
         x, best, reached = state  # (B, N, 3), (B, N, 3), (B,)
-        g, _ = gradient(loss_fn, x, jax.random.fold_in(key, i + 1), mode=mode, eot_samples=eot_samples,
-                        draws_per_step=draws_per_step)
+        g, _ = gradient(
+            loss_fn,
+            x,
+            jax.random.fold_in(key, i + 1),
+            mode=mode,
+            eot_samples=eot_samples,
+            draws_per_step=draws_per_step,
+        )
         x = x - step_size * jnp.sign(g)
         x = points + jnp.clip(x - points, -eps, eps)  # projection onto the ball
         if success_draws:
-            ok = reaches_target(logits_fn, x, target, jax.random.fold_in(check_key, i), success_draws,
-                                draws_per_step)
+            ok = reaches_target(
+                logits_fn,
+                x,
+                target,
+                jax.random.fold_in(check_key, i),
+                success_draws,
+                draws_per_step,
+            )
             best = jnp.where(ok[:, None, None], x, best)
             reached = reached | ok
         return x, best, reached
 
+    return step
+
+
+def pgd(
+    logits_fn: LogitsFn,
+    points: jax.Array,
+    target: jax.Array,
+    key: jax.Array,
+    *,
+    eps,
+    steps: int = 50,
+    step_size=None,
+    random_start=True,
+    mode: str = "paper",
+    eot_samples: int = 1,
+    draws_per_step: int | None = None,
+    curve_every: int = 0,
+    eval_key: jax.Array | None = None,
+    success_draws: int = 8,
+):
+    """Targeted L-infinity PGD (random_start=True, Madry et al.) or IFGM (random_start=False, from
+    the clean cloud): x <- Proj_{||x - points||_inf <= eps}(x - step_size * sign(grad CE(logits(x),
+    target))).
+
+    points f32[B, N, 3], target int[B]; eps and step_size (default eps / 10) may be traced scalars
+    (vmap over eps), and so may random_start. Step i draws its gradient noise from fold_in(key, i +
+    1) (key 0 is the random start). No clipping beyond the ball.
+
+    The iterates swing in and out of the target, so after every step the new iterate is checked with
+    `reaches_target` over `success_draws` draws of fold_in(fold_in(key, steps + 1), i), keys no
+    gradient pass uses; per cloud the last iterate that passed is returned, else the final iterate
+    (the starting point is never a candidate). `success_draws=0` skips the check and returns the
+    final iterate.
+
+    Returns (adversarial clouds f32[B, N, 3], info) with info = {'reached': bool[B] (some iterate
+    passed the check), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for
+    the current iterate at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
+    """
+    _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key)
+    eps = jnp.asarray(eps, points.dtype)
+    step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
+    start = (
+        jax.random.uniform(jax.random.fold_in(key, 0), points.shape, points.dtype, -1.0, 1.0) * eps
+    )
+    x0 = points + jnp.where(random_start, start, 0.0)
+    step = _pgd_step(
+        logits_fn,
+        points,
+        target,
+        key,
+        eps=eps,
+        step_size=step_size,
+        steps=steps,
+        mode=mode,
+        eot_samples=eot_samples,
+        draws_per_step=draws_per_step,
+        success_draws=success_draws,
+    )
     state = (x0, x0, jnp.zeros(points.shape[:1], bool))
     finish = lambda x, best, reached: jnp.where(reached[:, None, None], best, x)
     if not curve_every:
@@ -177,66 +273,148 @@ def pgd(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Arra
         state = jax.lax.fori_loop(b * curve_every, (b + 1) * curve_every, step, state)
         return state, predict(state[0])
 
-    (x, best, reached), preds = jax.lax.scan(block, state, jnp.arange(steps // curve_every))  # (steps // k, B)
-    return finish(x, best, reached), {"reached": reached,
-                                      "curve": jnp.concatenate([predict(x0)[None], preds], axis=0)}
+    # (steps // k, B)
+    (x, best, reached), preds = jax.lax.scan(block, state, jnp.arange(steps // curve_every))
+    return finish(x, best, reached), {
+        "reached": reached,
+        "curve": jnp.concatenate([predict(x0)[None], preds], axis=0),
+    }
 
 
-def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array, *, search_steps: int = 10,
-       iterations: int = 500, learning_rate: float = 0.01, initial_lambda: float = 10.0,
-       lambda_bounds: tuple[float, float] = (0.0, 80.0), mode: str = "paper", eot_samples: int = 1,
-       draws_per_step: int | None = None, init_scale: float = 1e-7, success_draws: int = 8):
+def cw(
+    logits_fn: LogitsFn,
+    points: jax.Array,
+    target: jax.Array,
+    key: jax.Array,
+    *,
+    search_steps: int = 10,
+    iterations: int = 500,
+    learning_rate: float = 0.01,
+    initial_lambda: float = 10.0,
+    lambda_bounds: tuple[float, float] = (0.0, 80.0),
+    mode: str = "paper",
+    eot_samples: int = 1,
+    draws_per_step: int | None = None,
+    init_scale: float = 1e-7,
+    success_draws: int = 8,
+):
     """C&W perturbation attack as Xiang et al. (CVPR 2019) run it (github.com/xiangchong1/3d-adv-pc,
     perturbation.py, `attack_one_batch`): per cloud, minimise
-    cw_margin(logits(points + delta), target) + lambda * ||delta||_2 with Adam, `iterations` updates per
-    search step, each search step restarting from delta ~ N(0, init_scale^2) with fresh Adam state.
+    cw_margin(logits(points + delta), target) + lambda * ||delta||_2 with Adam, `iterations` updates
+    per search step, each search step restarting from delta ~ N(0, init_scale^2) with fresh Adam
+    state.
 
-    Bookkeeping, as in that file: every iterate is judged *after* its update (the starting point never is),
-    and an iterate that reaches the target with a smaller L2 than the best so far becomes the best, within
-    the search step and overall. A search step counts as a success when it found one and its best is the
-    best overall (`bestdist <= o_bestdist`): then lower = max(lower, lambda), else upper = min(upper, lambda);
-    next lambda = (lower + upper) / 2. The one change: "reaches the target" is `reaches_target` over
-    `success_draws` fresh draws (fold_in(fold_in(key, s), iterations + 1 + i)), not the single noisy pass
-    that computed the gradient (`success_draws=0` uses that pass's prediction on the updated iterate).
+    Bookkeeping, as in that file: every iterate is judged *after* its update (the starting point
+    never is), and an iterate that reaches the target with a smaller L2 than the best so far becomes
+    the best, within the search step and overall. A search step counts as a success when it found
+    one and its best is the best overall (`bestdist <= o_bestdist`): then lower = max(lower,
+    lambda), else upper = min(upper, lambda); next lambda = (lower + upper) / 2. The one change:
+    "reaches the target" is `reaches_target` over `success_draws` fresh draws (fold_in(fold_in(key,
+    s), iterations + 1 + i)), not the single noisy pass that computed the gradient
+    (`success_draws=0` uses that pass's prediction on the updated iterate).
 
-    Returns (adversarial f32[B, N, 3], history): the best iterate, or the clean cloud where none succeeded
-    (Xiang et al. leave those entries unset); history = {'lambda': f32[S, B] (the lambda each search step
-    used), 'success': bool[S, B] (the step counted as a success for the search), 'reached': bool[S, B] (some
-    iterate of the step reached the target), 'best_l2': f32[S, B] (the step's smallest successful L2, inf if
-    none)}.
+    Returns (adversarial f32[B, N, 3], history): the best iterate, or the clean cloud where none
+    succeeded (Xiang et al. leave those entries unset); history = {'lambda': f32[S, B] (the lambda
+    each search step used), 'success': bool[S, B] (the step counted as a success for the search),
+    'reached': bool[S, B] (some iterate of the step reached the target), 'best_l2': f32[S, B] (the
+    step's smallest successful L2, inf if none)}.
     """
+    _check_cw(
+        mode, eot_samples, success_draws, search_steps, iterations, initial_lambda, lambda_bounds
+    )
+    lower0, upper0 = lambda_bounds
+    b = points.shape[0]
+    search_step = _cw_search_step(
+        logits_fn,
+        points,
+        target,
+        key,
+        iterations=iterations,
+        optimizer=optax.adam(learning_rate),
+        mode=mode,
+        eot_samples=eot_samples,
+        draws_per_step=draws_per_step,
+        init_scale=init_scale,
+        success_draws=success_draws,
+    )
+    full = lambda v: jnp.full((b,), v, points.dtype)
+    carry = (full(initial_lambda), full(lower0), full(upper0), points, full(jnp.inf))
+    (_, _, _, best_adv, _), history = jax.lax.scan(search_step, carry, jnp.arange(search_steps))
+    return best_adv, history
+
+
+def _check_cw(
+    mode, eot_samples, success_draws, search_steps, iterations, initial_lambda, lambda_bounds
+) -> None:
     check_mode(mode, eot_samples)
     check_success_draws(success_draws)
-    if not isinstance(search_steps, int) or search_steps < 1 or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"cw: search_steps and iterations must be positive ints, got {search_steps!r}, "
-                         f"{iterations!r}")
+    if not (
+        isinstance(search_steps, int)
+        and search_steps >= 1
+        and isinstance(iterations, int)
+        and iterations >= 1
+    ):
+        raise ValueError(
+            f"cw: search_steps and iterations must be positive ints, got {search_steps!r}, "
+            f"{iterations!r}"
+        )
     lower0, upper0 = lambda_bounds
     if not lower0 <= initial_lambda <= upper0:
-        raise ValueError(f"cw: initial_lambda={initial_lambda} is outside lambda_bounds={lambda_bounds}")
+        raise ValueError(
+            f"cw: initial_lambda={initial_lambda} is outside lambda_bounds={lambda_bounds}"
+        )
+
+
+def _cw_search_step(
+    logits_fn,
+    points,
+    target,
+    key,
+    *,
+    iterations,
+    optimizer,
+    mode,
+    eot_samples,
+    draws_per_step,
+    init_scale,
+    success_draws,
+):
+    """C&W's binary-search step (carry (lambda, lower, upper, best_adv, best_l2), s) -> (carry,
+    history row): `iterations` Adam updates from a fresh delta, then the lambda bounds (`cw`)."""
     b = points.shape[0]
-    optimizer = optax.adam(learning_rate)
 
     def loss_fn(lam):
         def fn(delta, k):
             logits = logits_fn(points + delta, k)
             return cw_margin(logits, target) + lam * l2_norm(delta), logits
+
         return fn
 
     def judge(delta, k):  # bool[B]: does points + delta reach the target?
         if success_draws:
-            return reaches_target(logits_fn, points + delta, target, k, success_draws, draws_per_step)
+            return reaches_target(
+                logits_fn, points + delta, target, k, success_draws, draws_per_step
+            )
         return jnp.argmax(logits_fn(points + delta, k), axis=1) == target
 
     def search_step(carry, s):
         lam, lower, upper, best_adv, best_l2 = carry
         k_search = jax.random.fold_in(key, s)
-        delta = init_scale * jax.random.normal(jax.random.fold_in(k_search, 0), points.shape, points.dtype)
+        delta = init_scale * jax.random.normal(
+            jax.random.fold_in(k_search, 0), points.shape, points.dtype
+        )
         fn = loss_fn(lam)
 
         def iteration(i, state):
             delta, opt_state, best_adv, best_l2, step_best = state
-            g, _ = gradient(fn, delta, jax.random.fold_in(k_search, i + 1), mode=mode,
-                            eot_samples=eot_samples, draws_per_step=draws_per_step)
+            g, _ = gradient(
+                fn,
+                delta,
+                jax.random.fold_in(k_search, i + 1),
+                mode=mode,
+                eot_samples=eot_samples,
+                draws_per_step=draws_per_step,
+            )
             updates, opt_state = optimizer.update(g, opt_state, delta)
             delta = optax.apply_updates(delta, updates)  # judged after the update
             success = judge(delta, jax.random.fold_in(k_search, iterations + 1 + i))  # (B,)
@@ -247,7 +425,13 @@ def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array
             best_l2 = jnp.where(better, dist, best_l2)
             return delta, opt_state, best_adv, best_l2, step_best
 
-        init = (delta, optimizer.init(delta), best_adv, best_l2, jnp.full((b,), jnp.inf, points.dtype))
+        init = (
+            delta,
+            optimizer.init(delta),
+            best_adv,
+            best_l2,
+            jnp.full((b,), jnp.inf, points.dtype),
+        )
         _, _, best_adv, best_l2, step_best = jax.lax.fori_loop(0, iterations, iteration, init)
         reached = jnp.isfinite(step_best)
         success = reached & (step_best <= best_l2)
@@ -256,10 +440,7 @@ def cw(logits_fn: LogitsFn, points: jax.Array, target: jax.Array, key: jax.Array
         history = {"lambda": lam, "success": success, "reached": reached, "best_l2": step_best}
         return (0.5 * (lower + upper), lower, upper, best_adv, best_l2), history
 
-    full = lambda v: jnp.full((b,), v, points.dtype)
-    carry = (full(initial_lambda), full(lower0), full(upper0), points, full(jnp.inf))
-    (_, _, _, best_adv, _), history = jax.lax.scan(search_step, carry, jnp.arange(search_steps))
-    return best_adv, history
+    return search_step
 
 
 def fixed_noise(logits_fn: LogitsFn, key: jax.Array) -> LogitsFn:
@@ -268,15 +449,25 @@ def fixed_noise(logits_fn: LogitsFn, key: jax.Array) -> LogitsFn:
     return lambda points, _: logits_fn(points, key)
 
 
-def zero_shot_logits(infer: Callable, variables: dict, text_features: jax.Array, *, ratio: float, t: int,
-                     num_paths: int, feature_types=("image", "text"), scale: float = LOGIT_SCALE) -> LogitsFn:
-    """The Dual Denoising model's attack logits: scale x cosine(ratio * text + image of the N-path mean,
-    class text features), f32[B, C]. `infer` is `make_inference(config)[0]`; each call tokenizes its
-    input cloud afresh (FPS and kNN on the perturbed points)."""
-    from ddjax import zeroshot
+def zero_shot_logits(
+    infer: Callable,
+    variables: dict,
+    text_features: jax.Array,
+    *,
+    ratio: float,
+    t: int,
+    num_paths: int,
+    feature_types=("image", "text"),
+    scale: float = LOGIT_SCALE,
+) -> LogitsFn:
+    """The Dual Denoising model's attack logits: scale x cosine(ratio * text + image of the N-path
+    mean, class text features), f32[B, C]. `infer` is a model's `Inference.infer`; each call
+    tokenizes its input cloud afresh (FPS and kNN on the perturbed points)."""
 
     def logits_fn(points, key):
         feats = infer(variables, points, key, t=t, num_paths=num_paths)  # (B, k, D)
-        return zeroshot.cosine_logits(zeroshot.ensemble(feats, ratio, feature_types), text_features, scale)
+        return scoring.cosine_logits(
+            scoring.ensemble(feats, ratio, feature_types), text_features, scale
+        )
 
     return logits_fn

@@ -1,13 +1,15 @@
-"""Every figure ddjax draws, with matplotlib: each `*_figure` function returns a `Figure` (tests read its
-texts back), and `save(figure, path)` writes it as PNG (200 dpi) and PDF beside each other, atomically.
+"""Every figure ddjax draws, with matplotlib: each `*_figure` function returns a `Figure` (tests
+read its texts back), and `save(figure, path)` writes it as PNG (200 dpi) and PDF beside each other,
+atomically.
 
-Sizes follow a paper's columns: 3.4 in (one column) or 7 in (two), 7-8 pt text. No pyplot: figures are
-plain `matplotlib.figure.Figure` objects, so nothing global changes and no display is needed.
+Sizes follow a paper's columns: 3.4 in (one column) or 7 in (two), 7-8 pt text. No pyplot: figures
+are plain `matplotlib.figure.Figure` objects, so nothing global changes and no display is needed.
 
 Point clouds are drawn as 3-D scatters with one fixed camera: the cloud's y axis (ModelNet's and
-ShapeNet's up) is drawn vertical, elevation 20 degrees, azimuth -60 degrees, orthographic projection, equal
-axes spanning [-1, 1] (clouds are normalised to the unit ball first).
+ShapeNet's up) is drawn vertical, elevation 20 degrees, azimuth -60 degrees, orthographic
+projection, equal axes spanning [-1, 1] (clouds are normalised to the unit ball first).
 """
+
 from __future__ import annotations
 
 import io
@@ -16,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ddjax import run_folder
 
@@ -37,7 +40,8 @@ def save(figure: Figure, path) -> list[pathlib.Path]:
 
 
 def texts(figure: Figure) -> list[str]:
-    """Every non-empty text a figure shows: titles, axis labels, tick labels, annotations, legend entries."""
+    """Every non-empty text a figure shows: titles, axis labels, tick labels, annotations, legend
+    entries."""
     figure.canvas.draw()  # tick labels exist only once drawn
     shown = figure.findobj(lambda a: hasattr(a, "get_text") and a.get_visible())
     return [t.get_text() for t in shown if t.get_text().strip()]
@@ -49,11 +53,14 @@ def _small(ax) -> None:
         item.set_fontsize(FONT)
 
 
-# ------------------------------------------------------------------------------------------ confusion matrix
-def confusion_figure(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str], *,
-                     title: str) -> Figure:
-    """Row-normalised confusion matrix (true rows, predicted columns), class names on both axes, each class's
-    accuracy in the right margin, a colour bar. Readable up to ModelNet40's 40 classes."""
+# ------------------------------------------------------------------------------------------
+# confusion matrix
+def confusion_figure(
+    labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str], *, title: str
+) -> Figure:
+    """Row-normalised confusion matrix (true rows, predicted columns), class names on both axes,
+    each class's accuracy in the right margin, a colour bar. Readable up to ModelNet40's 40 classes.
+    """
     c = len(class_names)
     counts = np.zeros((c, c))
     np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
@@ -71,15 +78,25 @@ def confusion_figure(labels: np.ndarray, predictions: np.ndarray, class_names: S
     overall = counts.trace() / max(counts.sum(), 1)
     ax.set_title(f"{title} (top-1 {100 * overall:.1f}%)")
     accuracy = ax.secondary_yaxis("right")  # per-class accuracy beside each row
-    accuracy.set_yticks(range(c), [f"{100 * rows[i, i]:.0f}" if totals[i, 0] else "-" for i in range(c)],
-                        fontsize=label_size)
+    accuracy.set_yticks(
+        range(c),
+        [f"{100 * rows[i, i]:.0f}" if totals[i, 0] else "-" for i in range(c)],
+        fontsize=label_size,
+    )
     accuracy.set_ylabel("class accuracy (%)", fontsize=FONT)
     if c <= 15:  # few classes: the fractions in the cells
         for i in range(c):
             for j in range(c):
                 if counts[i, j]:
-                    ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=FONT - 2,
-                            color="white" if rows[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{rows[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=FONT - 2,
+                        color="white" if rows[i, j] > 0.6 else "black",
+                    )
     bar = figure.colorbar(image, ax=ax, shrink=0.5, aspect=25, pad=0.14)
     bar.set_label("fraction of the true class", fontsize=FONT)
     bar.ax.tick_params(labelsize=FONT - 1)
@@ -87,7 +104,8 @@ def confusion_figure(labels: np.ndarray, predictions: np.ndarray, class_names: S
     return figure
 
 
-# ------------------------------------------------------------------------------------------ Table 5 heatmap
+# ---------------------------------------------------------------------------------------- Table 5
+# heatmap
 def _heatmap(figure: Figure, ax, grid: np.ndarray, ns, ts, title: str, label: str) -> None:
     image = ax.imshow(100 * grid, cmap="viridis", aspect="auto", origin="upper")
     ax.set_xticks(range(len(ts)), [str(t) for t in ts])
@@ -99,11 +117,19 @@ def _heatmap(figure: Figure, ax, grid: np.ndarray, ns, ts, title: str, label: st
     for i in range(len(ns)):
         for j in range(len(ts)):
             bright = span > 0 and (grid[i, j] - np.nanmin(grid)) / span > 0.6
-            ax.text(j, i, f"{100 * grid[i, j]:.1f}", ha="center", va="center", fontsize=FONT - 2,
-                    color="black" if bright else "white")
+            ax.text(
+                j,
+                i,
+                f"{100 * grid[i, j]:.1f}",
+                ha="center",
+                va="center",
+                fontsize=FONT - 2,
+                color="black" if bright else "white",
+            )
     best = np.unravel_index(np.nanargmax(grid), grid.shape)
-    from matplotlib.patches import Rectangle
-    ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
+    ax.add_patch(
+        Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5)
+    )
     bar = figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label(label, fontsize=FONT)
     bar.ax.tick_params(labelsize=FONT - 1)
@@ -111,15 +137,21 @@ def _heatmap(figure: Figure, ax, grid: np.ndarray, ns, ts, title: str, label: st
 
 
 def _grid(rows: list[dict], key: str):
-    ns, ts = sorted({r["N"] for r in rows}), sorted({r["t"] for r in rows})
-    values = {(r["N"], r["t"]): r[key] for r in rows}
+    ns, ts = sorted({r["num_paths"] for r in rows}), sorted({r["t"] for r in rows})
+    values = {(r["num_paths"], r["t"]): r[key] for r in rows}
     return np.array([[values.get((n, t), np.nan) for t in ts] for n in ns]), ns, ts
 
 
-def sweep_figure(rows: list[dict], *, title: str, key: str = "top1", adversarial: list[dict] | None = None,
-                 adversarial_key: str = "paper_robust_acc") -> Figure:
-    """Table 5 as heatmaps: rows N, columns t, each cell's top-1 in %, the best cell outlined in red; the
-    adversarial sweep (robust top-1 under PGD) beside it when given."""
+def sweep_figure(
+    rows: list[dict],
+    *,
+    title: str,
+    key: str = "top1",
+    adversarial: list[dict] | None = None,
+    adversarial_key: str = "paper_robust_acc",
+) -> Figure:
+    """Table 5 as heatmaps: rows N, columns t, each cell's top-1 in %, the best cell outlined in
+    red; the adversarial sweep (robust top-1 under PGD) beside it when given."""
     panels = [(rows, key, "clean", "top-1 (%)")]
     if adversarial:
         panels.append((adversarial, adversarial_key, "under PGD", "robust top-1 (%)"))
@@ -131,22 +163,31 @@ def sweep_figure(rows: list[dict], *, title: str, key: str = "top1", adversarial
     return figure
 
 
-# ------------------------------------------------------------------------------------------------ Figure 8
+# ------------------------------------------------------------------------------------------------
+# Figure 8
 def robustness_curve_figure(curves: list[dict], *, title: str) -> Figure:
-    """Accuracy against attack steps: one line per (N, t, mode), EOT dashed, the spread over evaluation
-    seeds (mean +- std) as a band; the y axis fitted to the data."""
+    """Accuracy against attack steps: one line per (N, t, mode), EOT dashed, the spread over
+    evaluation seeds (mean +- std) as a band; the y axis fitted to the data."""
     figure = Figure(figsize=(ONE_COLUMN + 0.6, 2.4), layout="constrained")
     ax = figure.add_subplot()
     low, high = np.inf, -np.inf
     colors = {}
     for c in curves:
-        key = (c["N"], c["t"])
+        key = (c["num_paths"], c["t"])
         color = colors.setdefault(key, f"C{len(colors) % 10}")
         steps = np.asarray(c["steps"])
         mean = 100 * np.asarray(c["acc"])
         std = 100 * np.asarray(c.get("acc_std", np.zeros_like(mean)))
-        ax.plot(steps, mean, color=color, linestyle="--" if c["mode"] == "eot" else "-", marker="o", markersize=2,
-                linewidth=1, label=f"N={c['N']}, t={c['t']}, {c['mode']}")
+        ax.plot(
+            steps,
+            mean,
+            color=color,
+            linestyle="--" if c["mode"] == "eot" else "-",
+            marker="o",
+            markersize=2,
+            linewidth=1,
+            label=f"N={c['num_paths']}, t={c['t']}, {c['mode']}",
+        )
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
         low, high = min(low, (mean - std).min()), max(high, (mean + std).max())
     if np.isfinite(low):
@@ -162,14 +203,21 @@ def robustness_curve_figure(curves: list[dict], *, title: str) -> Figure:
 
 
 def certified_accuracy_figure(per_sigma: list[dict], *, title: str) -> Figure:
-    """Certified accuracy against the L2 radius (Cohen et al.'s plot): one curve per noise level sigma."""
+    """Certified accuracy against the L2 radius (Cohen et al.'s plot): one curve per noise level
+    sigma."""
     figure = Figure(figsize=(ONE_COLUMN + 0.6, 2.4), layout="constrained")
     ax = figure.add_subplot()
     for i, s in enumerate(per_sigma):
         radii = s["curve"]["radius"]
         acc = [100 * a for a in s["curve"]["accuracy"]]
-        ax.plot(radii, acc, color=f"C{i % 10}", linewidth=1, drawstyle="steps-post",
-                label=f"sigma = {s['sigma']:.3g} (t = {s['t']})")
+        ax.plot(
+            radii,
+            acc,
+            color=f"C{i % 10}",
+            linewidth=1,
+            drawstyle="steps-post",
+            label=f"sigma = {s['sigma']:.3g} (t = {s['t']})",
+        )
     ax.set_xlabel("L2 radius (whole cloud)")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 100)
@@ -181,7 +229,8 @@ def certified_accuracy_figure(per_sigma: list[dict], *, title: str) -> Figure:
     return figure
 
 
-# ----------------------------------------------------------------------------------------------- point clouds
+# -----------------------------------------------------------------------------------------------
+# point clouds
 def _cloud_axes(figure: Figure, rows: int, cols: int, index: int, title: str):
     ax = figure.add_subplot(rows, cols, index, projection="3d", proj_type="ortho")
     ax.view_init(**CAMERA)
@@ -195,11 +244,21 @@ def _cloud_axes(figure: Figure, rows: int, cols: int, index: int, title: str):
 
 def _scatter(ax, points: np.ndarray, colors=None, size: float = 0.6, **kwargs):
     p = np.asarray(points)
-    return ax.scatter(p[:, 0], p[:, 2], p[:, 1], c=colors if colors is not None else "#1f4e8c", s=size,
-                      linewidths=0, depthshade=False, **kwargs)  # y drawn vertical
+    return ax.scatter(
+        p[:, 0],
+        p[:, 2],
+        p[:, 1],
+        c=colors if colors is not None else "#1f4e8c",
+        s=size,
+        linewidths=0,
+        depthshade=False,
+        **kwargs,
+    )  # y drawn vertical
 
 
-def clouds_figure(panels: Sequence[tuple[str, np.ndarray]], *, title: str, cols: int | None = None) -> Figure:
+def clouds_figure(
+    panels: Sequence[tuple[str, np.ndarray]], *, title: str, cols: int | None = None
+) -> Figure:
     """A row (or grid) of clouds, one titled panel each: [(title, f32[N, 3]), ...]."""
     cols = cols or len(panels)
     rows = -(-len(panels) // cols)
@@ -211,9 +270,11 @@ def clouds_figure(panels: Sequence[tuple[str, np.ndarray]], *, title: str, cols:
     return figure
 
 
-def adversarial_figure(clean: np.ndarray, adversarial: np.ndarray, names: Sequence[str], *, title: str) -> Figure:
-    """Clean and adversarial clouds side by side per shape (f32[S, N, 3] each), the adversarial points
-    coloured by how far the attack moved them, with a colour bar."""
+def adversarial_figure(
+    clean: np.ndarray, adversarial: np.ndarray, names: Sequence[str], *, title: str
+) -> Figure:
+    """Clean and adversarial clouds side by side per shape (f32[S, N, 3] each), the adversarial
+    points coloured by how far the attack moved them, with a colour bar."""
     shapes = len(clean)
     figure = Figure(figsize=(ONE_COLUMN + 0.8, 1.5 * shapes + 0.4))
     moved = np.linalg.norm(np.asarray(adversarial) - np.asarray(clean), axis=-1)  # (S, N)
@@ -221,8 +282,15 @@ def adversarial_figure(clean: np.ndarray, adversarial: np.ndarray, names: Sequen
     scatter = None
     for s in range(shapes):
         _scatter(_cloud_axes(figure, shapes, 2, 2 * s + 1, f"{names[s]}: clean"), clean[s])
-        scatter = _scatter(_cloud_axes(figure, shapes, 2, 2 * s + 2, f"{names[s]}: adversarial"), adversarial[s],
-                           colors=moved[s], cmap="magma_r", vmin=0.0, vmax=top, size=1.0)
+        scatter = _scatter(
+            _cloud_axes(figure, shapes, 2, 2 * s + 2, f"{names[s]}: adversarial"),
+            adversarial[s],
+            colors=moved[s],
+            cmap="magma_r",
+            vmin=0.0,
+            vmax=top,
+            size=1.0,
+        )
     bar = figure.colorbar(scatter, ax=figure.axes, fraction=0.04, pad=0.02)
     bar.set_label("perturbation per point (L2, unit-ball units)", fontsize=FONT)
     bar.ax.tick_params(labelsize=FONT - 1)

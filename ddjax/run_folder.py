@@ -1,16 +1,23 @@
-"""A run folder's integrity: atomic writes, the config it was created with, and paths relative to it.
+"""A run folder's integrity: atomic writes, the config it was created with, and paths relative to
+it.
 
-A pretraining run folder records its config in `config.json` the first time a job writes into it. A later
-command on the same folder that changes a key which shapes the model, the data or the optimisation is refused
-before anything is written (`check_same_run`), with one line listing the differing keys and both values.
-Keys where continuing is meaningful (`CONTINUABLE`, e.g. `total_steps` to train longer) are accepted when
-named in `--config.allow_changes`; keys that do not change what the run means (`FREE`: logging, checkpoint
-cadence, loader workers, where data lives, the evaluation after training) may always change.
+A pretraining run folder records its config in `config.json` the first time a job writes into it. A
+later command on the same folder that changes a key which shapes the model, the data or the
+optimisation is refused before anything is written (`check_same_run`), with one line listing the
+differing keys and both values. Keys where continuing is meaningful (`CONTINUABLE`, e.g.
+`total_steps` to train longer) are accepted when named in `--config.allow_changes`; keys that do not
+change what the run means (`FREE`: logging, checkpoint cadence, loader workers, where data lives,
+the evaluation after training) may always change.
 
-Every file a job writes is written atomically (`write_text`, `write_bytes`, `save_npy`: a temporary name in
-the same folder, then `os.replace`), so a killed job leaves either the old or the new file. With several JAX
-processes only process 0 writes them (README, "Several hosts"); the others' writes are no-ops.
+Every file a job writes is written atomically (`write_text`, `write_bytes`, `save_npy`: a temporary
+name in the same folder, then `os.replace`), so a killed job leaves either the old or the new file.
+With several JAX processes only process 0 writes them (README, "Several hosts"); the others' writes
+are no-ops.
+
+A job that works unit by unit (attack, certify) records each finished unit (`FinishedUnits`), so a
+killed job run again with the same config continues where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,19 +27,34 @@ import tempfile
 
 import numpy as np
 
-from ddjax import errors
+from ddjax import distributed, errors
 
 # Keys that never change what a run means.
-FREE = ("log_every", "checkpoint_every", "keep_checkpoints", "worker_count", "data_dir", "auto_prepare",
-        "distributed", "init_from", "allow_changes", "eval", "teacher_cache", "tiny_teacher.tokenizer_dir",
-        "model.remat")  # remat trades memory for compute, same values (and runs made before it lack the key)
+FREE = (
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "worker_count",
+    "data_dir",
+    "auto_prepare",
+    "distributed",
+    "init_from",
+    "allow_changes",
+    "eval",
+    "teacher_cache",
+    "tiny_teacher.tokenizer_dir",
+    # remat trades memory for compute, same values (and runs made before it lack the key)
+    "model.remat",
+)
 # Keys a run may continue under a new value when the command names them in --config.allow_changes.
 CONTINUABLE = ("total_steps", "epochs")
 RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
 
 
 class RunFolderError(errors.UserError):
-    """A command would change what an existing run folder means: RunFolderError(folder, why, what to do)."""
+    """A command would change what an existing run folder means: RunFolderError(folder, why, what to
+    do)."""
+
     what = "refused to write into the run folder"
     todo = "start a new run with another --workdir"
 
@@ -44,8 +66,7 @@ def _umask() -> int:
 
 
 def _atomic(path, write) -> None:
-    import jax
-    if jax.process_index() != 0:  # outputs are written once, by process 0
+    if not distributed.is_writer():  # outputs are written once, by process 0
         return
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -90,51 +111,67 @@ def _matches(key: str, names) -> bool:
 
 
 def differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
-    """(key, recorded value, current value) for every key, nested as 'model.width', whose value differs
-    (a key only one side has counts, with the value '(absent)'); 'resolved' is not config."""
+    """(key, recorded value, current value) for every key, nested as 'model.width', whose value
+    differs (a key only one side has counts, with the value '(absent)'); 'resolved' is not config.
+    """
     old = flatten({k: v for k, v in recorded.items() if k != "resolved"})
     new = flatten({k: v for k, v in current.items() if k != "resolved"})
     absent = "(absent)"
-    return [(k, old.get(k, absent), new.get(k, absent)) for k in sorted(set(old) | set(new))
-            if old.get(k, absent) != new.get(k, absent)]
+    return [
+        (k, old.get(k, absent), new.get(k, absent))
+        for k in sorted(set(old) | set(new))
+        if old.get(k, absent) != new.get(k, absent)
+    ]
 
 
 def parse_allowed(text: str) -> list[str]:
     allowed = [k.strip() for k in str(text).split(",") if k.strip()]
     bad = [k for k in allowed if k not in CONTINUABLE]
     if bad:
-        raise errors.ConfigError("allow_changes", f"{bad} cannot change in an existing run",
-                                 f"only {list(CONTINUABLE)} can be listed")
+        raise errors.ConfigError(
+            "allow_changes",
+            f"{bad} cannot change in an existing run",
+            f"only {list(CONTINUABLE)} can be listed",
+        )
     return allowed
 
 
 def check_same_run(workdir, config_json: dict) -> None:
-    """RunFolderError if WORKDIR/config.json records a config that differs from `config_json` (the new
-    command's config as JSON) in a key outside FREE, unless the key is CONTINUABLE and named in its
-    `allow_changes`. Writes nothing."""
+    """RunFolderError if WORKDIR/config.json records a config that differs from `config_json` (the
+    new command's config as JSON) in a key outside FREE, unless the key is CONTINUABLE and named in
+    its `allow_changes`. Writes nothing."""
     path = pathlib.Path(workdir) / "config.json"
     if not path.is_file():
         return
     try:
         recorded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(path, f"this run folder's record is unreadable ({errors.one_line(e)}); nothing "
-                             "was written", "use another --workdir") from None
+        raise RunFolderError(
+            path,
+            f"this run folder's record is unreadable ({errors.one_line(e)}); nothing was written",
+            "use another --workdir",
+        ) from None
     allowed = parse_allowed(config_json.get("allow_changes", ""))
     changed = [(k, a, b) for k, a, b in differences(recorded, config_json) if not _matches(k, FREE)]
     refused = [(k, a, b) for k, a, b in changed if k not in allowed]
     if refused:
         listed = ", ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in refused)
         continuable = [k for k, _, _ in refused if k in CONTINUABLE]
-        hint = (f", or continue this run with --config.allow_changes={','.join(continuable)}"
-                if continuable and len(continuable) == len(refused) else "")
-        raise RunFolderError(workdir, f"this run was created with a different config ({listed}); nothing was "
-                             "written", f"start a new run with another --workdir{hint}")
+        hint = (
+            f", or continue this run with --config.allow_changes={','.join(continuable)}"
+            if continuable and len(continuable) == len(refused)
+            else ""
+        )
+        raise RunFolderError(
+            workdir,
+            f"this run was created with a different config ({listed}); nothing was written",
+            f"start a new run with another --workdir{hint}",
+        )
 
 
 def store_path(workdir, path: str) -> str:
-    """`path` as a run folder stores it: './...' relative to the folder when it lies inside it, else as is
-    (a hub name or an outside directory)."""
+    """`path` as a run folder stores it: './...' relative to the folder when it lies inside it, else
+    as is (a hub name or an outside directory)."""
     try:
         inside = pathlib.Path(path).resolve().relative_to(pathlib.Path(workdir).resolve())
     except (ValueError, OSError):
@@ -145,61 +182,31 @@ def store_path(workdir, path: str) -> str:
 def resolve_path(workdir, stored: str) -> str:
     """The inverse of `store_path`: './...' resolved against the run folder (wherever it now is)."""
     if stored.startswith(RELATIVE):
-        return str(pathlib.Path(workdir).expanduser().resolve() / stored[len(RELATIVE):])
+        return str(pathlib.Path(workdir).expanduser().resolve() / stored[len(RELATIVE) :])
     return stored
 
 
-def restore(manager, step: int, args, directory):
-    """manager.restore(step, args=args), with a damaged or unreadable checkpoint as one CheckpointError."""
-    try:
-        return manager.restore(step, args=args)
-    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
-        why = errors.one_line(e)
-        raise errors.CheckpointError(
-            pathlib.Path(directory) / str(step), f"damaged or not an orbax checkpoint ({type(e).__name__}: "
-            f"{why[:300]}{'...' if len(why) > 300 else ''})",
-            "restore it from a backup, or delete that step's folder to fall back to an earlier checkpoint "
-            "(or retrain)") from None
+class FinishedUnits:
+    """The finished units of a unit-by-unit job (attack, certify) in DIR/<name>_progress.jsonl,
+    keyed by the config that produced them: a killed job run again with the same config skips them.
+    """
 
+    def __init__(self, path: pathlib.Path, config_digest: str):
+        self.path, self.digest, self.done = path, config_digest, {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by a kill
+                if entry.get("config") == config_digest:
+                    self.done[entry["unit"]] = entry["result"]
 
-def state_metadata(directory, step: int):
-    """The shapes and dtypes of checkpoint `step`'s `state` item (orbax metadata: nothing is read into memory);
-    a damaged or unreadable checkpoint is one CheckpointError."""
-    import orbax.checkpoint as ocp
-    where = pathlib.Path(directory) / str(step)
-    try:
-        return ocp.StandardCheckpointHandler().metadata(where / "state").tree
-    except Exception as e:  # noqa: BLE001 - as in `restore`
-        raise errors.CheckpointError(where, f"damaged or not an orbax checkpoint (its state's metadata: "
-                                     f"{type(e).__name__}: {errors.one_line(e)[:300]})") from None
-
-
-def restore_state(manager, step: int, directory) -> dict:
-    """The `state` item of checkpoint `step`, every array on this process's first device, whatever devices
-    and processes saved it (a run trained on 8 GPUs or 2 hosts evaluates on one). A damaged or unreadable
-    checkpoint is one CheckpointError."""
-    import jax
-    import orbax.checkpoint as ocp
-    tree = state_metadata(directory, step)  # shapes and dtypes
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-    return restore(manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(target)), directory)["state"]
-
-
-def check_tree(expected, restored, where) -> None:
-    """CheckpointError naming the first parameter whose path or shape differs between `expected` (shapes of
-    the model the run's config describes) and `restored` (what the checkpoint holds)."""
-    import jax
-    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    have = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(restored)}
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    shapes = [k for k in sorted(set(want) & set(have)) if want[k] != have[k]]
-    if missing or extra or shapes:
-        parts = ([f"{len(missing)} parameters missing (first {missing[0]})"] if missing else []) + \
-                ([f"{len(extra)} unexpected (first {extra[0]})"] if extra else []) + \
-                ([f"{len(shapes)} of another shape (first {shapes[0]}: {have[shapes[0]]}, the run's config needs "
-                  f"{want[shapes[0]]})"] if shapes else [])
-        raise errors.CheckpointError(where, "holds a different model than the run's config.json describes ("
-                                     + ", ".join(parts) + ")",
-                                     "the checkpoint and config.json come from different runs: copy the whole run "
-                                     "folder, never one file of it")
+    def add(self, unit: str, result: dict) -> None:
+        self.done[unit] = result
+        if not distributed.is_writer():  # every process holds the result; process 0 records it
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"config": self.digest, "unit": unit, "result": result}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())

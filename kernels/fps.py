@@ -5,12 +5,14 @@ Semantics (spec decision D3), identical in every implementation:
   * distances are squared Euclidean, computed as dx*dx + dy*dy + dz*dz in float32;
   * each point keeps the running minimum of its distance to the samples so far, initialised to 1e10;
   * the next sample is the first argmax (lowest index on ties) of that running minimum.
-This equals `fpsample.fps_sampling(pc, n, start_idx=0)` index for index. Unlike pointnet2_ops (ReCon's CUDA
-FPS) there is no near-origin skip: pointnet2_ops never picks a point with squared norm <= 1e-3 after the first
-sample, which matters only for clouds with points at the origin.
+This equals `fpsample.fps_sampling(pc, n, start_idx=0)` index for index. Unlike pointnet2_ops
+(ReCon's CUDA FPS) there is no near-origin skip: pointnet2_ops never picks a point with squared norm
+<= 1e-3 after the first sample, which matters only for clouds with points at the origin.
 
-The indices are integers and are not differentiated: every implementation stops gradients at its input.
+The indices are integers and are not differentiated: every implementation stops gradients at its
+input.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,17 +22,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from kernels import backend
-from kernels import validation
+from kernels import backend, validation
 
 _INIT_DIST = 1e10
 
 
 def fps_reference(points: jax.Array, num_samples: int) -> jax.Array:
-    """Pure-jnp FPS. points f32[B, N, 3] -> int32[B, num_samples]. This is also the 'xla' implementation.
+    """Pure-jnp FPS. points f32[B, N, 3] -> int32[B, num_samples]. This is also the 'xla'
+    implementation.
 
-    The argmax is written as a max and a min over a masked iota: two reductions that XLA vectorises, where
-    `jnp.argmax`'s variadic reduce is about 5x slower on CPU.
+    The argmax is written as a max and a min over a masked iota: two reductions that XLA
+    vectorises, where `jnp.argmax`'s variadic reduce is about 5x slower on CPU.
     """
     b, n, _ = points.shape
     points = points.astype(jnp.float32)
@@ -42,7 +44,8 @@ def fps_reference(points: jax.Array, num_samples: int) -> jax.Array:
         d = (x - lx) * (x - lx) + (y - ly) * (y - ly) + (z - lz) * (z - lz)
         dist = jnp.minimum(dist, d)
         best = jnp.max(dist, axis=1, keepdims=True)  # (B, 1)
-        nxt = jnp.min(jnp.where(dist == best, iota, n), axis=1, keepdims=True)  # (B, 1) first argmax
+        # (B, 1) first argmax
+        nxt = jnp.min(jnp.where(dist == best, iota, n), axis=1, keepdims=True)
         idx = lax.dynamic_update_slice_in_dim(idx, nxt, s, axis=1)
         take = lambda c: jnp.take_along_axis(c, nxt, axis=1)  # (B, 1)
         return dist, idx, take(x), take(y), take(z)
@@ -62,7 +65,8 @@ def _fps_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
     # Padding points get -1: below every real running minimum (>= 0), so never the argmax.
     dist = jnp.where(iota < n, jnp.float32(_INIT_DIST), jnp.float32(-1.0))
 
-    def pick(v, i):  # v[0, i] as a scalar, by a masked sum (Triton cannot index registers dynamically)
+    # v[0, i] as a scalar, by a masked sum (Triton cannot index registers dynamically)
+    def pick(v, i):
         return jnp.sum(jnp.where(iota == i, v, 0.0))
 
     def body(s, carry):
@@ -82,8 +86,8 @@ def _fps_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
 def fps_pallas(points: jax.Array, num_samples: int, *, interpret: bool = False) -> jax.Array:
     """FPS as a Pallas kernel: grid over the batch, the whole cloud in one block.
 
-    points f32[B, N, 3] -> int32[B, num_samples]. N and num_samples are padded to powers of two (Triton
-    block shapes); padding is masked out and sliced off.
+    points f32[B, N, 3] -> int32[B, num_samples]. N and num_samples are padded to powers of two
+    (Triton block shapes); padding is masked out and sliced off.
     """
     b, n, _ = points.shape
     n_pad, s_pad = backend.next_power_of_2(n), backend.next_power_of_2(num_samples)
@@ -98,25 +102,32 @@ def fps_pallas(points: jax.Array, num_samples: int, *, interpret: bool = False) 
         out_specs=pl.BlockSpec((1, s_pad), lambda i: (i, 0)),
         out_shape=jax.ShapeDtypeStruct((b, s_pad), jnp.int32),
         interpret=interpret,
-        compiler_params=None if interpret else backend.triton_compiler_params(
-            num_warps=min(16, max(4, n_pad // 512))),
+        compiler_params=None
+        if interpret
+        else backend.triton_compiler_params(num_warps=min(16, max(4, n_pad // 512))),
         name="fps",
     )(x, y, z)
     return idx[:, :num_samples]  # (B, S)
 
 
-def fps(points: jax.Array, num_samples: int, *, implementation: str | None = None,
-        check_finite: bool = False) -> jax.Array:
+def fps(
+    points: jax.Array,
+    num_samples: int,
+    *,
+    implementation: str | None = None,
+    check_finite: bool = False,
+) -> jax.Array:
     """Farthest point sampling: indices of `num_samples` points of each cloud.
 
     Args:
       points: f32[B, N, 3] clouds (any float dtype; computed in float32).
       num_samples: number of samples, 1 <= num_samples <= N (a static Python int).
-      implementation: None (the backend's default, see `kernels/backend.py`), 'xla', 'pallas' (GPU) or
+      implementation: None (the backend's default, see `kernels/backend.py`), 'xla', 'pallas' (GPU)
+      or
         'pallas_interpret' (the Pallas kernel in interpret mode; runs anywhere, slowly).
       check_finite: raise ValueError if `points` holds NaN/inf. Immediate on concrete arrays; under
-        `jax.jit` it is a `checkify` check (wrap the jitted function with `checkify.checkify`). Without it,
-        non-finite coordinates give unspecified indices.
+        `jax.jit` it is a `checkify` check (wrap the jitted function with `checkify.checkify`).
+        Without it, non-finite coordinates give unspecified indices.
 
     Returns:
       int32[B, num_samples], starting with index 0. Works under `jit` and `vmap`.

@@ -1,4 +1,5 @@
 """Independent numpy brute-force references for the kernels and grouping (no JAX)."""
+
 import numpy as np
 
 
@@ -9,7 +10,8 @@ def sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fps(cloud: np.ndarray, num_samples: int, *, ties: str = "first") -> np.ndarray:
-    """Farthest point sampling of one cloud (N, 3): start at 0, running min, argmax ('first' or 'last')."""
+    """Farthest point sampling of one cloud (N, 3): start at 0, running min, argmax ('first' or
+    'last')."""
     n = len(cloud)
     dist = np.full(n, 1e10)
     idx = [0]
@@ -35,5 +37,6 @@ def group(cloud: np.ndarray, num_groups: int, group_size: int):
 
 
 def dyadic_cloud(rng: np.random.Generator, shape, levels: int = 8) -> np.ndarray:
-    """Coordinates on a 1/levels grid in [-1, 1]: every squared distance is exact in float32, with ties."""
+    """Coordinates on a 1/levels grid in [-1, 1]: every squared distance is exact in float32, with
+    ties."""
     return (rng.integers(-levels, levels + 1, size=shape) / levels).astype(np.float32)

@@ -1,8 +1,10 @@
-"""The bad-input suite (issue 12): malformed files of every supported format, bad values for every job's
-config, broken dataset folders, checkpoints and run folders, each run through main.py's whole command in this
-process (`main.run_command`). Every case must exit non-zero with exactly one line `error: <what> (<where>):
-<why>; <what to do>` whose <where> names the expected file or key, print no traceback, and leave the run
-folder it was pointed at unchanged. The README's reliability table counts these cases (`CASES`)."""
+"""The bad-input suite (issue 12): malformed files of every supported format, bad values for every
+job's config, broken dataset folders, checkpoints and run folders, each run through main.py's whole
+command in this process (`main.run_command`). Every case must exit non-zero with exactly one line
+`error: <what> (<where>): <why>; <what to do>` whose <where> names the expected file or key, print
+no traceback, and leave the run folder it was pointed at unchanged. The README's reliability table
+counts these cases (`CASES`)."""
+
 import io
 import json
 import pathlib
@@ -19,14 +21,20 @@ ERROR_LINE = re.compile(r"^error: [^()]+ \((?P<where>[^)]*)\): (?P<why>.+); (?P<
 
 def snapshot(folder: pathlib.Path) -> dict:
     """Every file of `folder` with its size, mtime and (small files) content."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns,
-                                         p.read_bytes() if p.stat().st_size < 1 << 20 else b"")
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+            p.read_bytes() if p.stat().st_size < 1 << 20 else b"",
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_refused(capsys, argv: list[str], where: str, folder: pathlib.Path | None = None) -> str:
-    """Runs `argv` in-process; asserts the one-line refusal naming `where` (a substring of <where>) and, for
-    `folder`, that nothing in it changed. Returns the line."""
+    """Runs `argv` in-process; asserts the one-line refusal naming `where` (a substring of <where>)
+    and, for `folder`, that nothing in it changed. Returns the line."""
     before = snapshot(folder) if folder is not None else None
     capsys.readouterr()
     code = main.run_command(argv)
@@ -43,7 +51,8 @@ def run_refused(capsys, argv: list[str], where: str, folder: pathlib.Path | None
     return lines[0]
 
 
-# ------------------------------------------------------------------------------------------- point files
+# ------------------------------------------------------------------------------------------ point
+# files
 def _npy(array) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=True)
@@ -63,9 +72,13 @@ def _npz() -> bytes:
 
 
 CUBE = "".join(f"{x} {y} {z}\n" for x in (0, 1) for y in (0, 1) for z in (0, 1))
-PLY_HEAD = "ply\nformat ascii 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+PLY_HEAD = (
+    "ply\nformat ascii 1.0\nelement vertex {n}\nproperty float x\nproperty float "
+    "y\nproperty float z\n"
+)
 CLOUD = np.random.default_rng(0).normal(size=(64, 3))
-POINT_FILES = {  # name -> (bytes or text, the <where> expected: the file, and its line where there is one)
+# name -> (bytes or text, the <where> expected: the file, and its line where there is one)
+POINT_FILES = {
     "empty.npy": (b"", "empty.npy"),
     "pickled.npy": (_npy(np.array([{"a": 1}], dtype=object)), "pickled.npy"),
     "archive.npy": (_npz(), "archive.npy"),
@@ -73,13 +86,18 @@ POINT_FILES = {  # name -> (bytes or text, the <where> expected: the file, and i
     "complex.npy": (_npy(CLOUD * (1 + 1j)), "complex.npy"),
     "bool.npy": (_npy(CLOUD > 0), "bool.npy"),
     "strings.npy": (_npy(np.full((64, 3), "a")), "strings.npy"),
-    "structured.npy": (_npy(np.zeros(64, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])), "structured.npy"),
+    "structured.npy": (
+        _npy(np.zeros(64, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])),
+        "structured.npy",
+    ),
     "flat.npy": (_npy(np.ones(9)), "flat.npy"),
     "cube3d.npy": (_npy(np.ones((4, 4, 3))), "cube3d.npy"),
     "twocol.npy": (_npy(np.ones((64, 2))), "twocol.npy"),
     "none.npy": (_npy(np.ones((0, 3))), "none.npy"),
-    "lying.npy": (_npy_header({"descr": "<f8", "fortran_order": False, "shape": (10 ** 12, 3)}, b"\0" * 24),
-                  "lying.npy"),
+    "lying.npy": (
+        _npy_header({"descr": "<f8", "fortran_order": False, "shape": (10**12, 3)}, b"\0" * 24),
+        "lying.npy",
+    ),
     "truncated.npy": (_npy(CLOUD)[:-100], "truncated.npy"),
     "nan.npy": (_npy(np.where(np.arange(64)[:, None] == 5, np.nan, CLOUD)), "nan.npy"),
     "inf.npy": (_npy(np.where(np.arange(64)[:, None] == 5, np.inf, CLOUD)), "inf.npy"),
@@ -126,20 +144,46 @@ POINT_FILES = {  # name -> (bytes or text, the <where> expected: the file, and i
     "magic.ply": ("not a ply\n", "magic.ply"),
     "noend.ply": ("ply\nformat ascii 1.0\n", "noend.ply"),
     "count.ply": ("ply\nformat ascii 1.0\nelement vertex -2\nend_header\n", "count.ply"),
-    "type.ply": ("ply\nformat ascii 1.0\nelement vertex 1\nproperty quad x\nend_header\n0\n", "type.ply"),
-    "lying.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 1000000000\nproperty float x\n"
-                  "property float y\nproperty float z\nend_header\n" + "\0" * 24, "lying.ply"),
-    "noxyz.ply": ("ply\nformat ascii 1.0\nelement vertex 1\nproperty float a\nend_header\n1\n", "noxyz.ply"),
-    "format.ply": ("ply\nformat binary_middle_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n",
-                   "format.ply"),
+    "type.ply": (
+        "ply\nformat ascii 1.0\nelement vertex 1\nproperty quad x\nend_header\n0\n",
+        "type.ply",
+    ),
+    "lying.ply": (
+        "ply\nformat binary_little_endian 1.0\nelement vertex 1000000000\nproperty float x\n"
+        "property float y\nproperty float z\nend_header\n" + "\0" * 24,
+        "lying.ply",
+    ),
+    "noxyz.ply": (
+        "ply\nformat ascii 1.0\nelement vertex 1\nproperty float a\nend_header\n1\n",
+        "noxyz.ply",
+    ),
+    "format.ply": (
+        "ply\nformat binary_middle_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n",
+        "format.ply",
+    ),
     "short.ply": (PLY_HEAD.format(n=8) + "end_header\n" + CUBE[:20], "short.ply"),
-    "nan.ply": (PLY_HEAD.format(n=8) + "end_header\n" + CUBE.replace("1 1 1", "nan 1 1"), "nan.ply"),
-    "face.ply": (PLY_HEAD.format(n=8) + "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
-                 + CUBE + "3 0 1 99\n", "face.ply"),
-    "novertex.ply": ("ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\n"
-                     "end_header\n", "novertex.ply"),
-    "truncated.ply": ("ply\nformat binary_little_endian 1.0\nelement vertex 8\nproperty float x\nproperty float y\n"
-                      "property float z\nend_header\n" + "\0" * 50, "truncated.ply"),
+    "nan.ply": (
+        PLY_HEAD.format(n=8) + "end_header\n" + CUBE.replace("1 1 1", "nan 1 1"),
+        "nan.ply",
+    ),
+    "face.ply": (
+        PLY_HEAD.format(n=8)
+        + "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+        + CUBE
+        + "3 0 1 99\n",
+        "face.ply",
+    ),
+    "novertex.ply": (
+        "ply\nformat ascii 1.0\nelement face 0\nproperty list uchar int vertex_indices\n"
+        "end_header\n",
+        "novertex.ply",
+    ),
+    "truncated.ply": (
+        "ply\nformat binary_little_endian 1.0\nelement vertex 8\nproperty float x\nproperty float "
+        "y\n"
+        "property float z\nend_header\n" + "\0" * 50,
+        "truncated.ply",
+    ),
     "empty.ply": ("", "empty.ply"),
     "cloud.stl": ("solid x\n", "config.input"),
     "cloud.pcd": ("# .PCD v0.7\n", "config.input"),
@@ -149,7 +193,8 @@ POINT_FILES = {  # name -> (bytes or text, the <where> expected: the file, and i
 
 @pytest.fixture(scope="module")
 def fuzz_run(run_dir, tmp_path_factory) -> pathlib.Path:
-    """A copy of the session's 2-step tiny run: the folder every case points at, checked unchanged."""
+    """A copy of the session's 2-step tiny run: the folder every case points at,
+    checked unchanged."""
     copy = tmp_path_factory.mktemp("fuzz") / "run"
     shutil.copytree(run_dir, copy)
     return copy
@@ -160,106 +205,300 @@ def test_point_files(capsys, tmp_path, fuzz_run, name):
     content, where = POINT_FILES[name]
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    line = run_refused(capsys, ["--config=configs/classify.py", f"--config.checkpoint={fuzz_run}",
-                                "--config.labels=chair,table", f"--config.input={path}"],
-                       where if where.startswith("config.") else f"{tmp_path}/{where}", fuzz_run)
+    line = run_refused(
+        capsys,
+        [
+            "--config=configs/classify.py",
+            f"--config.checkpoint={fuzz_run}",
+            "--config.labels=chair,table",
+            f"--config.input={path}",
+        ],
+        where if where.startswith("config.") else f"{tmp_path}/{where}",
+        fuzz_run,
+    )
     assert where.startswith("config.") or line.split("(", 1)[1].split(")")[0].endswith(where), line
 
 
-# ------------------------------------------------------------------------------------------- job configs
-# (job config, overrides, key the error must name); {run} is the fuzz run folder, {tmp} the case's tmp_path.
-PRETRAIN = ["--config=configs/pretrain.py:smoke", "--config.data_dir={tmp}/no_data", "--config.auto_prepare=False"]
-ZEROSHOT = ["--config=configs/zeroshot.py:modelnet40", "--config.checkpoint={run}", "--config.data_dir={tmp}/no_data"]
-ATTACK = ["--config=configs/attack.py:modelnet40", "--config.checkpoint={run}", "--config.data_dir={tmp}/no_data"]
-CLASSIFY = ["--config=configs/classify.py", "--config.checkpoint={run}", "--config.labels=chair,table",
-            "--config.input={tmp}/cloud.xyz"]
-CACHE = ["--config=configs/teacher_cache.py:smoke", "--config.data_dir={tmp}/no_data", "--config.teacher={tmp}"]
-DEMO = ["--config=configs/demo.py:smoke"]
+# ------------------------------------------------------------------------------------------- job
+# configs (job config, overrides, key the error must name); {run} is the fuzz run folder, {tmp} the
+# case's tmp_path.
+PRETRAIN = [
+    "--config=configs/pretrain.py:smoke",
+    "--config.data_dir={tmp}/no_data",
+    "--config.auto_prepare=False",
+]
+ZEROSHOT = [
+    "--config=configs/zeroshot.py:modelnet40",
+    "--config.checkpoint={run}",
+    "--config.data_dir={tmp}/no_data",
+]
+ATTACK = [
+    "--config=configs/attack.py:modelnet40",
+    "--config.checkpoint={run}",
+    "--config.data_dir={tmp}/no_data",
+]
+CLASSIFY = [
+    "--config=configs/classify.py",
+    "--config.checkpoint={run}",
+    "--config.labels=chair,table",
+    "--config.input={tmp}/cloud.xyz",
+]
+CACHE = [
+    "--config=configs/teacher_cache.py:smoke",
+    "--config.data_dir={tmp}/no_data",
+    "--config.teacher={tmp}",
+]
+DEMO = ["--config=configs/kernels_demo.py:smoke"]
 CONVERT = ["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"]
-CERTIFY = ["--config=configs/certify.py:modelnet40", "--config.checkpoint={run}", "--config.data_dir={tmp}/no_data"]
+CERTIFY = [
+    "--config=configs/certify.py:modelnet40",
+    "--config.checkpoint={run}",
+    "--config.data_dir={tmp}/no_data",
+]
 CONFIG_CASES = [
-    *[(PRETRAIN, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("lr", -1), ("lr", 0), ("lr", "nan"), ("lr", "inf"), ("weight_decay", -1), ("batch_size", 0),
-        ("batch_size", -3), ("num_points", 8), ("epochs", 0), ("total_steps", -1), ("warmup_epochs", -1),
-        ("teacher_mode", "offline"), ("dataset", "shapenet56"), ("eval.dataset", "modelnet41"), ("eval.t", 1000),
-        ("eval.t", -1), ("eval.num_paths", 0), ("eval.ratio", -1), ("eval.point_all", 10), ("eval.npoints", 0),
-        ("eval.batch_size", 0), ("model.width", 0), ("model.delta", 0),
-        ("model.delta", 5000), ("model.noise_scale", -1), ("model.mask_ratio", 1.0), ("model.drop_path", 1.0),
-        ("model.feature_input", "zeros"), ("model.target_frame", "x"), ("model.dtype", "float16"),
-        ("model.alpha", -1), ("model.depth", 0), ("model.group_size", 0), ("image_pipeline", "imagenet"),
-        ("allow_changes", "model.width"), ("init_from", "{tmp}/nowhere"), ("log_every", 0),
-        ("checkpoint_every", 0), ("keep_checkpoints", 0), ("worker_count", -1), ("tiny_teacher.steps", 0),
-        ("tiny_teacher.image_size", 0)]],
+    *[
+        (PRETRAIN, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("lr", -1),
+            ("lr", 0),
+            ("lr", "nan"),
+            ("lr", "inf"),
+            ("weight_decay", -1),
+            ("batch_size", 0),
+            ("batch_size", -3),
+            ("num_points", 8),
+            ("epochs", 0),
+            ("total_steps", -1),
+            ("warmup_epochs", -1),
+            ("teacher_mode", "offline"),
+            ("dataset", "shapenet56"),
+            ("eval.dataset", "modelnet41"),
+            ("eval.t", 1000),
+            ("eval.t", -1),
+            ("eval.num_paths", 0),
+            ("eval.ratio", -1),
+            ("eval.point_all", 10),
+            ("eval.npoints", 0),
+            ("eval.batch_size", 0),
+            ("model.width", 0),
+            ("model.delta", 0),
+            ("model.delta", 5000),
+            ("model.noise_scale", -1),
+            ("model.mask_ratio", 1.0),
+            ("model.drop_path", 1.0),
+            ("model.feature_input", "zeros"),
+            ("model.target_frame", "x"),
+            ("model.dtype", "float16"),
+            ("model.alpha", -1),
+            ("model.depth", 0),
+            ("model.group_size", 0),
+            ("image_pipeline", "imagenet"),
+            ("allow_changes", "model.width"),
+            ("init_from", "{tmp}/nowhere"),
+            ("log_every", 0),
+            ("checkpoint_every", 0),
+            ("keep_checkpoints", 0),
+            ("worker_count", -1),
+            ("tiny_teacher.steps", 0),
+            ("tiny_teacher.image_size", 0),
+        ]
+    ],
     (PRETRAIN, ["--config.model.num_heads=5"], "config.model.width"),  # 96 is not divisible by 5
     # The launch flags of several processes (README, "Several hosts"), checked before JAX starts.
     (PRETRAIN, ["--num_processes=2"], "--coordinator_address"),
-    (PRETRAIN, ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"], "--coordinator_address"),
-    (ZEROSHOT, ["--coordinator_address=localhost:1234", "--num_processes=0", "--process_id=0"], "--num_processes"),
-    (ATTACK, ["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=2"], "--process_id"),
+    (
+        PRETRAIN,
+        ["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
+        "--coordinator_address",
+    ),
+    (
+        ZEROSHOT,
+        ["--coordinator_address=localhost:1234", "--num_processes=0", "--process_id=0"],
+        "--num_processes",
+    ),
+    (
+        ATTACK,
+        ["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=2"],
+        "--process_id",
+    ),
     (PRETRAIN, ["--config.teacher_mode=cached"], "config.teacher_cache"),
     (PRETRAIN, ["--config.tiny_teacher.enabled=False", "--config.teacher="], "config.teacher"),
     (["--config=configs/pretrain.py:smoke"], [], "--workdir"),
-    *[(ZEROSHOT, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("num_paths", 0), ("num_paths", -8), ("t", -1), ("t", 1000), ("batch_size", 0), ("ratio", -1),
-        ("ratio", "nan"), ("ratios", "abc"), ("ratios", "0.1,-1"), ("ratios", "nan"), ("npoints", 0),
-        ("npoints", 8), ("point_all", 10), ("template", "clip"), ("scan_spelling", "toilett"),
-        ("dataset", "modelnet41"), ("num_groups", -1), ("num_groups", 100000), ("group_size", 100000),
-        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", "{tmp}"), ("checkpoint", ""), ("seed", "1.5"),
-        ("text_features", "{tmp}/missing.npy"), ("text_features", "{tmp}/cloud.xyz")]],
+    *[
+        (ZEROSHOT, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("num_paths", 0),
+            ("num_paths", -8),
+            ("t", -1),
+            ("t", 1000),
+            ("batch_size", 0),
+            ("ratio", -1),
+            ("ratio", "nan"),
+            ("ratios", "abc"),
+            ("ratios", "0.1,-1"),
+            ("ratios", "nan"),
+            ("npoints", 0),
+            ("npoints", 8),
+            ("point_all", 10),
+            ("template", "clip"),
+            ("scan_spelling", "toilett"),
+            ("dataset", "modelnet41"),
+            ("num_groups", -1),
+            ("num_groups", 100000),
+            ("group_size", 100000),
+            ("checkpoint", "{tmp}/nowhere"),
+            ("checkpoint", "{tmp}"),
+            ("checkpoint", ""),
+            ("seed", "1.5"),
+            ("text_features", "{tmp}/missing.npy"),
+            ("text_features", "{tmp}/cloud.xyz"),
+        ]
+    ],
     (["--config=configs/zeroshot.py:modelnet40", "--config.checkpoint={run}"], [], "--workdir"),
-    *[(ATTACK, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("settings", "8-100"), ("settings", "0:100"), ("settings", "1:1000"), ("settings", "1:-1"),
-        ("attacks", "pgd,fgsm"), ("modes", "adaptive"), ("eps", "0.01,x"), ("eps", "-0.1"), ("eps", ""),
-        ("eps", "nan"), ("steps", 0), ("curve_every", 3), ("success_draws", -1), ("eot_samples", 0),
-        ("seeds", 0), ("batch_size", 0), ("max_shapes", -1), ("draws_per_step", -1), ("cw.learning_rate", 0),
-        ("cw.initial_lambda", 100), ("cw.iterations", 0), ("cw.search_steps", 0), ("cw.lower", -1),
-        ("sweep_eps", -1), ("sweep_steps", 0), ("ratio", -0.5), ("checkpoint", "{tmp}/nowhere")]],
-    (ATTACK, ["--config.sweep_n=0"], "config.sweep_n/sweep_t"),
-    (ATTACK, ["--config.sweep_t=1000"], "config.sweep_n/sweep_t"),
+    *[
+        (ATTACK, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("settings", "8-100"),
+            ("settings", "0:100"),
+            ("settings", "1:1000"),
+            ("settings", "1:-1"),
+            ("attacks", "pgd,fgsm"),
+            ("modes", "adaptive"),
+            ("eps", "0.01,x"),
+            ("eps", "-0.1"),
+            ("eps", ""),
+            ("eps", "nan"),
+            ("steps", 0),
+            ("curve_every", 3),
+            ("success_draws", -1),
+            ("eot_samples", 0),
+            ("seeds", 0),
+            ("batch_size", 0),
+            ("max_shapes", -1),
+            ("draws_per_step", -1),
+            ("cw.learning_rate", 0),
+            ("cw.initial_lambda", 100),
+            ("cw.iterations", 0),
+            ("cw.search_steps", 0),
+            ("cw.lower", -1),
+            ("sweep_eps", -1),
+            ("sweep_steps", 0),
+            ("ratio", -0.5),
+            ("checkpoint", "{tmp}/nowhere"),
+        ]
+    ],
+    (ATTACK, ["--config.sweep_num_paths=0"], "config.sweep_num_paths/sweep_t"),
+    (ATTACK, ["--config.sweep_t=1000"], "config.sweep_num_paths/sweep_t"),
     (["--config=configs/attack.py:modelnet40", "--config.checkpoint={run}"], [], "--workdir"),
-    *[(CLASSIFY, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("labels", ""), ("labels", " , ,"), ("labels", "chair,table,chair"), ("input", ""),
-        ("input", "{tmp}/missing.xyz"), ("input", "{tmp}"), ("ratio", -1), ("num_paths", 0), ("t", 1000),
-        ("t", -5), ("npoints", 0), ("point_all", 10), ("mesh_points", 0), ("template", "x"),
-        ("checkpoint", "{tmp}/nowhere"), ("checkpoint", ""), ("text_features", "{tmp}/missing.npy")]],
-    *[(CONVERT, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("model", "pointnet"), ("source", "{tmp}/nowhere.pth"), ("source", ""), ("num_heads", 0),
-        ("num_groups", -1)]],
+    *[
+        (CLASSIFY, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("labels", ""),
+            ("labels", " , ,"),
+            ("labels", "chair,table,chair"),
+            ("input", ""),
+            ("input", "{tmp}/missing.xyz"),
+            ("input", "{tmp}"),
+            ("ratio", -1),
+            ("num_paths", 0),
+            ("t", 1000),
+            ("t", -5),
+            ("npoints", 0),
+            ("point_all", 10),
+            ("mesh_points", 0),
+            ("template", "x"),
+            ("checkpoint", "{tmp}/nowhere"),
+            ("checkpoint", ""),
+            ("text_features", "{tmp}/missing.npy"),
+        ]
+    ],
+    *[
+        (CONVERT, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("model", "pointnet"),
+            ("source", "{tmp}/nowhere.pth"),
+            ("source", ""),
+            ("num_heads", 0),
+            ("num_groups", -1),
+        ]
+    ],
     (CONVERT, [], "cloud.xyz"),  # not a checkpoint type
-    *[(CERTIFY, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("t_values", "0"), ("t_values", "300,x"), ("n", 0), ("n0", 0), ("alpha", 0), ("alpha", 0.7)]],
+    *[
+        (CERTIFY, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("t_values", "0"),
+            ("t_values", "300,x"),
+            ("n", 0),
+            ("n0", 0),
+            ("alpha", 0),
+            ("alpha", 0.7),
+        ]
+    ],
     (["--config=configs/certify.py:modelnet40", "--config.checkpoint={run}"], [], "--workdir"),
     (["--config=configs/convert.py", "--config.source={tmp}/cloud.xyz"], [], "--workdir"),
-    *[(CACHE, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("dataset", "modelnet41"), ("views", 0), ("batch_size", 0), ("image_pipeline", "x"), ("teacher", "")]],
+    *[
+        (CACHE, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("dataset", "modelnet41"),
+            ("views", 0),
+            ("batch_size", 0),
+            ("image_pipeline", "x"),
+            ("teacher", ""),
+        ]
+    ],
     (["--config=configs/teacher_cache.py:smoke"], [], "--workdir"),
-    *[(DEMO, [f"--config.{k}={v}"], f"config.{k}") for k, v in [
-        ("batch_size", 0), ("num_groups", 1000), ("group_size", 0), ("interpret_batch_size", 99),
-        ("repeats", 0), ("data_dir", "{tmp}/nowhere")]],
+    *[
+        (DEMO, [f"--config.{k}={v}"], f"config.{k}")
+        for k, v in [
+            ("batch_size", 0),
+            ("num_groups", 1000),
+            ("group_size", 0),
+            ("interpret_batch_size", 99),
+            ("repeats", 0),
+            ("data_dir", "{tmp}/nowhere"),
+        ]
+    ],
     (["--config=configs/prepare.py:modelnet41"], [], "config.dataset"),
     (["--config=configs/prepare.py:modelnet40"], [], "config.manual_dir"),
-    (["--config=configs/prepare.py:modelnet40", "--config.manual_dir={tmp}/nowhere"], [], "config.manual_dir"),
+    (
+        ["--config=configs/prepare.py:modelnet40", "--config.manual_dir={tmp}/nowhere"],
+        [],
+        "config.manual_dir",
+    ),
     (["--config=configs/prepare.py:scanobjectnn/obj_only"], [], "config.manual_dir"),
     # flags and config files (exit status 2)
     (["--config=configs/pretrain.py:smoke"], ["--config.nonexistent=1"], "config.nonexistent"),
     (["--config=configs/pretrain.py:smoke"], ["--config.model.widht=64"], "config.model.widht"),
     (["--config=configs/attack.py:smoke"], ["--config.sucess_draws=2"], "config.sucess_draws"),
     (["--config=configs/pretrain.py:smoke,s=abc"], [], "--config=configs/pretrain.py:smoke,s=abc"),
-    (["--config=configs/pretrain.py:smoke,cached=maybe"], [], "--config=configs/pretrain.py:smoke,cached=maybe"),
-    (["--config=configs/pretrain.py:smoke,depth=3"], [], "--config=configs/pretrain.py:smoke,depth=3"),
-    (["--config=configs/pretrain.py:smoke,delta=0"], [], "--config=configs/pretrain.py:smoke,delta=0"),
+    (
+        ["--config=configs/pretrain.py:smoke,cached=maybe"],
+        [],
+        "--config=configs/pretrain.py:smoke,cached=maybe",
+    ),
+    (
+        ["--config=configs/pretrain.py:smoke,depth=3"],
+        [],
+        "--config=configs/pretrain.py:smoke,depth=3",
+    ),
+    (
+        ["--config=configs/pretrain.py:smoke,delta=0"],
+        [],
+        "--config=configs/pretrain.py:smoke,delta=0",
+    ),
     (["--config=configs/pretrain.py:smoke"], ["--config.lr=abc"], "config.lr"),
     (["--config=configs/attack.py:smoke"], ["--config.steps=ten"], "config.steps"),
     (["--config=configs/nothere.py"], [], "--config=configs/nothere.py"),
     (["--config=configs/zeroshot.py:modelnet41"], [], "--config=configs/zeroshot.py:modelnet41"),
     (["--config=configs/attack.py:modelnet10"], [], "--config=configs/attack.py:modelnet10"),
     ([], [], "--config"),
-    (["--config=configs/demo.py:smoke", "stray"], [], "stray"),
+    (["--config=configs/kernels_demo.py:smoke", "stray"], [], "stray"),
 ]
 
 
-@pytest.mark.parametrize("base, overrides, where", CONFIG_CASES,
-                         ids=[" ".join(o or b[:1]) for b, o, _ in CONFIG_CASES])
+@pytest.mark.parametrize(
+    "base, overrides, where", CONFIG_CASES, ids=[" ".join(o or b[:1]) for b, o, _ in CONFIG_CASES]
+)
 def test_config_values(capsys, tmp_path, fuzz_run, base, overrides, where):
     (tmp_path / "cloud.xyz").write_text("".join(f"{x} {y} {z}\n" for x, y, z in CLOUD))
     argv = [a.format(run=fuzz_run, tmp=tmp_path) for a in [*base, *overrides]]
@@ -269,10 +508,12 @@ def test_config_values(capsys, tmp_path, fuzz_run, base, overrides, where):
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-# ------------------------------------------------------------------------------------ run folders, checkpoints
+# ----------------------------------------------------------------------------------- run folders,
+# checkpoints
 def test_run_folder_cases(capsys, tmp_path, fuzz_run):
-    """A different config into an existing run, a damaged record, a corrupt checkpoint, a checkpoint of
-    another model size, no checkpoint: each one line naming the folder or file, the folder unchanged."""
+    """A different config into an existing run, a damaged record, a corrupt checkpoint, a checkpoint
+    of another model size, no checkpoint: each one line naming the folder or file, the folder
+    unchanged."""
     cases = 0
 
     def copy(name):
@@ -283,14 +524,31 @@ def test_run_folder_cases(capsys, tmp_path, fuzz_run):
     run = copy("changed")
     recorded = json.loads((run / "config.json").read_text())
     data = f"--config.data_dir={recorded['data_dir']}"
-    for override in ("--config.model.width=64", "--config.lr=0.5", "--config.batch_size=16",
-                     "--config.total_steps=9", "--config.model.noise_scale=0"):
-        line = run_refused(capsys, ["--config=configs/pretrain.py:smoke", data, "--config.dataset=synthetic_shapes/tiny",
-                                    override, f"--workdir={run}"], str(run), run)
+    for override in (
+        "--config.model.width=64",
+        "--config.lr=0.5",
+        "--config.batch_size=16",
+        "--config.total_steps=9",
+        "--config.model.noise_scale=0",
+    ):
+        line = run_refused(
+            capsys,
+            [
+                "--config=configs/pretrain.py:smoke",
+                data,
+                "--config.dataset=synthetic_shapes/tiny",
+                override,
+                f"--workdir={run}",
+            ],
+            str(run),
+            run,
+        )
         assert "nothing was written" in line
         cases += 1
     (run / "config.json").write_text("{not json")
-    run_refused(capsys, ["--config=configs/pretrain.py:smoke", f"--workdir={run}"], "config.json", run)
+    run_refused(
+        capsys, ["--config=configs/pretrain.py:smoke", f"--workdir={run}"], "config.json", run
+    )
     cases += 1
 
     zeroshot = ["--config=configs/zeroshot.py:modelnet40", f"--workdir={tmp_path / 'zs'}"]
@@ -299,7 +557,9 @@ def test_run_folder_cases(capsys, tmp_path, fuzz_run):
     for path in (broken / "checkpoints" / str(step)).rglob("*"):
         if path.is_file() and path.stat().st_size > 64:
             path.write_bytes(b"\0" * path.stat().st_size)
-    line = run_refused(capsys, [*zeroshot, f"--config.checkpoint={broken}"], f"checkpoints/{step}", broken)
+    line = run_refused(
+        capsys, [*zeroshot, f"--config.checkpoint={broken}"], f"checkpoints/{step}", broken
+    )
     assert "damaged or not an orbax checkpoint" in line
     cases += 1
 
@@ -307,8 +567,12 @@ def test_run_folder_cases(capsys, tmp_path, fuzz_run):
     record = json.loads((other / "config.json").read_text())
     record["model"]["width"] *= 2
     (other / "config.json").write_text(json.dumps(record))
-    line = run_refused(capsys, [*zeroshot, f"--config.checkpoint={other}"], f"checkpoints/{step}", other)
-    assert "holds a different model than the run's config.json describes" in line and "shape" in line
+    line = run_refused(
+        capsys, [*zeroshot, f"--config.checkpoint={other}"], f"checkpoints/{step}", other
+    )
+    assert (
+        "holds a different model than the run's config.json describes" in line and "shape" in line
+    )
     cases += 1
 
     empty = copy("no_checkpoint")
@@ -327,7 +591,8 @@ def test_run_folder_cases(capsys, tmp_path, fuzz_run):
 RUN_FOLDER_CASES = 10
 
 
-# ------------------------------------------------------------------------------------ dataset preparation
+# ------------------------------------------------------------------------------------ dataset
+# preparation
 def _modelnet(root: pathlib.Path) -> pathlib.Path:
     rng = np.random.default_rng(0)
     (root / "chair").mkdir(parents=True)
@@ -347,22 +612,48 @@ def _append(path, text):
 
 
 MODELNET_CASES = {  # name -> (how to break the folder, the <where> expected)
-    "names_missing": (lambda r: (r / "modelnet40_shape_names.txt").unlink(), "modelnet40_shape_names.txt"),
-    "names_count": (lambda r: (r / "modelnet40_shape_names.txt").write_text("chair\ntable\n"),
-                    "modelnet40_shape_names.txt"),
-    "names_binary": (lambda r: (r / "modelnet40_shape_names.txt").write_bytes(b"\xff\xfe\x00"),
-                     "modelnet40_shape_names.txt"),
+    "names_missing": (
+        lambda r: (r / "modelnet40_shape_names.txt").unlink(),
+        "modelnet40_shape_names.txt",
+    ),
+    "names_count": (
+        lambda r: (r / "modelnet40_shape_names.txt").write_text("chair\ntable\n"),
+        "modelnet40_shape_names.txt",
+    ),
+    "names_binary": (
+        lambda r: (r / "modelnet40_shape_names.txt").write_bytes(b"\xff\xfe\x00"),
+        "modelnet40_shape_names.txt",
+    ),
     "split_missing": (lambda r: (r / "modelnet40_test.txt").unlink(), "modelnet40_test.txt"),
-    "split_empty": (lambda r: (r / "modelnet40_test.txt").write_text("\n\n"), "modelnet40_test.txt"),
-    "split_class": (lambda r: (r / "modelnet40_test.txt").write_text("\nsofa_0001\n"), "modelnet40_test.txt:2"),
-    "split_repeat": (lambda r: (r / "modelnet40_test.txt").write_text("chair_0002\nchair_0002\n"),
-                     "modelnet40_test.txt:2"),
+    "split_empty": (
+        lambda r: (r / "modelnet40_test.txt").write_text("\n\n"),
+        "modelnet40_test.txt",
+    ),
+    "split_class": (
+        lambda r: (r / "modelnet40_test.txt").write_text("\nsofa_0001\n"),
+        "modelnet40_test.txt:2",
+    ),
+    "split_repeat": (
+        lambda r: (r / "modelnet40_test.txt").write_text("chair_0002\nchair_0002\n"),
+        "modelnet40_test.txt:2",
+    ),
     "shape_missing": (lambda r: (r / "chair" / "chair_0002.txt").unlink(), "chair_0002.txt"),
-    "shape_ragged": (lambda r: _append(r / "chair" / "chair_0002.txt", "1,2,3\n"), "chair_0002.txt:8201"),
-    "shape_word": (lambda r: _append(r / "chair" / "chair_0002.txt", "1,2,x,0,0,1\n"), "chair_0002.txt:8201"),
-    "shape_nan": (lambda r: _append(r / "chair" / "chair_0002.txt", "nan,2,3,0,0,1\n"), "chair_0002.txt:8201"),
-    "shape_few": (lambda r: np.savetxt(r / "chair" / "chair_0002.txt", np.ones((100, 6)), delimiter=","),
-                  "chair_0002.txt"),
+    "shape_ragged": (
+        lambda r: _append(r / "chair" / "chair_0002.txt", "1,2,3\n"),
+        "chair_0002.txt:8201",
+    ),
+    "shape_word": (
+        lambda r: _append(r / "chair" / "chair_0002.txt", "1,2,x,0,0,1\n"),
+        "chair_0002.txt:8201",
+    ),
+    "shape_nan": (
+        lambda r: _append(r / "chair" / "chair_0002.txt", "nan,2,3,0,0,1\n"),
+        "chair_0002.txt:8201",
+    ),
+    "shape_few": (
+        lambda r: np.savetxt(r / "chair" / "chair_0002.txt", np.ones((100, 6)), delimiter=","),
+        "chair_0002.txt",
+    ),
     "shape_empty": (lambda r: (r / "chair" / "chair_0002.txt").write_text(""), "chair_0002.txt"),
 }
 
@@ -372,13 +663,22 @@ def test_modelnet_preparation(capsys, tmp_path, name):
     root = _modelnet(tmp_path / "modelnet40_normal_resampled")
     breaks, where = MODELNET_CASES[name]
     breaks(root)
-    run_refused(capsys, ["--config=configs/prepare.py:modelnet40", f"--config.manual_dir={root}",
-                         f"--config.data_dir={tmp_path / 'tfds'}"], where)
-    assert not list((tmp_path / "tfds").rglob("incomplete.*"))  # a failed build leaves nothing behind
+    run_refused(
+        capsys,
+        [
+            "--config=configs/prepare.py:modelnet40",
+            f"--config.manual_dir={root}",
+            f"--config.data_dir={tmp_path / 'tfds'}",
+        ],
+        where,
+    )
+    # a failed build leaves nothing behind
+    assert not list((tmp_path / "tfds").rglob("incomplete.*"))
 
 
 def _h5(path, data=None, label=None, **extra):
     import h5py
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         if data is not None and not isinstance(data, str):
@@ -399,10 +699,20 @@ SCANOBJECTNN_CASES = {  # name -> (write the test file, the <where> expected)
     "shape": (lambda p: _h5(p, GOOD_DATA[:, :1024], np.zeros(2)), "test_objectdataset.h5"),
     "label_range": (lambda p: _h5(p, GOOD_DATA, np.array([0, 15])), "test_objectdataset.h5"),
     "label_count": (lambda p: _h5(p, GOOD_DATA, np.zeros(3)), "test_objectdataset.h5"),
-    "nan": (lambda p: _h5(p, np.where(np.arange(2)[:, None, None] == 1, np.nan, GOOD_DATA), np.zeros(2)),
-            "test_objectdataset.h5"),
-    "strings": (lambda p: _h5(p, np.full((2, 2048, 3), b"a"), np.zeros(2)), "test_objectdataset.h5"),
-    "empty": (lambda p: _h5(p, np.zeros((0, 2048, 3), np.float32), np.zeros(0)), "test_objectdataset.h5"),
+    "nan": (
+        lambda p: _h5(
+            p, np.where(np.arange(2)[:, None, None] == 1, np.nan, GOOD_DATA), np.zeros(2)
+        ),
+        "test_objectdataset.h5",
+    ),
+    "strings": (
+        lambda p: _h5(p, np.full((2, 2048, 3), b"a"), np.zeros(2)),
+        "test_objectdataset.h5",
+    ),
+    "empty": (
+        lambda p: _h5(p, np.zeros((0, 2048, 3), np.float32), np.zeros(0)),
+        "test_objectdataset.h5",
+    ),
     "group": (lambda p: _h5(p, "data", np.zeros(2)), "test_objectdataset.h5"),
 }
 
@@ -410,26 +720,40 @@ SCANOBJECTNN_CASES = {  # name -> (write the test file, the <where> expected)
 @pytest.mark.parametrize("name", sorted(SCANOBJECTNN_CASES))
 def test_scanobjectnn_preparation(capsys, tmp_path, name):
     from ddjax.data import builders
+
     root = tmp_path / "h5_files"
     train, test = builders.SCANOBJECTNN_FILES["obj_only"]
     _h5(root / train, GOOD_DATA, np.zeros(2))
     write, where = SCANOBJECTNN_CASES[name]
     (root / test).parent.mkdir(parents=True, exist_ok=True)
     write(root / test)
-    run_refused(capsys, ["--config=configs/prepare.py:scanobjectnn/obj_only", f"--config.manual_dir={root}",
-                         f"--config.data_dir={tmp_path / 'tfds'}"], where)
+    run_refused(
+        capsys,
+        [
+            "--config=configs/prepare.py:scanobjectnn/obj_only",
+            f"--config.manual_dir={root}",
+            f"--config.data_dir={tmp_path / 'tfds'}",
+        ],
+        where,
+    )
 
 
 def _shapenet(root: pathlib.Path) -> pathlib.Path:
     from PIL import Image
+
     (root / "ShapeNet-55").mkdir(parents=True)
     (root / "shapenet_pc").mkdir()
     (root / "shapenet_img").mkdir()
-    table = {"catalogue": {str(i): 2691156 + i for i in range(55)}, "describe": {str(i): f"c{i}" for i in range(55)}}
+    table = {
+        "catalogue": {str(i): 2691156 + i for i in range(55)},
+        "describe": {str(i): f"c{i}" for i in range(55)},
+    }
     (root / "shapenet55.json").write_text(json.dumps(table))
     for split, stem in (("train", "02691156-aaa"), ("test", "02691156-bbb")):
         (root / "ShapeNet-55" / f"{split}.txt").write_text(f"{stem}.npy\n")
-        np.save(root / "shapenet_pc" / f"{stem}.npy", np.random.default_rng(2).normal(size=(8192, 3)))
+        np.save(
+            root / "shapenet_pc" / f"{stem}.npy", np.random.default_rng(2).normal(size=(8192, 3))
+        )
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "shapenet_img" / f"{stem}.png")
     return root
 
@@ -437,23 +761,51 @@ def _shapenet(root: pathlib.Path) -> pathlib.Path:
 SHAPENET_CASES = {
     "json_invalid": (lambda r: (r / "shapenet55.json").write_text("{"), "shapenet55.json"),
     "json_columns": (lambda r: (r / "shapenet55.json").write_text('{"a": {}}'), "shapenet55.json"),
-    "json_count": (lambda r: (r / "shapenet55.json").write_text('[{"catalogue": 1, "describe": "x"}]'),
-                   "shapenet55.json"),
+    "json_count": (
+        lambda r: (r / "shapenet55.json").write_text('[{"catalogue": 1, "describe": "x"}]'),
+        "shapenet55.json",
+    ),
     "json_type": (lambda r: (r / "shapenet55.json").write_text('"a table"'), "shapenet55.json"),
-    "list_synset": (lambda r: (r / "ShapeNet-55" / "test.txt").write_text("\n09999999-ccc.npy\n"), "test.txt:2"),
-    "list_repeat": (lambda r: (r / "ShapeNet-55" / "test.txt").write_text("02691156-bbb.npy\n02691156-bbb\n"),
-                    "test.txt:2"),
-    "npy_missing": (lambda r: (r / "shapenet_pc" / "02691156-bbb.npy").unlink(), "02691156-bbb.npy"),
-    "npy_shape": (lambda r: np.save(r / "shapenet_pc" / "02691156-bbb.npy", np.ones((100, 3))), "02691156-bbb.npy"),
-    "npy_pickled": (lambda r: np.save(r / "shapenet_pc" / "02691156-bbb.npy", np.array([{}]), allow_pickle=True),
-                    "02691156-bbb.npy"),
-    "npy_nan": (lambda r: np.save(r / "shapenet_pc" / "02691156-bbb.npy", np.full((8192, 3), np.nan)),
-                "02691156-bbb.npy"),
-    "npy_truncated": (lambda r: (r / "shapenet_pc" / "02691156-bbb.npy").write_bytes(
-        (r / "shapenet_pc" / "02691156-bbb.npy").read_bytes()[:1000]), "02691156-bbb.npy"),
-    "png_missing": (lambda r: (r / "shapenet_img" / "02691156-bbb.png").unlink(), "02691156-bbb.png"),
-    "png_garbage": (lambda r: (r / "shapenet_img" / "02691156-bbb.png").write_bytes(b"\x89PNG garbage"),
-                    "02691156-bbb.png"),
+    "list_synset": (
+        lambda r: (r / "ShapeNet-55" / "test.txt").write_text("\n09999999-ccc.npy\n"),
+        "test.txt:2",
+    ),
+    "list_repeat": (
+        lambda r: (r / "ShapeNet-55" / "test.txt").write_text("02691156-bbb.npy\n02691156-bbb\n"),
+        "test.txt:2",
+    ),
+    "npy_missing": (
+        lambda r: (r / "shapenet_pc" / "02691156-bbb.npy").unlink(),
+        "02691156-bbb.npy",
+    ),
+    "npy_shape": (
+        lambda r: np.save(r / "shapenet_pc" / "02691156-bbb.npy", np.ones((100, 3))),
+        "02691156-bbb.npy",
+    ),
+    "npy_pickled": (
+        lambda r: np.save(
+            r / "shapenet_pc" / "02691156-bbb.npy", np.array([{}]), allow_pickle=True
+        ),
+        "02691156-bbb.npy",
+    ),
+    "npy_nan": (
+        lambda r: np.save(r / "shapenet_pc" / "02691156-bbb.npy", np.full((8192, 3), np.nan)),
+        "02691156-bbb.npy",
+    ),
+    "npy_truncated": (
+        lambda r: (r / "shapenet_pc" / "02691156-bbb.npy").write_bytes(
+            (r / "shapenet_pc" / "02691156-bbb.npy").read_bytes()[:1000]
+        ),
+        "02691156-bbb.npy",
+    ),
+    "png_missing": (
+        lambda r: (r / "shapenet_img" / "02691156-bbb.png").unlink(),
+        "02691156-bbb.png",
+    ),
+    "png_garbage": (
+        lambda r: (r / "shapenet_img" / "02691156-bbb.png").write_bytes(b"\x89PNG garbage"),
+        "02691156-bbb.png",
+    ),
 }
 
 
@@ -462,15 +814,26 @@ def test_shapenet_preparation(capsys, tmp_path, name):
     root = _shapenet(tmp_path / "ShapeNet55")
     breaks, where = SHAPENET_CASES[name]
     breaks(root)
-    run_refused(capsys, ["--config=configs/prepare.py:shapenet55", f"--config.manual_dir={root}",
-                         f"--config.data_dir={tmp_path / 'tfds'}"], where)
+    run_refused(
+        capsys,
+        [
+            "--config=configs/prepare.py:shapenet55",
+            f"--config.manual_dir={root}",
+            f"--config.data_dir={tmp_path / 'tfds'}",
+        ],
+        where,
+    )
 
 
 def test_changed_manual_folder_is_refused(capsys, tmp_path):
-    """Preparing again from a folder holding different files refuses, naming the build, and changes nothing."""
+    """Preparing again from a folder holding different files refuses, naming the build, and changes
+    nothing."""
     root = _modelnet(tmp_path / "modelnet40_normal_resampled")
-    argv = ["--config=configs/prepare.py:modelnet40", f"--config.manual_dir={root}",
-            f"--config.data_dir={tmp_path / 'tfds'}"]
+    argv = [
+        "--config=configs/prepare.py:modelnet40",
+        f"--config.manual_dir={root}",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+    ]
     assert main.run_command(argv) == 0
     (root / "modelnet40_test.txt").write_text("chair_0001\nchair_0002\n")
     line = run_refused(capsys, argv, "modelnet40/1.0.0", tmp_path / "tfds")
@@ -478,23 +841,38 @@ def test_changed_manual_folder_is_refused(capsys, tmp_path):
 
 
 def test_a_bug_shows_its_traceback_and_says_so(capsys, monkeypatch):
-    """Anything but a user error is a bug in ddjax: exit 70, the traceback, then one line saying so."""
+    """Anything but a user error is a bug in ddjax: exit 70, the traceback, then one
+    line saying so."""
+
     def broken_job(config, workdir):
         return {}["missing"]
+
     monkeypatch.setitem(main.JOBS, "kernels_demo", broken_job)
     capsys.readouterr()
-    assert main.run_command(["--config=configs/demo.py:smoke"]) == main.EXIT_BUG
+    assert main.run_command(["--config=configs/kernels_demo.py:smoke"]) == main.EXIT_BUG
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "Traceback (most recent call last):" and "KeyError: 'missing'" in err[-2]
-    assert err[-1].startswith("error: this is a bug in ddjax (KeyError at ") and "test_bad_inputs.py:" in err[-1]
-    assert err[-1].endswith("please report it on ddjax's issue tracker with the command and the traceback above")
+    assert (
+        err[-1].startswith("error: this is a bug in ddjax (KeyError at ")
+        and "test_bad_inputs.py:" in err[-1]
+    )
+    assert err[-1].endswith(
+        "please report it on ddjax's issue tracker with the command and the traceback above"
+    )
 
 
-CASES = (len(POINT_FILES) + len(CONFIG_CASES) + RUN_FOLDER_CASES + len(MODELNET_CASES) + len(SCANOBJECTNN_CASES)
-         + len(SHAPENET_CASES) + 1)
+CASES = (
+    len(POINT_FILES)
+    + len(CONFIG_CASES)
+    + RUN_FOLDER_CASES
+    + len(MODELNET_CASES)
+    + len(SCANOBJECTNN_CASES)
+    + len(SHAPENET_CASES)
+    + 1
+)
 
 
 def test_case_count():
-    """The README's reliability section counts the cases of this file."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """docs/reliability.md counts the cases of this file."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
     assert CASES >= 150 and f"{CASES} cases" in readme, CASES

@@ -1,9 +1,12 @@
-"""ReCon and ULIP (Point-BERT) ports (issue 14): fidelity to the peers' own PyTorch outputs, the checkpoint
-converter's formats and refusals, and the zero-shot, attack and classify jobs on converted runs.
+"""ReCon and ULIP (Point-BERT) ports (issue 14): fidelity to the peers' own PyTorch outputs, the
+checkpoint converter's formats and refusals, and the zero-shot, attack and classify jobs on
+converted runs.
 
-The reference files in ../shared/data/peers were made by running each peer's unmodified model code on random
-weights and real ModelNet40 clouds (their SOURCE.md); they are the contract and are never edited.
+The reference files in ../shared/data/peers were made by running each peer's unmodified model code
+on random weights and real ModelNet40 clouds (their SOURCE.md); they are the contract and are never
+edited.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,7 +23,9 @@ import pytest
 from flax import traverse_util
 
 import main
-from ddjax import baselines, convert, robustness, zeroshot
+from ddjax import baselines, errors, peer_checkpoints
+from ddjax.jobs import attack, zeroshot
+from ddjax.models import peers
 from tests.conftest import SHARED_DATA
 from tests.test_robustness import job_config
 
@@ -39,23 +44,27 @@ def _reference(kind: str):
 
 
 def _convert(source, workdir, *extra) -> int:
-    return main.run_command(["--config=configs/convert.py", f"--config.source={source}", *extra,
-                             f"--workdir={workdir}"])
+    return main.run_command(
+        ["--config=configs/convert.py", f"--config.source={source}", *extra, f"--workdir={workdir}"]
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(REFERENCES))
 def test_port_matches_the_peers_own_outputs(kind, tmp_path):
-    """Converted through the job (npz path), run by `baselines.load(RUN_DIR).features`: every stored output
-    within 1e-4 relative (max |diff| / max |ref|), FPS indices exact, kNN groups equal as sets except where
-    the 32nd/33rd neighbours are a documented float near-tie."""
+    """Converted through the job (npz path), run by `baselines.load(RUN_DIR).features`: every stored
+    output within 1e-4 relative (max |diff| / max |ref|), FPS indices exact, kNN groups equal as
+    sets except where the 32nd/33rd neighbours are a documented float near-tie."""
     path = _reference(kind)
     assert _convert(path, tmp_path / "run", f"--config.model={kind}") == 0
     with np.load(path, allow_pickle=False) as z:
-        ref = {k[len("output/"):]: z[k] for k in z.files if k.startswith("output/")}
+        ref = {k[len("output/") :]: z[k] for k in z.files if k.startswith("output/")}
         points, knn_gap = z["input/points"], z["aux/knn_gap"]
         meta = json.loads(str(z["meta/json"]))
     model = baselines.load(tmp_path / "run")
-    assert model.config.depth == meta["config"]["depth"] and model.config.num_groups == meta["config"]["num_group"]
+    assert (
+        model.config.depth == meta["config"]["depth"]
+        and model.config.num_groups == meta["config"]["num_group"]
+    )
     got = model.features(points)
     assert set(ref) <= set(got), set(ref) - set(got)
     for name, want in ref.items():
@@ -69,18 +78,23 @@ def test_port_matches_the_peers_own_outputs(kind, tmp_path):
             assert rel < 1e-4, (name, rel)
     # The comparison can fail: a 1e-2 shift of the final LayerNorm's bias alone breaks the match.
     broken = jax.tree_util.tree_map(lambda x: x, model.variables)
-    norm = broken["params"]["norm"] if kind == "recon" else broken["params"]["point_encoder"]["norm"]
+    norm = (
+        broken["params"]["norm"] if kind == "recon" else broken["params"]["point_encoder"]["norm"]
+    )
     norm["bias"] = norm["bias"] + 1e-2
     main_output = "feature" if kind == "recon" else "pc_embed"
     out = baselines.Baseline(model.config, broken, model.apply).features(points)[main_output]
     assert np.abs(out - ref[main_output]).max() / np.abs(ref[main_output]).max() > 1e-4
 
 
-# ----------------------------------------------------------------------------------------------- formats
+# -----------------------------------------------------------------------------------------------
+# formats
+
 
 def _torch_modules():
-    """Stand-ins for the torch globals a torch.save file names, so the pickler can write them by reference
-    without torch installed: the file is byte-for-byte what torch writes for the same records."""
+    """Stand-ins for the torch globals a torch.save file names, so the pickler can write them by
+    reference without torch installed: the file is byte-for-byte what torch writes for the same
+    records."""
     torch = types.ModuleType("torch")
     utils = types.ModuleType("torch._utils")
 
@@ -91,8 +105,15 @@ def _torch_modules():
         raise AssertionError("never called when writing")
 
     FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    torch.FloatStorage, torch._utils, utils._rebuild_tensor_v2 = FloatStorage, utils, _rebuild_tensor_v2
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = (
+        "torch._utils",
+        "_rebuild_tensor_v2",
+    )
+    torch.FloatStorage, torch._utils, utils._rebuild_tensor_v2 = (
+        FloatStorage,
+        utils,
+        _rebuild_tensor_v2,
+    )
     return {"torch": torch, "torch._utils": utils}
 
 
@@ -102,7 +123,8 @@ class _Tensor:
 
 
 def write_pth(path, state: dict, wrapper: str | None = None, extra: dict | None = None) -> None:
-    """A torch.save zip file (archive/data.pkl + archive/data/<key>) of float32 tensors, written without torch."""
+    """A torch.save zip file (archive/data.pkl + archive/data/<key>) of float32 tensors, written
+    without torch."""
     modules = _torch_modules()
     storages = []
 
@@ -117,8 +139,10 @@ def write_pth(path, state: dict, wrapper: str | None = None, extra: dict | None 
                 key = len(storages)
                 storages.append(obj.array)
                 stride = tuple(s // 4 for s in obj.array.strides) if obj.array.ndim else ()
-                return (modules["torch._utils"]._rebuild_tensor_v2,
-                        (_Storage(key, obj.array.size), 0, obj.array.shape, stride, False, {}))
+                return (
+                    modules["torch._utils"]._rebuild_tensor_v2,
+                    (_Storage(key, obj.array.size), 0, obj.array.shape, stride, False, {}),
+                )
             return NotImplemented
 
     class _Storage:
@@ -151,22 +175,35 @@ def _flat(variables) -> dict:
 
 
 def test_checkpoint_formats_convert_identically(tmp_path):
-    """The ULIP reference's parameters as the npz reference, as a released-style .pth (`state_dict`, `module.`
-    prefixes, text/image towers, an argparse Namespace of args) and as .safetensors: identical variables."""
+    """The ULIP reference's parameters as the npz reference, as a released-style .pth (`state_dict`,
+    `module.` prefixes, text/image towers, an argparse Namespace of args) and as .safetensors:
+    identical variables."""
     from safetensors.numpy import save_file
+
     path = _reference("ulip_pointbert")
-    state = convert.read_checkpoint(path)
+    state = peer_checkpoints.read_checkpoint(path)
     assert len(state) == 159
-    towers = {"visual.blocks.0.weight": np.ones((2, 2), np.float32), "logit_scale": np.float32(2.6),
-              "transformer.resblocks.0.attn.in_proj_weight": np.zeros((3, 3), np.float32)}
+    towers = {
+        "visual.blocks.0.weight": np.ones((2, 2), np.float32),
+        "logit_scale": np.float32(2.6),
+        "transformer.resblocks.0.attn.in_proj_weight": np.zeros((3, 3), np.float32),
+    }
     released = {f"module.{k}": v for k, v in {**state, **towers}.items()}
     import argparse
-    write_pth(tmp_path / "ulip.pt", released, wrapper="state_dict",
-              extra={"epoch": 250, "args": argparse.Namespace(model="ULIP_PointBERT", lr=3e-3)})
-    save_file({k: np.ascontiguousarray(v) for k, v in released.items()}, str(tmp_path / "ulip.safetensors"))
-    reference = convert.convert(path, "ulip_pointbert")
+
+    write_pth(
+        tmp_path / "ulip.pt",
+        released,
+        wrapper="state_dict",
+        extra={"epoch": 250, "args": argparse.Namespace(model="ULIP_PointBERT", lr=3e-3)},
+    )
+    save_file(
+        {k: np.ascontiguousarray(v) for k, v in released.items()},
+        str(tmp_path / "ulip.safetensors"),
+    )
+    reference = peer_checkpoints.convert(path, "ulip_pointbert")
     for source in ("ulip.pt", "ulip.safetensors"):
-        config, variables, dropped = convert.convert(tmp_path / source, "ulip_pointbert")
+        config, variables, dropped = peer_checkpoints.convert(tmp_path / source, "ulip_pointbert")
         assert config == reference[0] and len(dropped) == len(towers)
         a, b = _flat(reference[1]), _flat(variables)
         assert a.keys() == b.keys()
@@ -175,25 +212,44 @@ def test_checkpoint_formats_convert_identically(tmp_path):
 
 
 def test_pth_written_by_torch(tmp_path):
-    """A file torch.save writes (as ULIP releases it: `state_dict`, `module.`, its `args` Namespace) converts to
-    the same parameters; views, half, bfloat16, 0-d tensors and Parameters read back exactly."""
-    torch = pytest.importorskip("torch", reason="torch is an optional extra; the torch-free writer test covers the format")
+    """A file torch.save writes (as ULIP releases it: `state_dict`, `module.`, its `args` Namespace)
+    converts to the same parameters; views, half, bfloat16, 0-d tensors and Parameters read back
+    exactly."""
+    torch = pytest.importorskip(
+        "torch", reason="torch is an optional extra; the torch-free writer test covers the format"
+    )
     import argparse
+
     path = _reference("ulip_pointbert")
-    state = convert.read_checkpoint(path)
-    torch.save({"state_dict": {f"module.{k}": torch.from_numpy(np.array(v)) for k, v in state.items()},
-                "args": argparse.Namespace(model="ULIP_PointBERT"), "epoch": 3}, tmp_path / "ulip.pth")
-    a, b = _flat(convert.convert(path, "ulip_pointbert")[1]), _flat(convert.convert(tmp_path / "ulip.pth",
-                                                                                     "ulip_pointbert")[1])
+    state = peer_checkpoints.read_checkpoint(path)
+    torch.save(
+        {
+            "state_dict": {f"module.{k}": torch.from_numpy(np.array(v)) for k, v in state.items()},
+            "args": argparse.Namespace(model="ULIP_PointBERT"),
+            "epoch": 3,
+        },
+        tmp_path / "ulip.pth",
+    )
+    a, b = (
+        _flat(peer_checkpoints.convert(path, "ulip_pointbert")[1]),
+        _flat(peer_checkpoints.convert(tmp_path / "ulip.pth", "ulip_pointbert")[1]),
+    )
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    odd = {"view": torch.randn(4, 3).t(), "slice": torch.randn(2, 3, 5)[:, 1], "half": torch.randn(5).half(),
-           "scalar": torch.tensor(2.5), "param": torch.nn.Parameter(torch.randn(2, 2)),
-           "bf16": torch.randn(4).bfloat16()}
+    odd = {
+        "view": torch.randn(4, 3).t(),
+        "slice": torch.randn(2, 3, 5)[:, 1],
+        "half": torch.randn(5).half(),
+        "scalar": torch.tensor(2.5),
+        "param": torch.nn.Parameter(torch.randn(2, 2)),
+        "bf16": torch.randn(4).bfloat16(),
+    }
     torch.save(odd, tmp_path / "odd.pt")
-    got = convert.read_checkpoint(tmp_path / "odd.pt")
+    got = peer_checkpoints.read_checkpoint(tmp_path / "odd.pt")
     for k, v in odd.items():
         want = v.detach().float().numpy() if k == "bf16" else v.detach().numpy()
-        np.testing.assert_array_equal(np.asarray(got[k], np.float32) if k == "bf16" else got[k], want, err_msg=k)
+        np.testing.assert_array_equal(
+            np.asarray(got[k], np.float32) if k == "bf16" else got[k], want, err_msg=k
+        )
 
 
 def test_reader_refuses_code_and_bad_state_dicts(tmp_path, capsys):
@@ -204,12 +260,14 @@ def test_reader_refuses_code_and_bad_state_dicts(tmp_path, capsys):
     bad = tmp_path / "evil.pth"
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("archive/data.pkl", pickle.dumps({"state_dict": Evil()}, protocol=2))
-    with pytest.raises(convert.ConvertError, match=r"refused global (__builtin__|builtins)\.print"):
-        convert.read_checkpoint(bad)
+    with pytest.raises(
+        peer_checkpoints.ConvertError, match=r"refused global (__builtin__|builtins)\.print"
+    ):
+        peer_checkpoints.read_checkpoint(bad)
     assert "executed" not in capsys.readouterr().out
 
     path = _reference("ulip_pointbert")
-    state = convert.read_checkpoint(path)
+    state = peer_checkpoints.read_checkpoint(path)
     broken = dict(state)
     del broken["point_encoder.norm.bias"]
     broken["point_encoder.extra.weight"] = np.zeros((2, 2), np.float32)
@@ -218,31 +276,49 @@ def test_reader_refuses_code_and_bad_state_dicts(tmp_path, capsys):
     capsys.readouterr()
     assert _convert(tmp_path / "broken.npz", tmp_path / "run", "--config.model=ulip_pointbert") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: cannot convert the checkpoint (state dict)"), err
-    for part in ("1 missing: params/point_encoder/norm/bias", "1 unexpected: point_encoder.extra.weight",
-                 "point_encoder.reduce_dim.bias (7,) vs (384,)"):
+    assert len(err) == 1 and err[0].startswith(
+        "error: cannot convert the checkpoint (state dict)"
+    ), err
+    for part in (
+        "1 missing: params/point_encoder/norm/bias",
+        "1 unexpected: point_encoder.extra.weight",
+        "point_encoder.reduce_dim.bias (7,) vs (384,)",
+    ):
         assert part in err[0], part
     assert not (tmp_path / "run").exists()
-    assert _convert(path, tmp_path / "run", "--config.model=recon") == 1  # the wrong model: one line
+    # the wrong model: one line
+    assert _convert(path, tmp_path / "run", "--config.model=recon") == 1
     assert "not a recon state dict" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------------------- jobs
+# ------------------------------------------------------------------------------------------------
+# jobs
+
 
 def _tiny_recon_state(seed: int = 0) -> dict:
-    """A 2-block, width-24 ReCon state dict under torch's names (the inverse of the converter, written
-    independently here: kernels transposed to [out, in], Conv1d [out, in, 1], LayerNorm/BatchNorm weights)."""
-    config = baselines.model_config("recon", width=24, depth=2, encoder_dims=24, embed_dim=16, num_groups=16,
-                                    group_size=16)
-    variables = baselines.init_variables(config, jax.random.key(seed))
-    names = {"conv1a": "first_conv.0", "bn1": "first_conv.1", "conv1b": "first_conv.3", "conv2a": "second_conv.0",
-             "bn2": "second_conv.1", "conv2b": "second_conv.3"}
+    """A 2-block, width-24 ReCon state dict under torch's names (the inverse of the converter,
+    written independently here: kernels transposed to [out, in], Conv1d [out, in, 1],
+    LayerNorm/BatchNorm weights)."""
+    config = peers.model_config(
+        "recon", width=24, depth=2, encoder_dims=24, embed_dim=16, num_groups=16, group_size=16
+    )
+    variables = peers.init_variables(config, jax.random.key(seed))
+    names = {
+        "conv1a": "first_conv.0",
+        "bn1": "first_conv.1",
+        "conv1b": "first_conv.3",
+        "conv2a": "second_conv.0",
+        "bn2": "second_conv.1",
+        "conv2b": "second_conv.3",
+    }
     rng = np.random.default_rng(seed)
     state = {}
     for path, value in traverse_util.flatten_dict(variables["params"]).items():
         value = np.asarray(value) + 0.05 * rng.standard_normal(np.shape(value)).astype(np.float32)
         *mods, leaf = path
-        mods = [f"blocks.blocks.{m[5:]}" if m.startswith("block") else names.get(m, m) for m in mods]
+        mods = [
+            f"blocks.blocks.{m[5:]}" if m.startswith("block") else names.get(m, m) for m in mods
+        ]
         if mods[:1] == ["pos_embed"]:  # nn.Sequential(Linear, GELU, Linear)
             mods[1] = {"fc1": "0", "fc2": "2"}[mods[1]]
         prefix = ".".join(mods)
@@ -252,7 +328,9 @@ def _tiny_recon_state(seed: int = 0) -> dict:
         state[f"{prefix}.{torch_leaf}" if prefix else torch_leaf] = value
     for path, value in traverse_util.flatten_dict(variables["batch_stats"]).items():
         *mods, leaf = path
-        key = ".".join(["encoder", names[mods[1]], {"mean": "running_mean", "var": "running_var"}[leaf]])
+        key = ".".join(
+            ["encoder", names[mods[1]], {"mean": "running_mean", "var": "running_var"}[leaf]]
+        )
         state[key] = np.asarray(value) + (0.5 if leaf == "var" else 0.1)
         state[f"encoder.{names[mods[1]]}.num_batches_tracked"] = np.int64(5)
     return state
@@ -260,81 +338,146 @@ def _tiny_recon_state(seed: int = 0) -> dict:
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, tiny_clip_dir):
-    """A tiny random-weight ReCon as released (`base_model`, `module.` prefixes, a .pth), converted twice:
-    with the tiny CLIP teacher (16 dimensions) and with no teacher (text features from a file)."""
+    """A tiny random-weight ReCon as released (`base_model`, `module.` prefixes, a .pth), converted
+    twice: with the tiny CLIP teacher (16 dimensions) and with no teacher (text features from a
+    file)."""
     root = tmp_path_factory.mktemp("converted")
-    write_pth(root / "recon.pth", {f"module.{k}": v for k, v in _tiny_recon_state().items()}, wrapper="base_model",
-              extra={"epoch": 3})
-    assert _convert(root / "recon.pth", root / "recon", "--config.model=recon", "--config.num_groups=16",
-                    "--config.group_size=16", f"--config.teacher={tiny_clip_dir}") == 0
-    assert _convert(root / "recon.pth", root / "recon_no_teacher", "--config.model=recon",
-                    "--config.num_groups=16", "--config.group_size=16", "--config.teacher=") == 0
+    write_pth(
+        root / "recon.pth",
+        {f"module.{k}": v for k, v in _tiny_recon_state().items()},
+        wrapper="base_model",
+        extra={"epoch": 3},
+    )
+    assert (
+        _convert(
+            root / "recon.pth",
+            root / "recon",
+            "--config.model=recon",
+            "--config.num_groups=16",
+            "--config.group_size=16",
+            f"--config.teacher={tiny_clip_dir}",
+        )
+        == 0
+    )
+    assert (
+        _convert(
+            root / "recon.pth",
+            root / "recon_no_teacher",
+            "--config.model=recon",
+            "--config.num_groups=16",
+            "--config.group_size=16",
+            "--config.teacher=",
+        )
+        == 0
+    )
     return root
 
 
 def _text_file(tmp_path, rows: int, width: int = 16, names=None) -> pathlib.Path:
-    np.save(tmp_path / "classes.npy", np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32))
-    (tmp_path / "classes.txt").write_text("\n".join(names or [f"class {i}" for i in range(rows)]) + "\n")
+    np.save(
+        tmp_path / "classes.npy",
+        np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32),
+    )
+    (tmp_path / "classes.txt").write_text(
+        "\n".join(names or [f"class {i}" for i in range(rows)]) + "\n"
+    )
     return tmp_path / "classes.npy"
 
 
 def test_conversion_is_recorded_and_refuses_another(converted, capsys):
     record = json.loads((converted / "recon" / "config.json").read_text())
-    assert record["model"]["kind"] == "recon" and record["model"]["depth"] == 2 and record["model"]["width"] == 24
+    assert (
+        record["model"]["kind"] == "recon"
+        and record["model"]["depth"] == 2
+        and record["model"]["width"] == 24
+    )
     assert len(record["converted_from"]["sha256"]) == 64
     capsys.readouterr()
-    assert _convert(converted / "recon.pth", converted / "recon", "--config.model=recon", "--config.num_groups=16",
-                    "--config.group_size=16", f"--config.teacher={record['resolved']['teacher']}") == 0
+    assert (
+        _convert(
+            converted / "recon.pth",
+            converted / "recon",
+            "--config.model=recon",
+            "--config.num_groups=16",
+            "--config.group_size=16",
+            f"--config.teacher={record['resolved']['teacher']}",
+        )
+        == 0
+    )
     assert "already holds this conversion" in capsys.readouterr().out
-    assert _convert(converted / "recon.pth", converted / "recon", "--config.model=recon") == 1  # another tokenization
+    # another tokenization
+    assert _convert(converted / "recon.pth", converted / "recon", "--config.model=recon") == 1
     assert "already holds another run" in capsys.readouterr().err
 
 
 def test_zeroshot_job_on_converted_runs(converted, synthetic_tiny, tmp_path, capsys):
     from configs import zeroshot as zeroshot_config
     from tests.test_train import data_root
+
     config = zeroshot_config.get_config("smoke")
     config.checkpoint, config.dataset = str(converted / "recon"), "synthetic_shapes/tiny"
     config.data_dir, config.npoints, config.point_all = data_root(synthetic_tiny), 128, 150
-    config.num_paths, config.t = 8, 600  # a deterministic baseline runs at N = 1, t = 0 whatever is asked
+    # a deterministic baseline runs at N = 1, t = 0 whatever is asked
+    config.num_paths, config.t = 8, 600
     result = zeroshot.run(config, str(tmp_path / "teacher"))
-    assert (result["N"], result["t"], result["model"]) == (1, 0, "recon") and 0 <= result["top1"] <= 1
+    assert (result["num_paths"], result["t"], result["model"]) == (1, 0, "recon") and 0 <= result[
+        "top1"
+    ] <= 1
     # The same numbers from the class features as a file: the job's own cached teacher features.
     (cached,) = (tmp_path / "teacher").glob("text_features_*.npy")
     names = result["class_names"]
     np.save(tmp_path / "classes.npy", np.load(cached))
     (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
-    config.checkpoint, config.text_features = str(converted / "recon_no_teacher"), str(tmp_path / "classes.npy")
+    config.checkpoint, config.text_features = (
+        str(converted / "recon_no_teacher"),
+        str(tmp_path / "classes.npy"),
+    )
     again = zeroshot.run(config, str(tmp_path / "file"))
-    assert again["per_class"] == result["per_class"] and again["teacher"].startswith("text features")
+    assert again["per_class"] == result["per_class"] and again["teacher"].startswith(
+        "text features"
+    )
     # By hand: the converted model's features, ratio * text + image, cosine with the class features.
     model = baselines.load(converted / "recon")
     assert model.config.num_groups == 16
     config.sweep = True
-    with pytest.raises(zeroshot.errors.ConfigError, match="no N x t settings"):
+    with pytest.raises(errors.ConfigError, match="no N x t settings"):
         zeroshot.check_config(config, str(tmp_path))
     config.sweep = False
     _text_file(tmp_path, len(names) + 1)
-    with pytest.raises(zeroshot.errors.ConfigError, match=f"{len(names) + 1} classes in the file"):
+    with pytest.raises(errors.ConfigError, match=f"{len(names) + 1} classes in the file"):
         zeroshot.run(config, str(tmp_path / "bad"))
     _text_file(tmp_path, len(names), width=8)
-    with pytest.raises(zeroshot.errors.ConfigError, match="width 8 but the model's point features have width 16"):
+    with pytest.raises(
+        errors.ConfigError, match="width 8 but the model's point features have width 16"
+    ):
         zeroshot.check_config(config, str(tmp_path))
     config.text_features = ""
-    with pytest.raises(zeroshot.errors.ConfigError, match="no text tower"):
+    with pytest.raises(errors.ConfigError, match="no text tower"):
         zeroshot.check_config(config, str(tmp_path))
 
 
 def test_attack_job_one_column_per_model(converted, run_dir, synthetic_tiny, tmp_path):
-    """A Dual Denoising run and a converted ReCon attacked in one command: each run's own folder, and
-    table2.md with one column per model (the deterministic baseline at N = 1, t = 0, paper mode only)."""
-    config = job_config(run_dir, synthetic_tiny, attacks="pgd", modes="paper,eot", eps="0.3", steps=4,
-                        curve_every=2, seeds=1, max_shapes=6, batch_size=6, success_draws=0)
+    """A Dual Denoising run and a converted ReCon attacked in one command: each run's own folder,
+    and table2.md with one column per model (the deterministic baseline at N = 1, t = 0, paper mode
+    only)."""
+    config = job_config(
+        run_dir,
+        synthetic_tiny,
+        attacks="pgd",
+        modes="paper,eot",
+        eps="0.3",
+        steps=4,
+        curve_every=2,
+        seeds=1,
+        max_shapes=6,
+        batch_size=6,
+        success_draws=0,
+    )
     config.checkpoint = f"{run_dir},{converted / 'recon'}"
-    summary = robustness.run(config, str(tmp_path))
+    summary = attack.run(config, str(tmp_path))
     assert [r["model"] for r in summary["runs"]] == ["dual_denoising", "recon"]
     recon = json.loads((tmp_path / "recon" / "attack.json").read_text())
-    assert {(r["N"], r["t"], r["mode"]) for r in recon["results"]} == {(1, 0, "paper")}
+    assert {(r["num_paths"], r["t"], r["mode"]) for r in recon["results"]} == {(1, 0, "paper")}
     ours = json.loads((tmp_path / run_dir.name / "attack.json").read_text())
     assert {r["mode"] for r in ours["results"]} == {"paper", "eot"}
     table = (tmp_path / "table2.md").read_text().splitlines()
@@ -351,16 +494,30 @@ def test_classify_with_a_converted_run_and_text_features(converted, tmp_path, ca
     np.save(tmp_path / "cloud.npy", cloud)
     features = _text_file(tmp_path, 3, names=["chair", "lamp", "table"])
     capsys.readouterr()
-    assert main.run_command(["--config=configs/classify.py", f"--config.checkpoint={converted / 'recon_no_teacher'}",
-                             f"--config.input={tmp_path / 'cloud.npy'}", f"--config.text_features={features}",
-                             "--config.labels=lamp,table"]) == 0
+    assert (
+        main.run_command(
+            [
+                "--config=configs/classify.py",
+                f"--config.checkpoint={converted / 'recon_no_teacher'}",
+                f"--config.input={tmp_path / 'cloud.npy'}",
+                f"--config.text_features={features}",
+                "--config.labels=lamp,table",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert sorted(r["label"] for r in result["ranking"]) == ["lamp", "table"] and (result["N"], result["t"]) == (1, 0)
+    assert sorted(r["label"] for r in result["ranking"]) == ["lamp", "table"] and (
+        result["num_paths"],
+        result["t"],
+    ) == (1, 0)
     # By hand: cosine of ratio * text + image with the two rows.
     model = baselines.load(converted / "recon_no_teacher")
-    from ddjax import classify
-    points = classify.load_cloud(tmp_path / "cloud.npy", npoints=1024, point_all=1200, need=16, mesh_points=8192,
-                                 seed=0)
+    from ddjax.jobs import classify
+
+    points = classify.load_cloud(
+        tmp_path / "cloud.npy", npoints=1024, point_all=1200, need=16, mesh_points=8192, seed=0
+    )
     out = model.features(points)
     feat = 0.25 * out["text_feature"] + out["img_feature"]
     table = np.load(features)[[1, 2]]

@@ -1,4 +1,6 @@
-"""Point/mesh file readers against known contents, and the classify job on real meshes and bad files."""
+"""Point/mesh file readers against known contents, and the classify job on real meshes and bad
+files."""
+
 import json
 import os
 import pathlib
@@ -12,23 +14,37 @@ from ddjax.data import readers
 from tests.conftest import SHARED_DATA
 
 MESH_DIR = SHARED_DATA / "meshes"
-CUBE_V = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float)
-CUBE_F = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [1, 2, 6, 5], [0, 4, 7, 3]]  # quads
+CUBE_V = np.array(
+    [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float
+)
+# quads
+CUBE_F = [[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [1, 2, 6, 5], [0, 4, 7, 3]]
 
 
 def _write_formats(tmp_path):
-    off = "OFF\n8 6 0\n" + "".join(f"{x} {y} {z}\n" for x, y, z in CUBE_V) + "".join(
-        "4 " + " ".join(map(str, f)) + "\n" for f in CUBE_F)
+    off = (
+        "OFF\n8 6 0\n"
+        + "".join(f"{x} {y} {z}\n" for x, y, z in CUBE_V)
+        + "".join("4 " + " ".join(map(str, f)) + "\n" for f in CUBE_F)
+    )
     (tmp_path / "cube.off").write_text(off)
     (tmp_path / "glued.off").write_text("OFF8 6 0\n" + off.split("\n", 2)[2])  # ModelNet's quirk
-    (tmp_path / "cube.obj").write_text("".join(f"v {x} {y} {z}\n" for x, y, z in CUBE_V) + "".join(
-        "f " + " ".join(f"{i + 1}/1" for i in f) + "\n" for f in CUBE_F))
-    header = "ply\nformat {}\nelement vertex 8\nproperty float x\nproperty float y\nproperty float z\n" \
-             "element face 6\nproperty list uchar int vertex_indices\nend_header\n"
-    (tmp_path / "ascii.ply").write_text(header.format("ascii 1.0") + "".join(
-        f"{x} {y} {z}\n" for x, y, z in CUBE_V) + "".join("4 " + " ".join(map(str, f)) + "\n" for f in CUBE_F))
+    (tmp_path / "cube.obj").write_text(
+        "".join(f"v {x} {y} {z}\n" for x, y, z in CUBE_V)
+        + "".join("f " + " ".join(f"{i + 1}/1" for i in f) + "\n" for f in CUBE_F)
+    )
+    header = (
+        "ply\nformat {}\nelement vertex 8\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 6\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    (tmp_path / "ascii.ply").write_text(
+        header.format("ascii 1.0")
+        + "".join(f"{x} {y} {z}\n" for x, y, z in CUBE_V)
+        + "".join("4 " + " ".join(map(str, f)) + "\n" for f in CUBE_F)
+    )
     body = CUBE_V.astype("<f4").tobytes() + b"".join(
-        np.uint8(4).tobytes() + np.asarray(f, "<i4").tobytes() for f in CUBE_F)
+        np.uint8(4).tobytes() + np.asarray(f, "<i4").tobytes() for f in CUBE_F
+    )
     (tmp_path / "binary.ply").write_bytes(header.format("binary_little_endian 1.0").encode() + body)
     return ["cube.off", "glued.off", "cube.obj", "ascii.ply", "binary.ply"]
 
@@ -41,7 +57,8 @@ def test_mesh_formats_read_the_same_cube(tmp_path):
         pts = readers.sample_surface(vertices, faces, 2000, np.random.default_rng(0))
         on_face = np.isclose(pts, 0, atol=1e-6) | np.isclose(pts, 1, atol=1e-6)
         assert on_face.any(axis=1).all(), name  # every sample on the cube's surface
-        assert abs(np.isclose(pts[:, 2], 1, atol=1e-6).mean() - 1 / 6) < 0.05  # area-weighted: 1/6 per face
+        # area-weighted: 1/6 per face
+        assert abs(np.isclose(pts[:, 2], 1, atol=1e-6).mean() - 1 / 6) < 0.05
 
 
 def test_point_formats(tmp_path):
@@ -60,10 +77,24 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _classify(run_dir, path, labels="chair,table,sofa"):
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "main.py", "--config=configs/classify.py", f"--config.checkpoint={run_dir}",
-                           f"--config.input={path}", f"--config.labels={labels}", "--config.num_paths=2",
-                           "--config.npoints=256", "--config.point_all=300"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--config=configs/classify.py",
+            f"--config.checkpoint={run_dir}",
+            f"--config.input={path}",
+            f"--config.labels={labels}",
+            "--config.num_paths=2",
+            "--config.npoints=256",
+            "--config.point_all=300",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
@@ -80,8 +111,10 @@ def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
     scores = [r["score"] for r in result["ranking"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     (tmp_path / "few.xyz").write_text("0 0 0\n1 1 1\n")
-    for bad, message in [(tmp_path / "few.xyz", "fewer than the 16 the tokenizer needs"),
-                         (tmp_path / "missing.off", "does not exist")]:
+    for bad, message in [
+        (tmp_path / "few.xyz", "fewer than the 16 the tokenizer needs"),
+        (tmp_path / "missing.off", "does not exist"),
+    ]:
         proc = _classify(run_dir, bad)
         assert proc.returncode != 0
         assert "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr[-2000:]
@@ -89,20 +122,30 @@ def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
 
 
 def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
-    """Three files (a list and a glob) in one call give the rankings of three single calls; the labels'
-    text features are cached in the run folder and reused (no teacher needed: its folder is gone)."""
+    """Three files (a list and a glob) in one call give the rankings of three single calls; the
+    labels' text features are cached in the run folder and reused (no teacher needed: its folder is
+    gone)."""
     import shutil
 
     import main
+
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    cached_before = set(run.glob("classify_text_*.npy"))  # other tests' label lists may be cached already
+    # other tests' label lists may be cached already
+    cached_before = set(run.glob("classify_text_*.npy"))
     rng = np.random.default_rng(5)
     (tmp_path / "in").mkdir()
-    for i, shape in enumerate([(300, 3), (900, 3), (500, 4)]):  # different sizes; extra columns ignored
+    # different sizes; extra columns ignored
+    for i, shape in enumerate([(300, 3), (900, 3), (500, 4)]):
         np.save(tmp_path / "in" / f"cloud{i}.npy", rng.normal(size=shape) * (1 + i))
-    args = ["--config=configs/classify.py", f"--config.checkpoint={run}", "--config.labels=chair,table,sofa,lamp",
-            "--config.num_paths=2", "--config.npoints=256", "--config.point_all=300"]
+    args = [
+        "--config=configs/classify.py",
+        f"--config.checkpoint={run}",
+        "--config.labels=chair,table,sofa,lamp",
+        "--config.num_paths=2",
+        "--config.npoints=256",
+        "--config.point_all=300",
+    ]
 
     def results(inputs: str) -> list[dict]:
         capsys.readouterr()
@@ -111,11 +154,16 @@ def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     single = [results(str(tmp_path / "in" / f"cloud{i}.npy"))[0] for i in range(3)]
-    assert len(set(run.glob("classify_text_*.npy")) - cached_before) == 1  # computed once, then cached
+    # computed once, then cached
+    assert len(set(run.glob("classify_text_*.npy")) - cached_before) == 1
     shutil.rmtree(run / "teacher")  # a cached label list needs no teacher
     together = results(f"{tmp_path / 'in' / 'cloud0.npy'},{tmp_path / 'in'}/cloud[12].npy")
     assert [r["file"] for r in together] == [r["file"] for r in single]
     for a, b in zip(single, together):
         assert [r["label"] for r in a["ranking"]] == [r["label"] for r in b["ranking"]]
-        np.testing.assert_allclose([r["score"] for r in a["ranking"]], [r["score"] for r in b["ranking"]],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            [r["score"] for r in a["ranking"]],
+            [r["score"] for r in b["ranking"]],
+            rtol=1e-5,
+            atol=1e-6,
+        )

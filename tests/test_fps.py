@@ -1,4 +1,5 @@
 """FPS against independent references: a numpy brute force (spec D3) and the `fpsample` package."""
+
 import fpsample
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,8 @@ def brute_force(points, num_samples):
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_random_clouds_match_numpy_and_fpsample(impl):
-    points = np.random.default_rng(0).normal(size=(3, 200, 3)).astype(np.float32)  # N not a power of 2
+    # N not a power of 2
+    points = np.random.default_rng(0).normal(size=(3, 200, 3)).astype(np.float32)
     out = run(points, 33, impl)
     assert out.dtype == np.int32 and out.shape == (3, 33)
     np.testing.assert_array_equal(out, brute_force(points, 33))
@@ -39,7 +41,9 @@ def test_single_cloud_all_points(impl):
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_ties_grid_and_duplicates_take_the_first_argmax(impl):
     rng = np.random.default_rng(2)
-    grid = np.stack(np.meshgrid(*[np.arange(5, dtype=np.float32) / 4] * 3, indexing="ij"), -1).reshape(-1, 3)
+    grid = np.stack(
+        np.meshgrid(*[np.arange(5, dtype=np.float32) / 4] * 3, indexing="ij"), -1
+    ).reshape(-1, 3)
     grid = grid[rng.permutation(len(grid))][:120]  # grid-aligned, many equal distances
     unique = ref.dyadic_cloud(rng, (40, 3))
     dup = unique[rng.integers(0, 40, size=120)]  # duplicated points: running minima hit exact zeros
@@ -53,8 +57,9 @@ def test_fpsample_breaks_ties_to_the_last_index():
     # argmax on ties (first argmax is spec D3). On tie-free clouds the two agree (tested above).
     points = ref.dyadic_cloud(np.random.default_rng(3), (300, 3))
     ours = np.asarray(fps(points[None], 100))[0]
-    np.testing.assert_array_equal(fpsample.fps_sampling(points, 100, start_idx=0),
-                                  ref.fps(points, 100, ties="last"))
+    np.testing.assert_array_equal(
+        fpsample.fps_sampling(points, 100, start_idx=0), ref.fps(points, 100, ties="last")
+    )
     assert not np.array_equal(ours, ref.fps(points, 100, ties="last"))
     np.testing.assert_array_equal(ours, ref.fps(points, 100, ties="first"))
 
@@ -76,7 +81,9 @@ def test_real_modelnet_clouds(impl, modelnet_clouds):
 
 def test_default_implementation_and_reference_agree():
     points = np.random.default_rng(5).normal(size=(2, 70, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(fps(points, 12)), np.asarray(fps_reference(jnp.asarray(points), 12)))
+    np.testing.assert_array_equal(
+        np.asarray(fps(points, 12)), np.asarray(fps_reference(jnp.asarray(points), 12))
+    )
 
 
 def test_no_gradient_flows_through_indices():

@@ -7,8 +7,22 @@ from PIL import Image, ImageDraw
 
 from ddjax.data import image_augment as ia
 
-POOL = ("AutoContrast", "Brightness", "Color", "Contrast", "Equalize", "Identity", "Posterize",
-        "Rotate", "Sharpness", "ShearX", "ShearY", "Solarize", "TranslateX", "TranslateY")
+POOL = (
+    "AutoContrast",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Equalize",
+    "Identity",
+    "Posterize",
+    "Rotate",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "Solarize",
+    "TranslateX",
+    "TranslateY",
+)
 
 
 def _random_image(h, w, seed=0, channels=3):
@@ -20,6 +34,7 @@ def _unnormalize_255(x, mean, std):
 
 
 # ----------------------------------------------------------------------------- channel swap
+
 
 def test_swap_channels_moves_red_to_blue():
     red = np.zeros((5, 7, 3), np.uint8)
@@ -38,7 +53,9 @@ def test_recon_pipeline_puts_red_signal_in_blue_channel():
     red[..., 0] = 255
     for seed in range(8):
         out = ia.preprocess(red, "recon", np.random.default_rng(seed))
-        means = _unnormalize_255(out, ia.IMAGENET_MEAN, ia.IMAGENET_STD).reshape(-1, 3).mean(0) / 255
+        means = (
+            _unnormalize_255(out, ia.IMAGENET_MEAN, ia.IMAGENET_STD).reshape(-1, 3).mean(0) / 255
+        )
         # Only the grey cutout (<= 17x17 of 224x224 at 127/255) can put anything in red/green.
         assert means[0] < 0.02 and means[1] < 0.02, (seed, means)
         assert means[2] > 0.3, (seed, means)
@@ -50,6 +67,7 @@ def test_recon_pipeline_puts_red_signal_in_blue_channel():
 
 # ----------------------------------------------------------------------------- normalisation
 
+
 def test_normalize_uses_imagenet_statistics():
     value = round(0.485 * 255)  # 124, as close to the red mean as uint8 allows
     img = np.zeros((4, 6, 3), np.uint8)
@@ -57,7 +75,9 @@ def test_normalize_uses_imagenet_statistics():
     out = ia.normalize(img, ia.IMAGENET_MEAN, ia.IMAGENET_STD)
     assert out.dtype == np.float32 and out.shape == (4, 6, 3)
     assert abs(float(out[0, 0, 0])) < 0.01
-    expected = (np.array([value, 0, 0]) / 255.0 - np.array(ia.IMAGENET_MEAN)) / np.array(ia.IMAGENET_STD)
+    expected = (np.array([value, 0, 0]) / 255.0 - np.array(ia.IMAGENET_MEAN)) / np.array(
+        ia.IMAGENET_STD
+    )
     np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), rtol=1e-6, atol=1e-6)
     assert ia.IMAGENET_MEAN == (0.485, 0.456, 0.406) and ia.IMAGENET_STD == (0.229, 0.224, 0.225)
     assert ia.CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073)
@@ -71,10 +91,13 @@ def test_recon_pipeline_normalises_with_imagenet_not_clip_stats():
     not_cut = np.abs(un - 127).max(axis=-1) > 1e-3
     np.testing.assert_allclose(un[not_cut], 200.0, atol=1e-3)
     expected = (200 / 255 - np.array(ia.IMAGENET_MEAN)) / np.array(ia.IMAGENET_STD)
-    np.testing.assert_allclose(out[not_cut], np.broadcast_to(expected, out[not_cut].shape), atol=1e-5)
+    np.testing.assert_allclose(
+        out[not_cut], np.broadcast_to(expected, out[not_cut].shape), atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 @pytest.mark.parametrize("pipeline", ia.PIPELINES)
 @pytest.mark.parametrize("shape", [(100, 150, 3), (300, 300, 3), (37, 500, 3), (224, 224, 4)])
@@ -93,12 +116,13 @@ def test_other_output_size(pipeline):
 
 # ----------------------------------------------------------------------------- cutout
 
+
 def _reference_cutout_abs(img, x0, y0, v=16):
     """FixMatch's CutoutAbs, verbatim arithmetic, with the random centre given."""
     pil = Image.fromarray(img)
     w, h = pil.size
-    x0 = int(max(0, x0 - v / 2.))
-    y0 = int(max(0, y0 - v / 2.))
+    x0 = int(max(0, x0 - v / 2.0))
+    y0 = int(max(0, y0 - v / 2.0))
     x1 = int(min(w, x0 + v))
     y1 = int(min(h, y0 + v))
     pil = pil.copy()
@@ -168,19 +192,26 @@ def test_rand_augment_mc_always_applies_cutout():
 def test_recon_pipeline_cutout_on_white_image():
     white = np.full((90, 130, 3), 255, np.uint8)
     for seed in range(5):
-        un = _unnormalize_255(ia.preprocess(white, "recon", np.random.default_rng(seed)),
-                              ia.IMAGENET_MEAN, ia.IMAGENET_STD)
+        un = _unnormalize_255(
+            ia.preprocess(white, "recon", np.random.default_rng(seed)),
+            ia.IMAGENET_MEAN,
+            ia.IMAGENET_STD,
+        )
         grey = np.all(np.abs(un - 127) < 1e-3, axis=-1)
         assert grey.sum() >= 81, seed
         # With the pool restricted to Identity, only the cutout changes the (white) image.
-        un = _unnormalize_255(ia.recon_pipeline(white, np.random.default_rng(seed), ops=("Identity",)),
-                              ia.IMAGENET_MEAN, ia.IMAGENET_STD)
+        un = _unnormalize_255(
+            ia.recon_pipeline(white, np.random.default_rng(seed), ops=("Identity",)),
+            ia.IMAGENET_MEAN,
+            ia.IMAGENET_STD,
+        )
         grey = np.all(np.abs(un - 127) < 1e-3, axis=-1)
         assert 81 <= grey.sum() <= 289
         np.testing.assert_allclose(un[~grey], 255.0, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- determinism
+
 
 def test_recon_pipeline_is_deterministic_given_the_rng():
     img = _random_image(100, 150, seed=7)
@@ -202,6 +233,7 @@ def test_clip_pipeline_ignores_the_rng():
 
 # ----------------------------------------------------------------------------- CLIP pipeline
 
+
 def _clip_normalize_by_hand(crop):
     return (crop.astype(np.float64) / 255.0 - np.array(ia.CLIP_MEAN)) / np.array(ia.CLIP_STD)
 
@@ -211,10 +243,10 @@ def test_clip_pipeline_crop_and_normalise_by_hand(width, left):
     # Shorter side already 224: no resize, a centre crop with Python's (half-to-even) rounding.
     img = _random_image(224, width, seed=width)
     out = ia.preprocess(img, "clip", None)
-    np.testing.assert_allclose(out, _clip_normalize_by_hand(img[:, left:left + 224]), atol=1e-5)
+    np.testing.assert_allclose(out, _clip_normalize_by_hand(img[:, left : left + 224]), atol=1e-5)
     tall = np.ascontiguousarray(img.transpose(1, 0, 2))
     out = ia.preprocess(tall, "clip", None)
-    np.testing.assert_allclose(out, _clip_normalize_by_hand(tall[left:left + 224]), atol=1e-5)
+    np.testing.assert_allclose(out, _clip_normalize_by_hand(tall[left : left + 224]), atol=1e-5)
 
 
 def test_clip_pipeline_with_resize():
@@ -222,7 +254,8 @@ def test_clip_pipeline_with_resize():
     resized = np.asarray(Image.fromarray(img).resize((448, 224), Image.Resampling.BICUBIC))
     out = ia.preprocess(img, "clip", None)
     np.testing.assert_allclose(out, _clip_normalize_by_hand(resized[:, 112:336]), atol=1e-5)
-    # Shorter side 100 -> 224, longer 333 -> int(224 * 333 / 100) = 745, crop offset round(260.5) = 260.
+    # Shorter side 100 -> 224, longer 333 -> int(224 * 333 / 100) = 745, crop offset round(260.5) =
+    # 260.
     img = _random_image(333, 100, seed=12)
     assert ia.resize_shorter_side(img, 224).shape == (745, 224, 3)
     resized = np.asarray(Image.fromarray(img).resize((224, 745), Image.Resampling.BICUBIC))
@@ -231,19 +264,24 @@ def test_clip_pipeline_with_resize():
     # A constant image stays exactly constant.
     const = np.full((37, 91, 3), (10, 128, 250), np.uint8)
     out = ia.preprocess(const, "clip", None)
-    np.testing.assert_allclose(out, np.broadcast_to(_clip_normalize_by_hand(const[0, 0]), out.shape),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        out, np.broadcast_to(_clip_normalize_by_hand(const[0, 0]), out.shape), atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- bad inputs
 
-@pytest.mark.parametrize("image, match", [
-    (np.zeros((10, 10), np.uint8), r"shape \(10, 10\)"),
-    (np.zeros((10, 10, 2), np.uint8), r"shape \(10, 10, 2\)"),
-    (np.zeros((0, 10, 3), np.uint8), r"shape \(0, 10, 3\)"),
-    (np.zeros((10, 10, 3), np.float32), r"dtype float32"),
-    ([[[0, 0, 0]]], r"got list"),
-])
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((10, 10), np.uint8), r"shape \(10, 10\)"),
+        (np.zeros((10, 10, 2), np.uint8), r"shape \(10, 10, 2\)"),
+        (np.zeros((0, 10, 3), np.uint8), r"shape \(0, 10, 3\)"),
+        (np.zeros((10, 10, 3), np.float32), r"dtype float32"),
+        ([[[0, 0, 0]]], r"got list"),
+    ],
+)
 @pytest.mark.parametrize("pipeline", ia.PIPELINES)
 def test_bad_images_raise(image, match, pipeline):
     with pytest.raises(ValueError, match=match):
@@ -265,6 +303,7 @@ def test_unknown_pipeline_and_bad_arguments_raise():
 
 
 # ----------------------------------------------------------------------------- RandAugment pool
+
 
 def test_op_pool_is_fixmatchs_fourteen_ops():
     assert ia.RAND_AUGMENT_POOL == POOL
@@ -318,12 +357,13 @@ def test_op_magnitudes():
 
 # ----------------------------------------------------------------------------- other steps
 
+
 def test_random_resized_crop_params():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = ia.random_resized_crop_params(256, 256, rng)
         assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 256
-        assert 0.6 <= h * w / 256 ** 2 <= 1.0
+        assert 0.6 <= h * w / 256**2 <= 1.0
         assert 3 / 4 - 0.02 <= w / h <= 4 / 3 + 0.02
     # Impossible scale -> torchvision's central-crop fallback with the ratio clamped.
     assert ia.random_resized_crop_params(100, 300, rng, scale=(2.0, 3.0)) == (0, 83, 100, 133)
@@ -337,15 +377,20 @@ def test_flip_and_resize_steps():
     img = _random_image(30, 40)
     flips = [ia.random_horizontal_flip(img, np.random.default_rng(s)) for s in range(10)]
     assert all(np.array_equal(f, img) or np.array_equal(f, img[:, ::-1]) for f in flips)
-    assert any(np.array_equal(f, img[:, ::-1]) for f in flips) and any(np.array_equal(f, img) for f in flips)
+    assert any(np.array_equal(f, img[:, ::-1]) for f in flips) and any(
+        np.array_equal(f, img) for f in flips
+    )
     out = ia.resize_square(img)
-    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(img).resize((256, 256), Image.Resampling.BICUBIC)))
+    np.testing.assert_array_equal(
+        out, np.asarray(Image.fromarray(img).resize((256, 256), Image.Resampling.BICUBIC))
+    )
     assert ia.center_crop(img, 30).shape == (30, 30, 3)
     with pytest.raises(ValueError, match=r"at least 31x31"):
         ia.center_crop(img, 31)
 
 
 # ----------------------------------------------------------------------------- PNG helpers
+
 
 def test_png_roundtrip_and_alpha():
     img = _random_image(13, 17)
@@ -357,7 +402,9 @@ def test_png_roundtrip_and_alpha():
     assert decoded.shape == (13, 17, 3)
     np.testing.assert_array_equal(decoded, rgba[..., :3])
     grey = img[..., 0]
-    np.testing.assert_array_equal(ia.decode_png(ia.encode_png(grey)), np.repeat(grey[..., None], 3, -1))
+    np.testing.assert_array_equal(
+        ia.decode_png(ia.encode_png(grey)), np.repeat(grey[..., None], 3, -1)
+    )
     with pytest.raises(ValueError, match=r"could not decode image bytes \(9 bytes\)"):
         ia.decode_png(b"not a png")
     with pytest.raises(ValueError, match=r"float64"):

@@ -1,15 +1,18 @@
-"""Every FPS/kNN implementation of this backend, index for index against numpy, at the sizes the model runs.
+"""Every FPS/kNN implementation of this backend, index for index against numpy, at the sizes the
+model runs.
 
-The clouds are shape-like (ellipsoid surfaces, `ddjax.demo.procedural_clouds`) snapped to a 1/256 grid: every
-squared distance is then a multiple of 2^-16 below 2^4, exact in float32 whatever the evaluation order (fused
-multiply-adds included), so equal distances are true ties and the float64 numpy brute force is exact as well.
-Indices must be equal, not close: this is the check that the Pallas kernels and the jnp references agree on
-real hardware.
+The clouds are shape-like (ellipsoid surfaces, `ddjax.demo.procedural_clouds`) snapped to a 1/256
+grid: every squared distance is then a multiple of 2^-16 below 2^4, exact in float32 whatever the
+evaluation order (fused multiply-adds included), so equal distances are true ties and the float64
+numpy brute force is exact as well. Indices must be equal, not close: this is the check that the
+Pallas kernels and the jnp references agree on real hardware.
 
-Sizes come from DDJAX_KERNEL_SIZES ("BxN,BxN"; N = 1024 takes 64 centers, N = 8192 takes 512, k = 32). The
-default is one small size so that CPU CI stays quick; `make device-check` sets the pretraining and zero-shot
-sizes with B in {32, 128}. Pallas interpret mode, a slow correctness tool, runs at the smallest size only.
+Sizes come from DDJAX_KERNEL_SIZES ("BxN,BxN"; N = 1024 takes 64 centers, N = 8192 takes 512, k =
+32). The default is one small size so that CPU CI stays quick; `make device-check` sets the
+pretraining and zero-shot sizes with B in {32, 128}. Pallas interpret mode, a slow correctness tool,
+runs at the smallest size only.
 """
+
 import functools
 import os
 
@@ -17,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from ddjax.demo import procedural_clouds
+from ddjax.data.synthetic import procedural_clouds
 from kernels import fps, knn, knn_reference
 from tests import references as ref
 from tests.kernel_cases import IMPLEMENTATIONS
@@ -43,18 +46,24 @@ def centers_for(n: int) -> int:
 
 def cases(with_reference: bool):
     impls = IMPLEMENTATIONS + (["knn_reference"] if with_reference else [])
-    return [pytest.param(size, impl, id=f"{size[0]}x{size[1]}-{impl}") for size in SIZES for impl in impls
-            if impl != "pallas_interpret" or size == SMALLEST]
+    return [
+        pytest.param(size, impl, id=f"{size[0]}x{size[1]}-{impl}")
+        for size in SIZES
+        for impl in impls
+        if impl != "pallas_interpret" or size == SMALLEST
+    ]
 
 
 def grid_units(clouds: np.ndarray) -> np.ndarray:
-    """Grid coordinates as integers (the cloud times 256): every distance below is exact integer arithmetic."""
+    """Grid coordinates as integers (the cloud times 256): every distance below is exact integer
+    arithmetic."""
     return np.rint(clouds * GRID).astype(np.int64)
 
 
 def fps_numpy(clouds: np.ndarray, num_samples: int) -> np.ndarray:
-    """Batched FPS (start 0, running minimum, first argmax) in integer grid units: (B, N, 3) -> (B, S).
-    The 1e10 initial minimum is above every grid distance, so only the order of the distances matters."""
+    """Batched FPS (start 0, running minimum, first argmax) in integer grid units: (B, N, 3) -> (B,
+    S). The 1e10 initial minimum is above every grid distance, so only the order of the distances
+    matters."""
     b = len(clouds)
     x, y, z = np.moveaxis(grid_units(clouds), -1, 0)  # each (B, N)
     rows = np.arange(b)
@@ -62,16 +71,20 @@ def fps_numpy(clouds: np.ndarray, num_samples: int) -> np.ndarray:
     idx = np.zeros((b, num_samples), np.int64)
     for s in range(1, num_samples):
         last = idx[:, s - 1]
-        d = ((x - x[rows, last][:, None]) ** 2 + (y - y[rows, last][:, None]) ** 2
-             + (z - z[rows, last][:, None]) ** 2)  # (B, N)
+        d = (
+            (x - x[rows, last][:, None]) ** 2
+            + (y - y[rows, last][:, None]) ** 2
+            + (z - z[rows, last][:, None]) ** 2
+        )  # (B, N)
         np.minimum(dist, d, out=dist)
         idx[:, s] = np.argmax(dist, axis=1)  # numpy's argmax is the first one
     return idx
 
 
 def knn_numpy(queries: np.ndarray, clouds: np.ndarray, k: int) -> np.ndarray:
-    """Exact kNN: squared distances in integer grid units pack with the index into one int64 key, and the k
-    smallest keys are the lexicographic (distance, index) answer. (B, M, 3), (B, N, 3) -> (B, M, k)."""
+    """Exact kNN: squared distances in integer grid units pack with the index into one int64 key,
+    and the k smallest keys are the lexicographic (distance, index) answer. (B, M, 3), (B, N, 3) ->
+    (B, M, k)."""
     out = []
     n = clouds.shape[1]
     for q, c in zip(grid_units(queries), grid_units(clouds)):
@@ -109,17 +122,22 @@ def test_fps_indices_equal_numpy(size, impl):
     clouds, centers_idx, _, _, _ = problem(*size)
     out = np.asarray(jax.jit(lambda p: fps(p, centers_idx.shape[1], implementation=impl))(clouds))
     mismatched = np.nonzero((out != centers_idx).any(axis=1))[0]
-    assert not len(mismatched), f"{impl} FPS differs from numpy in clouds {mismatched[:10].tolist()}"
+    assert not len(mismatched), (
+        f"{impl} FPS differs from numpy in clouds {mismatched[:10].tolist()}"
+    )
 
 
 @pytest.mark.parametrize("size, impl", cases(with_reference=True))
 def test_knn_indices_equal_numpy(size, impl):
     clouds, _, centers, k, nbr = problem(*size)
-    if impl == "knn_reference":  # the flat jnp reference, whatever the size ('xla' is two-stage from 4096 points)
+    # the flat jnp reference, whatever the size ('xla' is two-stage from 4096 points)
+    if impl == "knn_reference":
         fn = jax.jit(lambda q, p: knn_reference(q, p, k))
     else:
         fn = jax.jit(lambda q, p: knn(q, p, k, implementation=impl))
     out = np.asarray(fn(centers, clouds))
     bad = (out != nbr).any(axis=2)  # (B, S)
-    assert not bad.any(), (f"{impl} kNN differs from numpy for {int(bad.sum())} of {bad.size} queries "
-                           f"(clouds {np.nonzero(bad.any(axis=1))[0][:10].tolist()})")
+    assert not bad.any(), (
+        f"{impl} kNN differs from numpy for {int(bad.sum())} of {bad.size} queries "
+        f"(clouds {np.nonzero(bad.any(axis=1))[0][:10].tolist()})"
+    )

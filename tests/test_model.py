@@ -1,4 +1,5 @@
 """The Dual Denoising model, its loss and its inference function, on the tiny config."""
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -20,16 +21,21 @@ def variables():
 @pytest.fixture(scope="module")
 def batch():
     rng = np.random.default_rng(0)
-    return {"points": jnp.asarray(rng.normal(size=(B, N, 3)).astype(np.float32)),
-            "image_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32)),
-            "text_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32))}
+    return {
+        "points": jnp.asarray(rng.normal(size=(B, N, 3)).astype(np.float32)),
+        "image_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32)),
+        "text_features": jnp.asarray(rng.normal(size=(B, CONFIG.teacher_dim)).astype(np.float32)),
+    }
 
 
 @pytest.fixture(scope="module")
 def inference():
-    infer, infer_path = dd.make_inference(CONFIG)
-    return (jax.jit(infer, static_argnames=("t", "num_paths", "share_encoder_at_t0", "paths_per_step")),
-            jax.jit(infer_path, static_argnames=("t",)))
+    inference = dd.make_inference(CONFIG)
+    infer, infer_path = inference.infer, inference.infer_path
+    return (
+        jax.jit(infer, static_argnames=("t", "num_paths", "share_encoder_at_t0", "paths_per_step")),
+        jax.jit(infer_path, static_argnames=("t",)),
+    )
 
 
 def perturbed(variables, scale=0.05):
@@ -42,6 +48,7 @@ def perturbed(variables, scale=0.05):
 
 def inputs(batch, t=500):
     from ddjax import pointcloud
+
     groups = pointcloud.group(batch["points"], CONFIG.num_groups, CONFIG.group_size)
     noise = jax.random.normal(jax.random.key(1), (B, 2, CONFIG.teacher_dim))
     return groups.neighborhoods, groups.centers, jnp.full((B,), t // CONFIG.delta), noise
@@ -52,10 +59,13 @@ def test_every_pointdae_block_is_the_identity_at_init(variables, batch):
     (_, _), aux = model.apply(variables, *inputs(batch))
     pos = model.apply(variables, inputs(batch)[1], method=lambda m, c: m.pos_embed(c))
     layers = [aux[f"enc/block{i:02d}"] for i in range(CONFIG.depth)]
-    for i in range(1, CONFIG.depth):  # block i-1 returned its input unchanged: layer_i = layer_{i-1} + pos
-        np.testing.assert_allclose(np.asarray(layers[i]), np.asarray(layers[i - 1] + pos), rtol=1e-6, atol=1e-6)
-    # The block class itself, with either init (encoder: normal 0.02; decoder: Xavier), exactly: it adds the
-    # position and nothing else, and hands back its input.
+    # block i-1 returned its input unchanged: layer_i = layer_{i-1} + pos
+    for i in range(1, CONFIG.depth):
+        np.testing.assert_allclose(
+            np.asarray(layers[i]), np.asarray(layers[i - 1] + pos), rtol=1e-6, atol=1e-6
+        )
+    # The block class itself, with either init (encoder: normal 0.02; decoder: Xavier), exactly: it
+    # adds the position and nothing else, and hands back its input.
     x = jax.random.normal(jax.random.key(2), (2, 5, 32))
     pos = jax.random.normal(jax.random.key(5), (2, 5, 32))
     c = jax.random.normal(jax.random.key(3), (2, 32))
@@ -65,7 +75,8 @@ def test_every_pointdae_block_is_the_identity_at_init(variables, batch):
         out, block_input = block.apply(params, x, 0.0, pos, c)
         np.testing.assert_array_equal(np.asarray(out), np.asarray(x + pos))
         np.testing.assert_array_equal(np.asarray(block_input), np.asarray(x + pos))
-    for name in ("encoder", "decoder"):  # and the model's own blocks (all layers) start with zero modulation
+    # and the model's own blocks (all layers) start with zero modulation
+    for name in ("encoder", "decoder"):
         stacked = variables["params"][name]["blocks"]["adaLN_modulation"]["kernel"]
         assert stacked.shape[0] == (CONFIG.depth if name == "encoder" else CONFIG.decoder_depth)
         assert not np.any(np.asarray(stacked))
@@ -84,10 +95,20 @@ def test_feature_block_ffn_is_gated_to_zero_at_init_but_cross_attention_is_not()
     proj = p["params"]["cross_attn"]["proj"]
     proj["kernel"] = jnp.zeros_like(proj["kernel"])
     proj["bias"] = jnp.zeros_like(proj["bias"])
-    np.testing.assert_array_equal(np.asarray(block.apply(p, h, pts, 0.0, pos, emb)[0]), np.asarray(h))  # FFN gated off
+    # FFN gated off
+    np.testing.assert_array_equal(
+        np.asarray(block.apply(p, h, pts, 0.0, pos, emb)[0]), np.asarray(h)
+    )
 
 
-POINT_DAE = ("patch_embed", "pos_embed", "timestep_embedder", "encoder", "decoder_pos_embed", "decoder")
+POINT_DAE = (
+    "patch_embed",
+    "pos_embed",
+    "timestep_embedder",
+    "encoder",
+    "decoder_pos_embed",
+    "decoder",
+)
 
 
 def _grads(config, variables, batch, which):
@@ -107,7 +128,8 @@ def test_stop_gradient(variables, batch):
         assert _max_abs(g_feat[name]) == 0.0, name
     assert _max_abs(g_feat["feature_branch"]) > 0
     g_rec = _grads(CONFIG, variables, batch, "loss_recon")
-    assert _max_abs(g_rec["feature_branch"]) == 0.0  # and the reconstruction loss never reaches the branch
+    # and the reconstruction loss never reaches the branch
+    assert _max_abs(g_rec["feature_branch"]) == 0.0
     assert _max_abs(g_rec["encoder"]) > 0
     # Switched off (ablation), the feature loss does train the encoder.
     g_open = _grads(dd.model_config("tiny", stop_gradient=False), variables, batch, "loss_features")
@@ -118,8 +140,11 @@ def test_timesteps_merge_by_delta(variables, batch):
     model = dd.build_model(CONFIG)
     variables = perturbed(variables)
     nbh, centers, _, _ = inputs(batch)
-    enc = jax.jit(lambda t: model.apply(variables, nbh, centers, dd.merged_timestep(t, 100),
-                                        method=dd.DualDenoising.encode)["tokens"])
+    enc = jax.jit(
+        lambda t: model.apply(
+            variables, nbh, centers, dd.merged_timestep(t, 100), method=dd.DualDenoising.encode
+        )["tokens"]
+    )
     t500, t599, t600 = (np.asarray(enc(jnp.full((B,), t))) for t in (500, 599, 600))
     np.testing.assert_array_equal(t500, t599)
     assert np.abs(t600 - t500).max() > 1e-4
@@ -135,14 +160,21 @@ def test_parallel_noise_inference(variables, batch, inference):
     out = np.asarray(infer(variables, points, key, t=600, num_paths=3))
     assert out.shape == (B, 2, CONFIG.teacher_dim)
     # The vmapped mean equals the paths run one by one and averaged.
-    loop = np.mean([np.asarray(infer_path(variables, points, k, t=600)) for k in jax.random.split(key, 3)], 0)
+    loop = np.mean(
+        [np.asarray(infer_path(variables, points, k, t=600)) for k in jax.random.split(key, 3)], 0
+    )
     np.testing.assert_allclose(out, loop, rtol=1e-5, atol=1e-6)
-    for step in (3, 2, 1):  # one vmap over all 3 paths, or chunks of 2 (with a remainder) or 1: same mean
+    # one vmap over all 3 paths, or chunks of 2 (with a remainder) or 1: same mean
+    for step in (3, 2, 1):
         chunked = np.asarray(infer(variables, points, key, t=600, num_paths=3, paths_per_step=step))
         np.testing.assert_allclose(chunked, loop, rtol=1e-5, atol=1e-6)
     # Same keys, same output; other keys, other output.
-    np.testing.assert_array_equal(out, np.asarray(infer(variables, points, key, t=600, num_paths=3)))
-    assert not np.allclose(out, np.asarray(infer(variables, points, jax.random.key(8), t=600, num_paths=3)))
+    np.testing.assert_array_equal(
+        out, np.asarray(infer(variables, points, key, t=600, num_paths=3))
+    )
+    assert not np.allclose(
+        out, np.asarray(infer(variables, points, jax.random.key(8), t=600, num_paths=3))
+    )
     # t = 0: the shared-encoder fast path equals the general path.
     fast = np.asarray(infer(variables, points, key, t=0, num_paths=3))
     general = np.asarray(infer(variables, points, key, t=0, num_paths=3, share_encoder_at_t0=False))
@@ -152,18 +184,25 @@ def test_parallel_noise_inference(variables, batch, inference):
 def test_inference_group_sizes_come_from_the_config(variables):
     # ScanObjectNN-style tokenization: other G x K than training, same weights (max-pool over K).
     config = dd.model_config("tiny", num_groups=8, group_size=16)
-    infer, _ = dd.make_inference(config)
+    infer = dd.make_inference(config).infer
     points = jax.random.normal(jax.random.key(0), (2, 64, 3))
-    out = jax.jit(infer, static_argnames=("t", "num_paths"))(variables, points, jax.random.key(1), t=100, num_paths=2)
+    out = jax.jit(infer, static_argnames=("t", "num_paths"))(
+        variables, points, jax.random.key(1), t=100, num_paths=2
+    )
     assert out.shape == (2, 2, config.teacher_dim) and np.all(np.isfinite(np.asarray(out)))
 
 
 def test_train_loss(variables, batch):
     loss_fn = jax.jit(dd.make_train_loss(CONFIG))
     loss, (metrics, new_stats) = loss_fn(variables, batch, jax.random.key(3))
-    np.testing.assert_allclose(float(loss), float(metrics["loss_recon"] + metrics["loss_features"]), rtol=1e-6)
-    np.testing.assert_allclose(float(metrics["loss_features"]),
-                               float(metrics["loss_image"] + metrics["loss_text"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(loss), float(metrics["loss_recon"] + metrics["loss_features"]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        float(metrics["loss_features"]),
+        float(metrics["loss_image"] + metrics["loss_text"]),
+        rtol=1e-6,
+    )
     assert 0.9936 <= float(metrics["lambda_t"]) <= 1.0
     # BatchNorm statistics move in training.
     assert _max_abs(jax.tree_util.tree_map(jnp.subtract, new_stats, variables["batch_stats"])) > 0
@@ -173,7 +212,8 @@ def test_train_loss(variables, batch):
 
 def test_reconstruction_head_is_not_zero_initialised(variables, batch):
     (recon, _), _ = dd.build_model(CONFIG).apply(variables, *inputs(batch))
-    spread = np.asarray(jnp.std(recon, axis=2))  # (B, G, 3): the K predicted points of a token differ
+    # (B, G, 3): the K predicted points of a token differ
+    spread = np.asarray(jnp.std(recon, axis=2))
     assert spread.min() > 1e-3
 
 
@@ -202,15 +242,23 @@ def test_ablation_switches(batch):
 
 def test_reconstruction_target_frames():
     from ddjax import pointcloud
+
     rng = np.random.default_rng(3)
     clean = rng.normal(size=(2, 40, 3)).astype(np.float32)
     noisy = clean + 0.05 * rng.normal(size=clean.shape).astype(np.float32)
     groups = pointcloud.group_noisy(clean, noisy, 5, 4)
-    clean_abs = np.asarray(groups.clean.neighborhoods + groups.clean.centers[:, :, None])  # absolute clean points
-    np.testing.assert_allclose(np.asarray(dd.reconstruction_target(groups, "clean")),
-                               clean_abs - np.asarray(groups.clean.centers)[:, :, None], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(dd.reconstruction_target(groups, "noisy")),
-                               clean_abs - np.asarray(groups.noisy.centers)[:, :, None], atol=1e-6)
+    # absolute clean points
+    clean_abs = np.asarray(groups.clean.neighborhoods + groups.clean.centers[:, :, None])
+    np.testing.assert_allclose(
+        np.asarray(dd.reconstruction_target(groups, "clean")),
+        clean_abs - np.asarray(groups.clean.centers)[:, :, None],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        np.asarray(dd.reconstruction_target(groups, "noisy")),
+        clean_abs - np.asarray(groups.noisy.centers)[:, :, None],
+        atol=1e-6,
+    )
 
 
 def test_bfloat16_compute_keeps_float32_parameters(variables, batch):
@@ -219,7 +267,8 @@ def test_bfloat16_compute_keeps_float32_parameters(variables, batch):
     loss16, _ = jax.jit(dd.make_train_loss(config))(variables, batch, key)
     loss32, _ = jax.jit(dd.make_train_loss(CONFIG))(variables, batch, key)
     assert loss16.dtype == jnp.float32
-    np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.05)  # same model, lower precision
+    # same model, lower precision
+    np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.05)
 
 
 def test_parameter_counts_match_the_architecture():
@@ -227,22 +276,26 @@ def test_parameter_counts_match_the_architecture():
     v = dd.init_variables(CONFIG, jax.random.key(0))
     assert counts["total"] == sum(x.size for x in jax.tree_util.tree_leaves(v["params"]))
     c, hidden, depth = CONFIG.width, int(CONFIG.width * CONFIG.mlp_ratio), CONFIG.depth
-    # An AdaLN-Zero block by the formula: qkv 3C^2, proj C^2 + C, MLP 2 C H + H + C, modulation 6C^2 + 6C.
+    # An AdaLN-Zero block by the formula: qkv 3C^2, proj C^2 + C, MLP 2 C H + H + C, modulation 6C^2
+    # + 6C.
     block = 3 * c * c + c * c + c + 2 * c * hidden + hidden + c + 6 * c * c + 6 * c
     assert counts["encoder"] == depth * block + 2 * c  # + the final LayerNorm
     base = dd.parameter_counts(dd.model_config("base"))
-    assert base["encoder"] == 12 * (18 * 384 ** 2 + 8 * 384 + 1536) + 2 * 384
+    assert base["encoder"] == 12 * (18 * 384**2 + 8 * 384 + 1536) + 2 * 384
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (dict(noise_scale=-0.1), r"config.model.noise_scale\): must be >= 0"),
-    (dict(delta=0), r"config.model.delta\): must be an integer >= 1"),
-    (dict(delta=2000), r"config.model.delta\): must be <= num_timesteps"),
-    (dict(feature_input="zeros"), r"config.model.feature_input\): must be one of"),
-    (dict(target_frame="x"), r"config.model.target_frame\): must be one of"),
-    (dict(mask_ratio=1.0), r"config.model.mask_ratio\): must be in \[0, 1\)"),
-    (dict(num_heads=3), r"config.model.width\): must be divisible by num_heads=3"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(noise_scale=-0.1), r"config.model.noise_scale\): must be >= 0"),
+        (dict(delta=0), r"config.model.delta\): must be an integer >= 1"),
+        (dict(delta=2000), r"config.model.delta\): must be <= num_timesteps"),
+        (dict(feature_input="zeros"), r"config.model.feature_input\): must be one of"),
+        (dict(target_frame="x"), r"config.model.target_frame\): must be one of"),
+        (dict(mask_ratio=1.0), r"config.model.mask_ratio\): must be in \[0, 1\)"),
+        (dict(num_heads=3), r"config.model.width\): must be divisible by num_heads=3"),
+    ],
+)
 def test_bad_config_values_name_the_field(overrides, match):
     with pytest.raises(ValueError, match=match):
         dd.model_config("tiny", **overrides)
@@ -251,7 +304,9 @@ def test_bad_config_values_name_the_field(overrides, match):
 def test_too_few_points_is_a_clear_error(variables, inference):
     infer, _ = inference
     few = jnp.zeros((2, 10, 3))  # tiny needs 16 centers
-    with pytest.raises(ValueError, match=r"N=10 points, fewer than the tokenizer needs \(num_groups=16"):
+    with pytest.raises(
+        ValueError, match=r"N=10 points, fewer than the tokenizer needs \(num_groups=16"
+    ):
         infer(variables, few, jax.random.key(0), t=0, num_paths=1)
     with pytest.raises(ValueError, match=r"fewer than the tokenizer needs"):
         dd.make_train_loss(CONFIG)(variables, {"points": few}, jax.random.key(0))
@@ -259,26 +314,33 @@ def test_too_few_points_is_a_clear_error(variables, inference):
 
 def test_concat_dense_equals_dense_on_the_concatenation():
     from ddjax.models.tokenizer import ConcatDense
+
     g = jax.random.normal(jax.random.key(0), (2, 3, 1, 4))
     f = jax.random.normal(jax.random.key(1), (2, 3, 5, 6))
     layer = ConcatDense(7)
     params = layer.init(jax.random.key(2), g, f)
     params = jax.tree_util.tree_map(lambda x: x + 0.1, params)  # non-zero bias too
     concat = jnp.concatenate([jnp.broadcast_to(g, (2, 3, 5, 4)), f], axis=-1)
-    np.testing.assert_allclose(np.asarray(layer.apply(params, g, f)),
-                               np.asarray(nn_dense_apply(params, concat)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(layer.apply(params, g, f)),
+        np.asarray(nn_dense_apply(params, concat)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def nn_dense_apply(params, x):
     import flax.linen as nn
+
     return nn.Dense(7).apply(params, x)
 
 
 @pytest.mark.highest_precision
 def test_scanned_stacks_equal_the_blocks_applied_one_by_one(variables, batch):
-    # The reference is the model as it was before the stacks were scanned: each layer's parameters (a slice
-    # of the stacked ones, i.e. the unrolled checkpoint layout `block00`, `block01`, ...) applied by its
-    # block in a Python loop, the encoder's block inputs feeding the feature branch's blocks one by one.
+    # The reference is the model as it was before the stacks were scanned: each layer's parameters
+    # (a slice of the stacked ones, i.e. the unrolled checkpoint layout `block00`, `block01`, ...)
+    # applied by its block in a Python loop, the encoder's block inputs feeding the feature branch's
+    # blocks one by one.
     import flax.linen as nn
 
     variables = perturbed(variables)
@@ -288,7 +350,7 @@ def test_scanned_stacks_equal_the_blocks_applied_one_by_one(variables, batch):
     old = dd.unstack_layers(variables["params"])
     assert sorted(k for k in old["encoder"] if k.startswith("block")) == ["block00", "block01"]
 
-    sub = lambda name: (lambda m, *a: getattr(m, name)(*a))
+    sub = lambda name: lambda m, *a: getattr(m, name)(*a)
     x = model.apply(variables, nbh, False, method=sub("patch_embed"))  # (B, G, C)
     pos = model.apply(variables, centers, method=sub("pos_embed"))
     cond = model.apply(variables, t, method=sub("timestep_embedder"))
@@ -297,43 +359,69 @@ def test_scanned_stacks_equal_the_blocks_applied_one_by_one(variables, batch):
     layers = []
     for i in range(CONFIG.depth):
         x, block_input = blocks.AdaLNZeroBlock(heads, hidden).apply(
-            {"params": old["encoder"][f"block{i:02d}"]}, x, 0.0, pos, cond)
+            {"params": old["encoder"][f"block{i:02d}"]}, x, 0.0, pos, cond
+        )
         layers.append(block_input)
     tokens = norm(old["encoder"]["norm"], x)
     np.testing.assert_allclose(np.asarray(aux["tokens"]), np.asarray(tokens), rtol=1e-5, atol=1e-6)
     for i, layer in enumerate(layers):
-        np.testing.assert_allclose(np.asarray(aux[f"enc/block{i:02d}"]), np.asarray(layer), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(aux[f"enc/block{i:02d}"]), np.asarray(layer), rtol=1e-5, atol=1e-6
+        )
 
     branch = old["feature_branch"]
     h = nn.Dense(c).apply({"params": branch["noise_embed"]}, noise)
     emb = nn.Embed(2, c).apply({"params": branch["type_embed"]}, jnp.arange(2))
     for i, layer in enumerate(layers):
-        h, _ = blocks.FeatureBlock(heads, hidden).apply({"params": branch[f"block{i:02d}"]}, h, layer, 0.0,
-                                                        branch["type_pos"], emb)
+        h, _ = blocks.FeatureBlock(heads, hidden).apply(
+            {"params": branch[f"block{i:02d}"]}, h, layer, 0.0, branch["type_pos"], emb
+        )
     h = norm(branch["norm"], h)
-    want = jnp.stack([nn.Dense(CONFIG.teacher_dim).apply({"params": branch[f"{n}_proj"]}, h[:, j])
-                      for j, n in enumerate(CONFIG.feature_types)], axis=1)
+    want = jnp.stack(
+        [
+            nn.Dense(CONFIG.teacher_dim).apply({"params": branch[f"{n}_proj"]}, h[:, j])
+            for j, n in enumerate(CONFIG.feature_types)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(np.asarray(features), np.asarray(want), rtol=1e-5, atol=1e-6)
 
     dec = old["decoder"]
     y = tokens
     dpos = model.apply(variables, centers, method=sub("decoder_pos_embed"))
     for i in range(CONFIG.decoder_depth):
-        y, _ = blocks.AdaLNZeroBlock(heads, hidden).apply({"params": dec[f"block{i:02d}"]}, y, 0.0, dpos, cond)
-    y = nn.Dense(3 * CONFIG.group_size).apply({"params": dec["reconstruction_head"]}, norm(dec["norm"], y))
-    np.testing.assert_allclose(np.asarray(recon), np.asarray(y.reshape(recon.shape)), rtol=1e-5, atol=1e-6)
+        y, _ = blocks.AdaLNZeroBlock(heads, hidden).apply(
+            {"params": dec[f"block{i:02d}"]}, y, 0.0, dpos, cond
+        )
+    y = nn.Dense(3 * CONFIG.group_size).apply(
+        {"params": dec["reconstruction_head"]}, norm(dec["norm"], y)
+    )
+    np.testing.assert_allclose(
+        np.asarray(recon), np.asarray(y.reshape(recon.shape)), rtol=1e-5, atol=1e-6
+    )
     # And back: the unrolled layout stacks into exactly the model's parameters.
-    for a, b in zip(jax.tree_util.tree_leaves(dd.stack_layers(old)), jax.tree_util.tree_leaves(variables["params"])):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(dd.stack_layers(old)),
+        jax.tree_util.tree_leaves(variables["params"]),
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_remat_changes_memory_not_values(variables, batch):
-    # Recomputing each block in the backward pass (config.model.remat) gives the same loss and gradients.
+    # Recomputing each block in the backward pass (config.model.remat) gives the same loss and
+    # gradients.
     variables = perturbed(variables)
-    loss_and_grads = lambda config: jax.jit(jax.value_and_grad(
-        lambda p: dd.make_train_loss(config)({**variables, "params": p}, batch, jax.random.key(5))[0]))(
-        variables["params"])
-    (loss, grads), (loss_r, grads_r) = loss_and_grads(CONFIG), loss_and_grads(dd.model_config("tiny", remat=True))
+    loss_and_grads = lambda config: jax.jit(
+        jax.value_and_grad(
+            lambda p: dd.make_train_loss(config)(
+                {**variables, "params": p}, batch, jax.random.key(5)
+            )[0]
+        )
+    )(variables["params"])
+    (loss, grads), (loss_r, grads_r) = (
+        loss_and_grads(CONFIG),
+        loss_and_grads(dd.model_config("tiny", remat=True)),
+    )
     assert float(loss) == float(loss_r)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_r)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -1,9 +1,12 @@
-"""Several JAX processes for real: 2 processes x 2 CPU devices on localhost (gloo), against 1 process.
+"""Several JAX processes for real: 2 processes x 2 CPU devices on localhost (gloo), against 1
+process.
 
-Pretraining (with a kill of both processes and a resume) matches 1 process x 4 devices; the zero-shot and
-attack jobs give exactly one process's results. The commands are the README's ("Several hosts") with the
-tiny test sizes appended. Every launch has a timeout, and both processes are killed when either fails.
+Pretraining (with a kill of both processes and a resume) matches 1 process x 4 devices; the
+zero-shot and attack jobs give exactly one process's results. The commands are the README's
+("Several hosts") with the tiny test sizes appended. Every launch has a timeout, and both processes
+are killed when either fails.
 """
+
 import json
 import os
 import pathlib
@@ -17,18 +20,30 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.conftest import python_path
+from tests.conftest import ROOT, python_path
 
 pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the module's fixture is shared
 
 # The README's two-terminal command (the smoke run on two CPU processes), one line per process.
-README_COMMAND = ("JAX_NUM_CPU_DEVICES=2 python main.py --config=configs/pretrain.py:smoke --workdir=runs/smoke_2p "
-                  "--coordinator_address=localhost:12355 --num_processes=2 --process_id={i}")
-TINY = ["--config.dataset=synthetic_shapes/tiny", "--config.log_every=1", "--config.tiny_teacher.steps=10",
-        "--config.tiny_teacher.width=32", "--config.model.width=32", "--config.model.depth=2",
-        "--config.model.num_heads=2", "--config.model.num_groups=16", "--config.model.group_size=8",
-        "--config.eval.dataset=", "--config.total_steps=16", "--config.checkpoint_every=2"]
+README_COMMAND = (
+    "JAX_NUM_CPU_DEVICES=2 python main.py --config=configs/pretrain.py:smoke "
+    "--workdir=runs/smoke_2p "
+    "--coordinator_address=localhost:12355 --num_processes=2 --process_id={i}"
+)
+TINY = [
+    "--config.dataset=synthetic_shapes/tiny",
+    "--config.log_every=1",
+    "--config.tiny_teacher.steps=10",
+    "--config.tiny_teacher.width=32",
+    "--config.model.width=32",
+    "--config.model.depth=2",
+    "--config.model.num_heads=2",
+    "--config.model.num_groups=16",
+    "--config.model.group_size=8",
+    "--config.eval.dataset=",
+    "--config.total_steps=16",
+    "--config.checkpoint_every=2",
+]
 TIMEOUT_S = 300
 
 
@@ -39,12 +54,18 @@ def free_port() -> int:
 
 
 def env(devices: int) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", JAX_NUM_CPU_DEVICES=str(devices),
-                PYTHONPATH=python_path())
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        HF_HUB_OFFLINE="1",
+        JAX_NUM_CPU_DEVICES=str(devices),
+        PYTHONPATH=python_path(),
+    )
 
 
 def readme_argv(i: int, port: int, workdir, extra=()) -> list[str]:
-    """The README's command for process i, with another port and workdir and `extra` flags appended."""
+    """The README's command for process i, with another port and workdir and `extra`
+    flags appended."""
     words = README_COMMAND.format(i=i).split()
     assert words[0].startswith("JAX_NUM_CPU_DEVICES=") and words[1:3] == ["python", "main.py"]
     words = [w.replace("localhost:12355", f"localhost:{port}") for w in words[3:]]
@@ -53,13 +74,18 @@ def readme_argv(i: int, port: int, workdir, extra=()) -> list[str]:
 
 
 def spawn(argv_of, logs) -> list[subprocess.Popen]:
-    """Starts processes 0 and 1 (`argv_of(i, port)`), each with 2 CPU devices, output to a log file."""
+    """Starts processes 0 and 1 (`argv_of(i, port)`), each with 2 CPU devices, output to
+    a log file."""
     port = free_port()
     procs = []
     for i in range(2):
         log = logs / f"process{i}_{time.monotonic_ns()}.log"
         with open(log, "w") as f:
-            procs.append(subprocess.Popen(argv_of(i, port), cwd=ROOT, env=env(2), stdout=f, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    argv_of(i, port), cwd=ROOT, env=env(2), stdout=f, stderr=subprocess.STDOUT
+                )
+            )
         procs[-1].log = log
     return procs
 
@@ -71,9 +97,18 @@ def start_two(workdir, extra, logs) -> list[subprocess.Popen]:
 
 def start_job(argv, workdir, logs) -> list[subprocess.Popen]:
     """Another job's command in two processes."""
-    return spawn(lambda i, port: [sys.executable, str(ROOT / "main.py"), *argv, f"--workdir={workdir}",
-                                  f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                                  f"--process_id={i}"], logs)
+    return spawn(
+        lambda i, port: [
+            sys.executable,
+            str(ROOT / "main.py"),
+            *argv,
+            f"--workdir={workdir}",
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+        ],
+        logs,
+    )
 
 
 def kill_all(procs) -> None:
@@ -101,21 +136,32 @@ def wait_two(procs, timeout=TIMEOUT_S) -> list[str]:
 
 
 def run_one(argv, devices: int, timeout=TIMEOUT_S) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *argv], cwd=ROOT, env=env(devices),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *argv],
+        cwd=ROOT,
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 def metrics(workdir) -> list[dict]:
-    return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    ]
 
 
 @pytest.fixture(scope="module")
 def runs(synthetic_tiny, tmp_path_factory):
-    """The README's 2-process smoke run at tiny sizes, killed (both processes) after its checkpoint 4 and
-    run again to step 16; then the same run in 1 process x 4 devices with the 2-process run's teacher."""
+    """The README's 2-process smoke run at tiny sizes, killed (both processes) after its checkpoint
+    4 and run again to step 16; then the same run in 1 process x 4 devices with the 2-process run's
+    teacher."""
     from tests.test_train import data_root
+
     root = tmp_path_factory.mktemp("multihost")
     two, one = root / "two", root / "one"
     extra = TINY + [f"--config.data_dir={data_root(synthetic_tiny)}"]
@@ -127,21 +173,30 @@ def runs(synthetic_tiny, tmp_path_factory):
             if any(d.isdigit() and int(d) >= 4 for d in names):
                 break
             time.sleep(0.1)
-        assert all(p.poll() is None for p in procs), "the run ended before it could be killed:\n" + \
-            "\n".join(pathlib.Path(p.log).read_text()[-2000:] for p in procs)
+        assert all(p.poll() is None for p in procs), (
+            "the run ended before it could be killed:\n"
+            + "\n".join(pathlib.Path(p.log).read_text()[-2000:] for p in procs)
+        )
     finally:
         kill_all(procs)  # SIGKILL: no clean-up of any kind
     killed_at = max(r["step"] for r in metrics(two))
     outputs = wait_two(start_two(two, extra, root))
     one.mkdir()
-    shutil.copytree(two / "teacher", one / "teacher")  # the same frozen teacher (trained by process 0)
+    # the same frozen teacher (trained by process 0)
+    shutil.copytree(two / "teacher", one / "teacher")
     run_one(["--config=configs/pretrain.py:smoke", f"--workdir={one}", *extra], devices=4)
-    return {"two": two, "one": one, "killed_at": killed_at, "outputs": outputs, "root": root,
-            "data_dir": data_root(synthetic_tiny)}
+    return {
+        "two": two,
+        "one": one,
+        "killed_at": killed_at,
+        "outputs": outputs,
+        "root": root,
+        "data_dir": data_root(synthetic_tiny),
+    }
 
 
 def test_readme_has_the_command():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "several-hosts.md").read_text()
     for i in range(2):
         assert README_COMMAND.format(i=i) in readme
 
@@ -150,70 +205,127 @@ def test_pretraining_matches_one_process_after_a_kill(runs):
     import jax
 
     from tests.test_train import _params
+
     assert 4 <= runs["killed_at"] < 16
     out0, out1 = runs["outputs"]
     assert "resumed from" in out0 and "(2 processes)" in out0
-    assert "step 16/16" in out0 and "step " not in out1 and "resumed" not in out1  # process 0 reports alone
+    # process 0 reports alone
+    assert "step 16/16" in out0 and "step " not in out1 and "resumed" not in out1
     two, one = metrics(runs["two"]), metrics(runs["one"])
-    assert [r["step"] for r in two] == list(range(1, 17))  # one line per step: the replayed ones replaced
-    for a, b in zip(two, one):  # the same global batches; sums across processes add in another order, and
+    # one line per step: the replayed ones replaced
+    assert [r["step"] for r in two] == list(range(1, 17))
+    # the same global batches; sums across processes add in another order, and
+    for a, b in zip(two, one):
         # Adam makes those last-bit differences grow a little with every step
         rtol = 2e-5 if a["step"] <= 4 else 3e-3
-        for key in ("loss", "loss_rec", "loss_image", "loss_text", "chamfer", "grad_norm", "param_norm"):
+        for key in (
+            "loss",
+            "loss_rec",
+            "loss_image",
+            "loss_text",
+            "chamfer",
+            "grad_norm",
+            "param_norm",
+        ):
             np.testing.assert_allclose(a[key], b[key], rtol=rtol, err_msg=f"step {a['step']} {key}")
         assert a["lr"] == b["lr"]
-    # Parameters: Adam moves a coordinate by about lr per step whatever the gradient's size, so where the
-    # gradient is near zero its last-bit difference may flip a step's sign: at most 2 x the summed lr apart
-    # (measured 0.8 of the summed lr), and 1 % apart as a whole (measured 0.19 %).
+    # Parameters: Adam moves a coordinate by about lr per step whatever the gradient's size, so
+    # where the gradient is near zero its last-bit difference may flip a step's sign: at most 2 x
+    # the summed lr apart (measured 0.8 of the summed lr), and 1 % apart as a whole (measured 0.19
+    # %).
     pa, pb = _params(runs["two"], 16)["params"], _params(runs["one"], 16)["params"]
-    la, lb = [np.asarray(x) for x in jax.tree_util.tree_leaves(pa)], [np.asarray(x) for x in jax.tree_util.tree_leaves(pb)]
+    la, lb = (
+        [np.asarray(x) for x in jax.tree_util.tree_leaves(pa)],
+        [np.asarray(x) for x in jax.tree_util.tree_leaves(pb)],
+    )
     bound = 2 * sum(r["lr"] for r in one)
     assert max(float(np.abs(x - y).max()) for x, y in zip(la, lb)) <= bound
     distance = np.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(la, lb)))
-    assert distance <= 1e-2 * np.sqrt(sum(float((y ** 2).sum()) for y in lb))
+    assert distance <= 1e-2 * np.sqrt(sum(float((y**2).sum()) for y in lb))
     # One writer: one config, one teacher; the checkpoint holds each process's data-iterator state.
     data = runs["two"] / "checkpoints" / "16" / "data"
-    assert sorted(f for f in os.listdir(data) if f.startswith("process_")) == ["process_0-of-2.json",
-                                                                              "process_1-of-2.json"]
+    assert sorted(f for f in os.listdir(data) if f.startswith("process_")) == [
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    ]
     assert not [p for p in runs["two"].rglob("*.tmp")]
 
 
 def test_resuming_with_another_process_count_is_refused(runs, capsys):
     import main
-    argv = ["--config=configs/pretrain.py:smoke", f"--workdir={runs['two']}", *TINY,
-            f"--config.data_dir={runs['data_dir']}"]
+
+    argv = [
+        "--config=configs/pretrain.py:smoke",
+        f"--workdir={runs['two']}",
+        *TINY,
+        f"--config.data_dir={runs['data_dir']}",
+    ]
     assert main.run_command(argv) == 1  # this test's 1 process, on the 2-process run
     err = capsys.readouterr().err
-    assert "checkpoints/16): written by 2 processes, resumed by 1" in err and "--num_processes=2" in err
+    assert (
+        "checkpoints/16): written by 2 processes, resumed by 1" in err
+        and "--num_processes=2" in err
+    )
 
 
 def test_zeroshot_and_attack_equal_one_process(runs):
     import main
-    common = [f"--config.checkpoint={runs['two']}", f"--config.data_dir={runs['data_dir']}",
-              "--config.dataset=synthetic_shapes/tiny", "--config.npoints=256", "--config.point_all=300"]
-    # zero-shot: 24 shapes in 2 batches, both in process 0 (process 1 computes batch 0 for the shapes only);
-    # attack: 2 batches x 2 seeds, one pair on each of the 4 devices.
+
+    common = [
+        f"--config.checkpoint={runs['two']}",
+        f"--config.data_dir={runs['data_dir']}",
+        "--config.dataset=synthetic_shapes/tiny",
+        "--config.npoints=256",
+        "--config.point_all=300",
+    ]
+    # zero-shot: 24 shapes in 2 batches, both in process 0 (process 1 computes batch 0 for the
+    # shapes only); attack: 2 batches x 2 seeds, one pair on each of the 4 devices.
     zeroshot = ["--config=configs/zeroshot.py:smoke", *common, "--config.batch_size=12"]
-    attack = ["--config=configs/attack.py:smoke", *common, "--config.batch_size=4", "--config.max_shapes=8",
-              "--config.attacks=pgd", "--config.modes=paper", "--config.steps=2", "--config.curve_every=1",
-              "--config.eps=0.05", "--config.seeds=2", "--config.settings=1:0"]
+    attack = [
+        "--config=configs/attack.py:smoke",
+        *common,
+        "--config.batch_size=4",
+        "--config.max_shapes=8",
+        "--config.attacks=pgd",
+        "--config.modes=paper",
+        "--config.steps=2",
+        "--config.curve_every=1",
+        "--config.eps=0.05",
+        "--config.seeds=2",
+        "--config.settings=1:0",
+    ]
     for argv, name in ((zeroshot, "zeroshot.json"), (attack, "attack.json")):
         two, one = runs["root"] / f"two_{name}", runs["root"] / f"one_{name}"
         wait_two(start_job(argv, two, runs["root"]))
         assert main.run_command([*argv, f"--workdir={one}"]) == 0  # 1 process, this test's 1 device
         a, b = json.loads((two / name).read_text()), json.loads((one / name).read_text())
-        assert {k: v for k, v in a.items() if k != "checkpoint"} == {k: v for k, v in b.items() if k != "checkpoint"}
+        assert {k: v for k, v in a.items() if k != "checkpoint"} == {
+            k: v for k, v in b.items() if k != "checkpoint"
+        }
         assert sorted(os.listdir(two)) == sorted(os.listdir(one))  # the same files, written once
 
 
 def test_other_jobs_run_in_process_zero(tmp_path):
-    # prepare (like teacher_cache, classify, certify, convert, visualize) runs in process 0 alone; process 1
-    # waits for it at a barrier and exits 0 without output of its own.
-    argv = ["--config=configs/prepare.py:synthetic_shapes/tiny", f"--config.data_dir={tmp_path / 'tfds'}"]
-    procs = spawn(lambda i, port: [sys.executable, str(ROOT / "main.py"), *argv,
-                                   f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                                   f"--process_id={i}"], tmp_path)
+    # prepare (like teacher_cache, classify, certify, convert, visualize) runs in process 0 alone;
+    # process 1 waits for it at a barrier and exits 0 without output of its own.
+    argv = [
+        "--config=configs/prepare.py:synthetic_shapes/tiny",
+        f"--config.data_dir={tmp_path / 'tfds'}",
+    ]
+    procs = spawn(
+        lambda i, port: [
+            sys.executable,
+            str(ROOT / "main.py"),
+            *argv,
+            f"--coordinator_address=localhost:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+        ],
+        tmp_path,
+    )
     out0, out1 = wait_two(procs, timeout=120)
     assert "prepared" in out0 and "(2 processes)" in out0
-    assert not [line for line in out1.splitlines() if line.strip() and not line.startswith("[Gloo]")], out1
+    assert not [
+        line for line in out1.splitlines() if line.strip() and not line.startswith("[Gloo]")
+    ], out1
     assert (tmp_path / "tfds" / "synthetic_shapes" / "tiny" / "1.0.0").is_dir()

@@ -1,4 +1,5 @@
 """ReCon's schedule and decay groups against the spec's formulas (section 3.3, trap 13-14)."""
+
 import math
 
 import jax.numpy as jnp
@@ -22,19 +23,34 @@ def test_epoch_schedule_matches_recon():
         want = 1e-6 if epoch <= 1 else spec_lr(epoch - 1)  # stepped at the end of each epoch
         for step in (epoch * 7, epoch * 7 + 6):  # constant within the epoch
             np.testing.assert_allclose(float(sched(jnp.int32(step))), want, rtol=1e-5, atol=1e-12)
-        np.testing.assert_allclose(optim.recon_lr(epoch, base_lr=5e-4, warmup_epochs=10, epochs=300),
-                                   spec_lr(epoch), rtol=1e-12)
+        np.testing.assert_allclose(
+            optim.recon_lr(epoch, base_lr=5e-4, warmup_epochs=10, epochs=300),
+            spec_lr(epoch),
+            rtol=1e-12,
+        )
     # The cosine runs on the raw epoch index, so the peak (epoch 11, at lr(10)) is just below 5e-4.
-    np.testing.assert_allclose(float(sched(jnp.int32(11 * 7))), 1e-6 + 0.5 * 4.99e-4 * (1 + math.cos(math.pi / 30)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(sched(jnp.int32(11 * 7))),
+        1e-6 + 0.5 * 4.99e-4 * (1 + math.cos(math.pi / 30)),
+        rtol=1e-6,
+    )
     assert float(sched(jnp.int32(11 * 7))) < 5e-4
 
 
 def test_decay_mask_groups():
-    params = {"encoder": {"block00": {"attn": {"qkv": {"kernel": jnp.zeros((4, 12))}, "proj": {"bias": jnp.zeros(4)}},
-                                      "norm": {"scale": jnp.zeros(4)}}},
-              "mask_token": jnp.zeros((1, 1, 4)), "feature_branch": {"feature_tokens": jnp.zeros((1, 2, 4)),
-                                                                     "type_pos": jnp.zeros((1, 2, 4))}}
+    params = {
+        "encoder": {
+            "block00": {
+                "attn": {"qkv": {"kernel": jnp.zeros((4, 12))}, "proj": {"bias": jnp.zeros(4)}},
+                "norm": {"scale": jnp.zeros(4)},
+            }
+        },
+        "mask_token": jnp.zeros((1, 1, 4)),
+        "feature_branch": {
+            "feature_tokens": jnp.zeros((1, 2, 4)),
+            "type_pos": jnp.zeros((1, 2, 4)),
+        },
+    }
     mask = optim.decay_mask(params)
     assert mask["encoder"]["block00"]["attn"]["qkv"]["kernel"] is True
     assert mask["encoder"]["block00"]["attn"]["proj"]["bias"] is False
@@ -42,8 +58,16 @@ def test_decay_mask_groups():
     assert mask["mask_token"] is False and mask["feature_branch"]["feature_tokens"] is False
     assert mask["feature_branch"]["type_pos"] is True  # *_pos tensors are decayed, as in ReCon
     # A scanned stack (leading layer axis): the same groups as one layer's parameters.
-    stacked = {"encoder": {"blocks": {"attn": {"qkv": {"kernel": jnp.zeros((3, 4, 12))},
-                                               "proj": {"bias": jnp.zeros((3, 4))}}}}}
+    stacked = {
+        "encoder": {
+            "blocks": {
+                "attn": {
+                    "qkv": {"kernel": jnp.zeros((3, 4, 12))},
+                    "proj": {"bias": jnp.zeros((3, 4))},
+                }
+            }
+        }
+    }
     mask = optim.decay_mask(stacked)["encoder"]["blocks"]["attn"]
     assert mask["qkv"]["kernel"] is True and mask["proj"]["bias"] is False
 

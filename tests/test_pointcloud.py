@@ -1,4 +1,5 @@
 """Grouping (ReCon and the Dual Denoising variant) against numpy, and its gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,28 +13,33 @@ from tests.kernel_cases import IMPLEMENTATIONS
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_group_matches_numpy(impl):
     points = ref.dyadic_cloud(np.random.default_rng(0), (2, 90, 3))
-    out = jax.jit(lambda p: pointcloud.group(p, 10, 8, fps_implementation=impl, knn_implementation=impl))(points)
+    out = jax.jit(
+        lambda p: pointcloud.group(p, 10, 8, fps_implementation=impl, knn_implementation=impl)
+    )(points)
     assert out.neighborhoods.shape == (2, 10, 8, 3) and out.centers.shape == (2, 10, 3)
     for b in range(2):
         nbh, centers = ref.group(points[b], 10, 8)
         np.testing.assert_array_equal(np.asarray(out.centers[b]), centers)
         np.testing.assert_array_equal(np.asarray(out.neighborhoods[b]), nbh)
-    # Each center is a cloud point, hence its own nearest neighbour: the first offset is exactly zero.
+    # Each center is a cloud point, hence its own nearest neighbour: the first offset is exactly
+    # zero.
     np.testing.assert_array_equal(np.asarray(out.neighborhoods[:, :, 0]), 0.0)
 
 
 def test_group_noisy_takes_fps_from_the_clean_cloud():
     rng = np.random.default_rng(1)
     clean = ref.dyadic_cloud(rng, (2, 80, 3))
-    noisy = clean + ref.dyadic_cloud(rng, (2, 80, 3), levels=64)  # a perturbation with the same order
+    # a perturbation with the same order
+    noisy = clean + ref.dyadic_cloud(rng, (2, 80, 3), levels=64)
     out = jax.jit(lambda c, n: pointcloud.group_noisy(c, n, 9, 6))(clean, noisy)
     for b in range(2):
         idx = ref.fps(clean[b], 9)  # FPS of the clean cloud, used for both clouds
         np.testing.assert_array_equal(np.asarray(out.clean.centers[b]), clean[b][idx])
         np.testing.assert_array_equal(np.asarray(out.noisy.centers[b]), noisy[b][idx])
         noisy_nbr = ref.knn(noisy[b][idx], noisy[b], 6)  # noisy tokens: kNN in the noisy cloud
-        np.testing.assert_array_equal(np.asarray(out.noisy.neighborhoods[b]),
-                                      noisy[b][noisy_nbr] - noisy[b][idx][:, None])
+        np.testing.assert_array_equal(
+            np.asarray(out.noisy.neighborhoods[b]), noisy[b][noisy_nbr] - noisy[b][idx][:, None]
+        )
         nbh, _ = ref.group(clean[b], 9, 6)  # targets: ordinary grouping of the clean cloud
         np.testing.assert_array_equal(np.asarray(out.clean.neighborhoods[b]), nbh)
     # FPS of the noisy cloud would pick other centers: the variant is not plain grouping of `noisy`.
@@ -42,7 +48,7 @@ def test_group_noisy_takes_fps_from_the_clean_cloud():
 
 def _objective(points, w_nbh, w_ctr):
     groups = pointcloud.group(points, 6, 5)
-    return jnp.sum(w_nbh * groups.neighborhoods ** 2) + jnp.sum(w_ctr * groups.centers)
+    return jnp.sum(w_nbh * groups.neighborhoods**2) + jnp.sum(w_ctr * groups.centers)
 
 
 def test_gradient_flows_through_gathers():
@@ -52,8 +58,8 @@ def test_gradient_flows_through_gathers():
     w_ctr = rng.normal(size=(1, 6, 3)).astype(np.float32)
     grad = np.asarray(jax.jit(jax.grad(_objective))(points, w_nbh, w_ctr))[0]
 
-    # Analytic gradient with the indices held fixed (numpy scatter-add): for every group g and slot j,
-    # d/dp of w*(p[nbr] - p[center])^2 adds 2w*diff to the neighbour and -2w*diff to the center.
+    # Analytic gradient with the indices held fixed (numpy scatter-add): for every group g and slot
+    # j, d/dp of w*(p[nbr] - p[center])^2 adds 2w*diff to the neighbour and -2w*diff to the center.
     idx = ref.fps(points[0], 6)
     nbr = ref.knn(points[0][idx], points[0], 5)
     diff = points[0][nbr] - points[0][idx][:, None]  # (G, K, 3)
@@ -70,8 +76,11 @@ def test_gradient_flows_through_gathers():
         plus, minus = points.copy(), points.copy()
         plus[0, i, c] += eps
         minus[0, i, c] -= eps
-        same = all(np.array_equal(ref.fps(p[0], 6), idx) and
-                   np.array_equal(ref.knn(p[0][idx], p[0], 5), nbr) for p in (plus, minus))
+        same = all(
+            np.array_equal(ref.fps(p[0], 6), idx)
+            and np.array_equal(ref.knn(p[0][idx], p[0], 5), nbr)
+            for p in (plus, minus)
+        )
         if not same:
             continue
         fd = (float(f(plus, w_nbh, w_ctr)) - float(f(minus, w_nbh, w_ctr))) / (2 * eps)

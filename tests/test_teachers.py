@@ -1,8 +1,11 @@
-"""CLIP teachers and prompts: ReCon / PointCLIP prompt text, class lists, and the Flax CLIP wrappers.
+"""CLIP teachers and prompts: ReCon / PointCLIP prompt text, class lists, and the Flax CLIP
+wrappers.
 
 The CLIP model here is a tiny random-weight one saved to a temporary directory (no downloads); the
-tokenizer is the real OpenAI CLIP BPE from ../shared/data/clip_tokenizer (tests needing it skip if absent).
+tokenizer is the real OpenAI CLIP BPE from ../shared/data/clip_tokenizer (tests needing it skip if
+absent).
 """
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,15 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ddjax.data import classnames
 from ddjax.teachers import clip, prompts
-
 from tests.conftest import CLIP_TOKENIZER_DIR, SHARED_DATA, TOKENIZER_FILES
 
 LABELS_DIR = SHARED_DATA / "labels"
 CLASSES = ["airplane", "night_stand"]
 
 
-# --------------------------------------------------------------------------------------------- prompts
+# ---------------------------------------------------------------------------------------------
+# prompts
 
 
 def test_recon_prompts_word_for_word():
@@ -57,7 +61,9 @@ def test_recon_prompts_word_for_word():
 
 def test_pointclip_prompt_and_dispatch():
     assert prompts.pointclip_prompts("night_stand") == ["point cloud depth map of a night stand."]
-    assert prompts.prompts("night_stand", "pointclip") == ["point cloud depth map of a night stand."]
+    assert prompts.prompts("night_stand", "pointclip") == [
+        "point cloud depth map of a night stand."
+    ]
     assert prompts.prompts("night_stand", "recon") == prompts.recon_prompts("night_stand")
     assert prompts.TEMPLATES == ("recon", "pointclip")
     with pytest.raises(ValueError, match="clip_v2"):
@@ -65,46 +71,48 @@ def test_pointclip_prompt_and_dispatch():
 
 
 def test_class_lists():
-    assert len(prompts.MODELNET40) == 40 and len(prompts.MODELNET10) == 10
-    assert set(prompts.MODELNET10) <= set(prompts.MODELNET40)
-    assert list(prompts.MODELNET40) == sorted(prompts.MODELNET40)
-    default = prompts.scanobjectnn_classes()
+    assert len(classnames.MODELNET40) == 40 and len(classnames.MODELNET10) == 10
+    assert set(classnames.MODELNET10) <= set(classnames.MODELNET40)
+    assert list(classnames.MODELNET40) == sorted(classnames.MODELNET40)
+    default = classnames.scanobjectnn_classes()
     assert len(default) == 15 and default[-1] == "toile"
-    assert default == prompts.scanobjectnn_classes("toile")
-    fixed = prompts.scanobjectnn_classes("toilet")
+    assert default == classnames.scanobjectnn_classes("toile")
+    fixed = classnames.scanobjectnn_classes("toilet")
     assert fixed[-1] == "toilet" and fixed[:14] == default[:14]
     assert fixed[:3] == ("bag", "bin", "box") and fixed[10] == "bed"
     with pytest.raises(ValueError, match="toilets"):
-        prompts.scanobjectnn_classes("toilets")
+        classnames.scanobjectnn_classes("toilets")
 
 
 @pytest.mark.parametrize(
     "filename, expected",
     [
-        ("modelnet40_shape_names.txt", lambda: list(prompts.MODELNET40)),
-        ("modelnet10_shape_names.txt", lambda: list(prompts.MODELNET10)),
+        ("modelnet40_shape_names.txt", lambda: list(classnames.MODELNET40)),
+        ("modelnet10_shape_names.txt", lambda: list(classnames.MODELNET10)),
         # The official list spells the last class correctly; "toile" is ReCon's typo.
-        ("scanobjectnn_shape_names.txt", lambda: list(prompts.scanobjectnn_classes("toilet"))),
+        ("scanobjectnn_shape_names.txt", lambda: list(classnames.scanobjectnn_classes("toilet"))),
     ],
 )
 def test_class_lists_match_official_files(filename, expected):
     path = LABELS_DIR / filename
     if not path.is_file():
-        pytest.skip(f"official shape-names file not found at {path} (it ships in ../shared/data/labels)")
-    assert prompts.read_names_file(path) == expected()
+        pytest.skip(
+            f"official shape-names file not found at {path} (it ships in ../shared/data/labels)"
+        )
+    assert classnames.read_names_file(path) == expected()
 
 
 def test_read_names_file(tmp_path):
     p = tmp_path / "names.txt"
     p.write_text("  chair\n\ntable \nsofa")  # no final newline: the last class is still read
-    assert prompts.read_names_file(p) == ["chair", "table", "sofa"]
+    assert classnames.read_names_file(p) == ["chair", "table", "sofa"]
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
     with pytest.raises(ValueError, match="empty.txt"):
-        prompts.read_names_file(empty)
+        classnames.read_names_file(empty)
 
 
-# --------------------------------------------------------------------------------------------- CLIP
+# ------------------------------------------------------------------------------------------- CLIP
 
 
 def _copy_tokenizer(dst: pathlib.Path) -> None:
@@ -114,7 +122,8 @@ def _copy_tokenizer(dst: pathlib.Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_clip_dir):
-    """A local directory with a tiny random-weight Flax CLIP and the real tokenizer files (conftest)."""
+    """A local directory with a tiny random-weight Flax CLIP and the real tokenizer files
+    (conftest)."""
     return tiny_clip_dir
 
 
@@ -129,7 +138,9 @@ def test_load_offline(teacher, tiny_dir):
 
 
 def test_real_tokenizer_ids(teacher):
-    ids = clip.tokenize(teacher, ["a photo of a cat", "A point cloud model of a night_stand.", "word " * 200])
+    ids = clip.tokenize(
+        teacher, ["a photo of a cat", "A point cloud model of a night_stand.", "word " * 200]
+    )
     assert ids.shape == (3, 77) and ids.dtype == np.int32
     cat = [49406, 320, 1125, 539, 320, 2368, 49407]
     assert ids[0].tolist() == cat + [49407] * (77 - len(cat))
@@ -150,13 +161,18 @@ def test_text_features_match_model(teacher):
 
 def test_text_features_chunks_and_compile_count(teacher):
     texts = prompts.recon_prompts("chair")[:20]
-    before = teacher.encode_text._cache_size() if hasattr(teacher.encode_text, "_cache_size") else None
+    before = (
+        teacher.encode_text._cache_size() if hasattr(teacher.encode_text, "_cache_size") else None
+    )
     chunked = clip.text_features(teacher, texts, chunk_size=8)  # chunks of 8, 8, 4 (padded to 8)
     ref = teacher.model.get_text_features(clip.tokenize(teacher, texts), params=teacher.params)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(ref), rtol=1e-5, atol=1e-5)
     for n in (1, 5, 8):  # all padded to a batch of 8: no new compilation
         np.testing.assert_allclose(
-            np.asarray(clip.text_features(teacher, texts[:n])), np.asarray(ref[:n]), rtol=1e-5, atol=1e-5
+            np.asarray(clip.text_features(teacher, texts[:n])),
+            np.asarray(ref[:n]),
+            rtol=1e-5,
+            atol=1e-5,
         )
     if before is not None:
         assert teacher.encode_text._cache_size() - before <= 1
@@ -179,11 +195,15 @@ def test_prompt_bank_and_class_text_features(teacher):
     assert summed.shape == (2, 16)
     np.testing.assert_allclose(summed, bank.sum(axis=(1, 2)), rtol=1e-5, atol=1e-4)
     # Independent reference: the model's own features of the 60 prompts, summed.
-    ref = teacher.model.get_text_features(clip.tokenize(teacher, prompts.recon_prompts("night_stand")), params=teacher.params)
+    ref = teacher.model.get_text_features(
+        clip.tokenize(teacher, prompts.recon_prompts("night_stand")), params=teacher.params
+    )
     np.testing.assert_allclose(summed[1], np.asarray(ref).sum(axis=0), rtol=1e-4, atol=1e-4)
 
     pc = np.asarray(clip.class_text_features(teacher, CLASSES, template="pointclip"))
-    ref_pc = np.asarray(clip.text_features(teacher, [prompts.pointclip_prompts(n)[0] for n in CLASSES]))
+    ref_pc = np.asarray(
+        clip.text_features(teacher, [prompts.pointclip_prompts(n)[0] for n in CLASSES])
+    )
     np.testing.assert_allclose(pc, ref_pc, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="bogus"):
         clip.class_text_features(teacher, CLASSES, template="bogus")
@@ -193,11 +213,19 @@ def test_image_features(teacher):
     images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)  # NHWC
     feats = clip.image_features(teacher, images)
     assert feats.shape == (2, 16) and feats.dtype == jnp.float32
-    ref = teacher.model.get_image_features(np.transpose(images, (0, 3, 1, 2)), params=teacher.params)  # HF takes NCHW
+    # HF takes NCHW
+    ref = teacher.model.get_image_features(
+        np.transpose(images, (0, 3, 1, 2)), params=teacher.params
+    )
     np.testing.assert_allclose(np.asarray(feats), np.asarray(ref), rtol=1e-5, atol=1e-5)
     assert not np.allclose(np.linalg.norm(np.asarray(feats), axis=-1), 1.0, atol=1e-3)
     # Channel-last matters: the same data read as NCHW gives different features.
-    assert not np.allclose(np.asarray(feats), np.asarray(teacher.model.get_image_features(images.reshape(2, 3, 32, 32), params=teacher.params)))
+    assert not np.allclose(
+        np.asarray(feats),
+        np.asarray(
+            teacher.model.get_image_features(images.reshape(2, 3, 32, 32), params=teacher.params)
+        ),
+    )
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 32, 32), (2, 16, 16, 3), (2, 32, 32, 4)])
@@ -223,11 +251,13 @@ def test_load_pt_safetensors_without_torch(teacher, tmp_path):
     for key, value in traverse_util.flatten_dict(teacher.params).items():
         value = np.asarray(value)
         *head, leaf = key
-        if leaf == "kernel":  # Flax (in, out) / (H, W, in, out) -> PyTorch (out, in) / (out, in, H, W)
+        # Flax (in, out) / (H, W, in, out) -> PyTorch (out, in) / (out, in, H, W)
+        if leaf == "kernel":
             leaf, value = "weight", (value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T)
         elif leaf in ("scale", "embedding"):
             leaf = "weight"
-        state[".".join([*head, leaf])] = np.array(value, order="C")  # (ascontiguousarray would make 0-d 1-d)
+        # (ascontiguousarray would make 0-d 1-d)
+        state[".".join([*head, leaf])] = np.array(value, order="C")
     save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     teacher.model.config.save_pretrained(tmp_path)
     _copy_tokenizer(tmp_path)
@@ -240,7 +270,8 @@ def test_load_pt_safetensors_without_torch(teacher, tmp_path):
 
 
 def test_load_pytorch_bin_error_is_clear(teacher, tmp_path):
-    """Only pytorch_model.bin: Flax load fails, the from_pt retry is tried, and the error says both."""
+    """Only pytorch_model.bin: Flax load fails, the from_pt retry is tried, and the
+    error says both."""
     (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
     teacher.model.config.save_pretrained(tmp_path)
     with pytest.raises(clip.TeacherLoadError) as info:
@@ -250,17 +281,22 @@ def test_load_pytorch_bin_error_is_clear(teacher, tmp_path):
 
 
 def test_load_incomplete_flax_weights_is_refused(teacher, tmp_path):
-    """The fast load skips the random initialisation, so a parameter missing from the file is an error, never
-    a silently random weight."""
+    """The fast load skips the random initialisation, so a parameter missing from the file is an
+    error, never a silently random weight."""
     from flax import serialization, traverse_util
 
     flat = traverse_util.flatten_dict(teacher.params)
     dropped = sorted(flat)[0]
     del flat[dropped]
-    (tmp_path / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(
-        traverse_util.unflatten_dict({k: np.asarray(v) for k, v in flat.items()})))
+    (tmp_path / "flax_model.msgpack").write_bytes(
+        serialization.msgpack_serialize(
+            traverse_util.unflatten_dict({k: np.asarray(v) for k, v in flat.items()})
+        )
+    )
     teacher.model.config.save_pretrained(tmp_path)
     _copy_tokenizer(tmp_path)
     with pytest.raises(clip.TeacherLoadError) as info:
         clip.load(tmp_path)
-    assert "lacks 1 of the model's parameters" in str(info.value) and "/".join(dropped) in str(info.value)
+    assert "lacks 1 of the model's parameters" in str(info.value) and "/".join(dropped) in str(
+        info.value
+    )

@@ -1,4 +1,6 @@
-"""The trainer end to end: main.py's smoke run, exact resume, multi-device equivalence, config errors."""
+"""The trainer end to end: main.py's smoke run, exact resume, multi-device equivalence, config
+errors."""
+
 import json
 import os
 import pathlib
@@ -13,10 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import pretrain
-from ddjax import errors
-from ddjax import run_folder
-from ddjax import train
-from ddjax import zeroshot
+from ddjax import checkpoints, errors, run_folder
+from ddjax.jobs import pretrain as pretrain_job
 from ddjax.metrics import read_metrics
 from ddjax.models import dual_denoising as dd
 from tests.conftest import python_path
@@ -31,7 +31,8 @@ def tiny_run_config(data_dir, **overrides):
     config.dataset = "synthetic_shapes/tiny"
     config.data_dir = str(data_dir)
     config.tiny_teacher.steps = 10
-    config.tiny_teacher.width = 32  # small and fast: these tests check the mechanics, not the accuracy
+    # small and fast: these tests check the mechanics, not the accuracy
+    config.tiny_teacher.width = 32
     for key, value in dict(width=32, depth=2, num_heads=2, num_groups=16, group_size=8).items():
         config.model[key] = value
     config.eval.dataset = ""
@@ -54,28 +55,56 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
     # Run from another directory with a relative --workdir, as a user would.
     data_dir = data_root(synthetic_tiny)
     cwd, tmp_path = tmp_path, tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "main.py"), f"--config={ROOT}/configs/pretrain.py:smoke", "--workdir=run",
-           "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=4",
-           "--config.log_every=2", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
-           "--config.eval.dataset=synthetic_shapes/tiny", f"--config.eval.data_dir={data_dir}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        f"--config={ROOT}/configs/pretrain.py:smoke",
+        "--workdir=run",
+        "--config.dataset=synthetic_shapes/tiny",
+        f"--config.data_dir={data_dir}",
+        "--config.total_steps=4",
+        "--config.log_every=2",
+        "--config.checkpoint_every=2",
+        "--config.tiny_teacher.steps=10",
+        "--config.eval.dataset=synthetic_shapes/tiny",
+        f"--config.eval.data_dir={data_dir}",
+    ]
     env = dict(ENV, PYTHONPATH=python_path())
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "step 4/4" in proc.stdout and "ETA" in proc.stdout and "zero-shot synthetic_shapes/tiny" in proc.stdout
-    assert len(re.findall(r"^first step after \d+\.\d s$", proc.stdout, re.M)) == 1  # once, after step 1
+    assert (
+        "step 4/4" in proc.stdout
+        and "ETA" in proc.stdout
+        and "zero-shot synthetic_shapes/tiny" in proc.stdout
+    )
+    # once, after step 1
+    assert len(re.findall(r"^first step after \d+\.\d s$", proc.stdout, re.M)) == 1
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"]["width"] == 96 and config["resolved"]["teacher"] == "./teacher"
     summary = json.loads((tmp_path / "model_summary.json").read_text())
     assert summary["total"] == sum(v for k, v in summary.items() if k != "total")
     rows = read_metrics(str(tmp_path))
     assert [r["step"] for r in rows] == [2, 4]
-    for key in ("step", "loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm",
-                "steps_per_sec"):
+    for key in (
+        "step",
+        "loss",
+        "loss_rec",
+        "loss_image",
+        "loss_text",
+        "lr",
+        "grad_norm",
+        "param_norm",
+        "steps_per_sec",
+    ):
         assert all(np.isfinite(r[key]) for r in rows), key
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # orbax's numeric step folders
+    # orbax's numeric step folders
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     result = json.loads((tmp_path / "zeroshot.json").read_text())
-    assert 0 <= result["top1"] <= 1 and result["checkpoint_step"] == 4 and result["num_samples"] == 24
-    assert (tmp_path / "teacher" / "config.json").is_file()  # the run directory holds its own teacher
+    assert (
+        0 <= result["top1"] <= 1 and result["checkpoint_step"] == 4 and result["num_samples"] == 24
+    )
+    # the run directory holds its own teacher
+    assert (tmp_path / "teacher" / "config.json").is_file()
     # The same command again: the run is finished, so it exits at once.
     again = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "run already finished at step 4" in again.stdout
@@ -83,42 +112,61 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, tmp_path):
 
 def _params(workdir, step):
     manager = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints")
-    state = run_folder.restore_state(manager, step, pathlib.Path(workdir) / "checkpoints")
+    state = checkpoints.restore_state(manager, step, pathlib.Path(workdir) / "checkpoints")
     manager.close()
     return state
 
 
 def test_resume_is_exact(synthetic_tiny, tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    cfg = lambda steps, **kw: tiny_run_config(synthetic_tiny.data_dir and data_root(synthetic_tiny),
-                                              total_steps=steps, checkpoint_every=3, **kw)
-    train.train_and_evaluate(cfg(6), str(straight))
+    cfg = lambda steps, **kw: tiny_run_config(
+        synthetic_tiny.data_dir and data_root(synthetic_tiny),
+        total_steps=steps,
+        checkpoint_every=3,
+        **kw,
+    )
+    pretrain_job.run(cfg(6), str(straight))
     resumed.mkdir()
     shutil.copytree(straight / "teacher", resumed / "teacher")  # the same frozen teacher
-    train.train_and_evaluate(cfg(3), str(resumed))
-    # The same checkpoint as ddjax wrote it before the block stacks were scanned (`encoder/block00`, ...):
-    # it evaluates to the same variables, and below it resumes to the same run, to the last bit.
+    pretrain_job.run(cfg(3), str(resumed))
+    # The same checkpoint as ddjax wrote it before the block stacks were scanned (`encoder/block00`,
+    # ...): it evaluates to the same variables, and below it resumes to the same run, to the last
+    # bit.
     old = tmp_path / "old"
     shutil.copytree(resumed, old)
     _rewrite_unrolled(old, 3)
-    (_, want, _), (_, got, _) = zeroshot.restore_run(str(resumed)), zeroshot.restore_run(str(old))
+    (_, want, _), (_, got, _) = (
+        checkpoints.restore_run(str(resumed)),
+        checkpoints.restore_run(str(old)),
+    )
     assert jax.tree_util.tree_structure(want) == jax.tree_util.tree_structure(got)
     for x, y in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     capsys.readouterr()
-    train.train_and_evaluate(cfg(6, allow_changes="total_steps"), str(old))
+    pretrain_job.run(cfg(6, allow_changes="total_steps"), str(old))
     assert "in the unrolled layout of earlier ddjax versions (converted" in capsys.readouterr().out
-    # Training longer changes the run: refused unless asked for, and then it resumes from checkpoint 3.
+    # Training longer changes the run: refused unless asked for, and then it resumes from checkpoint
+    # 3.
     before = (resumed / "config.json").read_bytes()
-    with pytest.raises(run_folder.RunFolderError, match=r"total_steps: 3 -> 6.*--config.allow_changes=total_steps"):
-        train.train_and_evaluate(cfg(6), str(resumed))
+    with pytest.raises(
+        run_folder.RunFolderError, match=r"total_steps: 3 -> 6.*--config.allow_changes=total_steps"
+    ):
+        pretrain_job.run(cfg(6), str(resumed))
     assert (resumed / "config.json").read_bytes() == before
-    train.train_and_evaluate(cfg(6, allow_changes="total_steps"), str(resumed))
+    pretrain_job.run(cfg(6, allow_changes="total_steps"), str(resumed))
     for run in (resumed, old):
         a, b = read_metrics(str(straight)), read_metrics(str(run))
         assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
         for ra, rb in zip(a, b):
-            for key in ("loss", "loss_rec", "loss_image", "loss_text", "lr", "grad_norm", "param_norm"):
+            for key in (
+                "loss",
+                "loss_rec",
+                "loss_image",
+                "loss_text",
+                "lr",
+                "grad_norm",
+                "param_norm",
+            ):
                 assert ra[key] == rb[key], (run.name, ra["step"], key)
         pa, pb = _params(straight, 6), _params(run, 6)
         for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
@@ -126,8 +174,9 @@ def test_resume_is_exact(synthetic_tiny, tmp_path, capsys):
 
 
 def _rewrite_unrolled(workdir, step):
-    """Checkpoint `step` of a run rewritten as ddjax wrote it before the block stacks were scanned: every
-    `blocks` subtree (parameters and Adam moments) as `block00`, `block01`, ... (the data position kept)."""
+    """Checkpoint `step` of a run rewritten as ddjax wrote it before the block stacks were scanned:
+    every `blocks` subtree (parameters and Adam moments) as `block00`, `block01`, ... (the data
+    position kept)."""
     folder = pathlib.Path(workdir) / "checkpoints"
     state = _params(workdir, step)
     assert not dd.is_unrolled(state)
@@ -135,34 +184,58 @@ def _rewrite_unrolled(workdir, step):
     shutil.copytree(folder / str(step) / "data", data)
     shutil.rmtree(folder / str(step))
     manager = ocp.CheckpointManager(folder)
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(dd.unstack_layers(state))))
+    manager.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(dd.unstack_layers(state)))
+    )
     manager.wait_until_finished()
     manager.close()
     shutil.copytree(data, folder / str(step) / "data")
-    assert dd.is_unrolled(run_folder.state_metadata(folder, step))
+    assert dd.is_unrolled(checkpoints.state_metadata(folder, step))
 
 
 def test_combined_ablation_variant_runs(synthetic_tiny, tmp_path):
-    config = tiny_run_config(data_root(synthetic_tiny), arg="smoke,s=0,delta=1000,learned", total_steps=2)
-    assert config.model.noise_scale == 0 and config.model.delta == 1000 and config.model.feature_input == "learned"
-    out = train.train_and_evaluate(config, str(tmp_path))
+    config = tiny_run_config(
+        data_root(synthetic_tiny), arg="smoke,s=0,delta=1000,learned", total_steps=2
+    )
+    assert (
+        config.model.noise_scale == 0
+        and config.model.delta == 1000
+        and config.model.feature_input == "learned"
+    )
+    out = pretrain_job.run(config, str(tmp_path))
     assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
 
 
 def test_sigkill_then_the_same_command_finishes(synthetic_tiny, tmp_path):
     import signal
     import time
+
     data_dir = data_root(synthetic_tiny)
-    cmd = [sys.executable, "main.py", "--config=configs/pretrain.py:smoke", f"--workdir={tmp_path}",
-           "--config.dataset=synthetic_shapes/tiny", f"--config.data_dir={data_dir}", "--config.total_steps=40",
-           "--config.log_every=1", "--config.checkpoint_every=2", "--config.tiny_teacher.steps=10",
-           "--config.tiny_teacher.width=32", "--config.model.width=32", "--config.model.depth=2",
-           "--config.model.num_heads=2", "--config.eval.dataset="]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "main.py",
+        "--config=configs/pretrain.py:smoke",
+        f"--workdir={tmp_path}",
+        "--config.dataset=synthetic_shapes/tiny",
+        f"--config.data_dir={data_dir}",
+        "--config.total_steps=40",
+        "--config.log_every=1",
+        "--config.checkpoint_every=2",
+        "--config.tiny_teacher.steps=10",
+        "--config.tiny_teacher.width=32",
+        "--config.model.width=32",
+        "--config.model.depth=2",
+        "--config.model.num_heads=2",
+        "--config.eval.dataset=",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         names = os.listdir(tmp_path / "checkpoints") if (tmp_path / "checkpoints").is_dir() else []
-        if any(int(d) >= 6 for d in names if d.isdigit()):  # (in-progress saves are '<step>.orbax-checkpoint-tmp')
+        # (in-progress saves are '<step>.orbax-checkpoint-tmp')
+        if any(int(d) >= 6 for d in names if d.isdigit()):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -181,15 +254,15 @@ def test_sigkill_then_the_same_command_finishes(synthetic_tiny, tmp_path):
 MULTI_DEVICE_SCRIPT = """
 import json, sys
 import jax
-from ddjax import train
+from ddjax.jobs import pretrain as pretrain_job
 from tests.test_train import tiny_run_config
 config = tiny_run_config(sys.argv[1], total_steps=1, batch_size=8, **{"tiny_teacher.steps": 2})
-out = train.train_and_evaluate(config, sys.argv[2])
+out = pretrain_job.run(config, sys.argv[2])
 print("RESULT", json.dumps({"devices": jax.device_count(), "loss": out["metrics"]["loss"],
                             "param_norm": out["metrics"]["param_norm"]}))
 bad = tiny_run_config(sys.argv[1], total_steps=1, batch_size=6)
 try:
-    train.check_config(bad, sys.argv[2])
+    pretrain_job.check_config(bad, sys.argv[2])
 except ValueError as e:
     print("ERROR", e)
 """
@@ -198,18 +271,27 @@ except ValueError as e:
 def test_four_devices_match_one(synthetic_tiny, tmp_path):
     results = {}
     for devices in (1, 4):
-        env = dict(ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                   PYTHONPATH=python_path())
+        env = dict(
+            ENV,
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+            PYTHONPATH=python_path(),
+        )
         workdir = tmp_path / f"d{devices}"
         workdir.mkdir()
         if devices == 4:
             shutil.copytree(tmp_path / "d1" / "teacher", workdir / "teacher")
-        proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, data_root(synthetic_tiny), str(workdir)],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-c", MULTI_DEVICE_SCRIPT, data_root(synthetic_tiny), str(workdir)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
-        line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
         results[devices] = json.loads(line.split(" ", 1)[1])
-        errors = [l for l in proc.stdout.splitlines() if l.startswith("ERROR")]
+        errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("ERROR")]
         if devices == 4:
             assert errors and "config.batch_size): 6 is not divisible by the 4 devices" in errors[0]
     assert results[4]["devices"] == 4 and results[1]["devices"] == 1
@@ -217,18 +299,21 @@ def test_four_devices_match_one(synthetic_tiny, tmp_path):
     np.testing.assert_allclose(results[4]["param_norm"], results[1]["param_norm"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (dict(dataset="shapenet56"), r"\(config.dataset\): must be one of .*got 'shapenet56'"),
-    (dict(total_steps=-1), r"\(config.total_steps\): must be in \[0, inf\], got -1"),
-    (dict(batch_size=0), r"\(config.batch_size\): must be in \[1, inf\], got 0"),
-    (dict(teacher_mode="offline"), r"\(config.teacher_mode\): must be one of"),
-    (dict(num_points=8), r"\(config.num_points\): 8 points are fewer than the tokenizer needs"),
-    (dict(**{"model.delta": 0}), r"\(config.model.delta\): must be an integer >= 1"),
-    (dict(lr=-1.0), r"\(config.lr\): must be > 0.0, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(dataset="shapenet56"), r"\(config.dataset\): must be one of .*got 'shapenet56'"),
+        (dict(total_steps=-1), r"\(config.total_steps\): must be in \[0, inf\], got -1"),
+        (dict(batch_size=0), r"\(config.batch_size\): must be in \[1, inf\], got 0"),
+        (dict(teacher_mode="offline"), r"\(config.teacher_mode\): must be one of"),
+        (dict(num_points=8), r"\(config.num_points\): 8 points are fewer than the tokenizer needs"),
+        (dict(**{"model.delta": 0}), r"\(config.model.delta\): must be an integer >= 1"),
+        (dict(lr=-1.0), r"\(config.lr\): must be > 0.0, got -1.0"),
+    ],
+)
 def test_bad_config_values(tmp_path, overrides, match):
     with pytest.raises(errors.ConfigError, match=match):
-        train.check_config(tiny_run_config(tmp_path, **overrides), str(tmp_path / "run"))
+        pretrain_job.check_config(tiny_run_config(tmp_path, **overrides), str(tmp_path / "run"))
 
 
 def test_unread_config_keys_are_reported(tmp_path):
@@ -236,12 +321,14 @@ def test_unread_config_keys_are_reported(tmp_path):
     config.unlock()
     config.learning_rate = 1e-3
     config.eval.rato = 0.3
-    with pytest.raises(errors.ConfigError, match=r"nothing reads the keys \['eval.rato', 'learning_rate'\]"):
-        train.check_config(config, str(tmp_path / "run"))
+    with pytest.raises(
+        errors.ConfigError, match=r"nothing reads the keys \['eval.rato', 'learning_rate'\]"
+    ):
+        pretrain_job.check_config(config, str(tmp_path / "run"))
 
 
 def test_missing_data_says_how_to_prepare(tmp_path):
     config = pretrain.get_config()
     config.data_dir = str(tmp_path)
     with pytest.raises(Exception, match=r"not prepared .*configs/prepare.py:shapenet55"):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
+        pretrain_job.run(config, str(tmp_path / "run"))

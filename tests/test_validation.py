@@ -1,4 +1,5 @@
 """Bad input gets a ValueError naming the argument and the shapes, at trace time."""
+
 import jax
 import numpy as np
 import pytest
@@ -10,15 +11,26 @@ from kernels import fps, knn
 CLOUD = np.zeros((2, 10, 3), np.float32)
 
 
-@pytest.mark.parametrize("points, num_samples, match", [
-    (np.zeros((10, 3), np.float32), 4, r"`points` must have shape \[B, N, 3\], got shape \(10, 3\)"),
-    (np.zeros((2, 10, 2), np.float32), 4, r"`points` must have shape \[B, N, 3\], got shape \(2, 10, 2\)"),
-    (np.zeros((2, 10, 3), np.int32), 4, r"`points` must be a floating-point array"),
-    (CLOUD, 11, r"`num_samples` must be in \[1, N=10\], got 11"),
-    (CLOUD, 0, r"`num_samples` must be in \[1, N=10\], got 0"),
-    (CLOUD, 2.0, r"`num_samples` must be an integer, got 2.0"),
-    (CLOUD, True, r"`num_samples` must be an integer"),
-])
+@pytest.mark.parametrize(
+    "points, num_samples, match",
+    [
+        (
+            np.zeros((10, 3), np.float32),
+            4,
+            r"`points` must have shape \[B, N, 3\], got shape \(10, 3\)",
+        ),
+        (
+            np.zeros((2, 10, 2), np.float32),
+            4,
+            r"`points` must have shape \[B, N, 3\], got shape \(2, 10, 2\)",
+        ),
+        (np.zeros((2, 10, 3), np.int32), 4, r"`points` must be a floating-point array"),
+        (CLOUD, 11, r"`num_samples` must be in \[1, N=10\], got 11"),
+        (CLOUD, 0, r"`num_samples` must be in \[1, N=10\], got 0"),
+        (CLOUD, 2.0, r"`num_samples` must be an integer, got 2.0"),
+        (CLOUD, True, r"`num_samples` must be an integer"),
+    ],
+)
 def test_fps_bad_arguments(points, num_samples, match):
     with pytest.raises(ValueError, match=match):
         fps(points, num_samples)
@@ -26,13 +38,31 @@ def test_fps_bad_arguments(points, num_samples, match):
         jax.jit(lambda p: fps(p, num_samples))(points)
 
 
-@pytest.mark.parametrize("queries, points, k, match", [
-    (np.zeros((2, 4), np.float32), CLOUD, 3, r"`queries` must have shape \[B, N, 3\], got shape \(2, 4\)"),
-    (np.zeros((2, 4, 3), np.float32), np.zeros((2, 10, 4), np.float32), 3, r"`points` must have shape"),
-    (np.zeros((3, 4, 3), np.float32), CLOUD, 3, r"same batch size, got shapes \(3, 4, 3\) and \(2, 10, 3\)"),
-    (np.zeros((2, 4, 3), np.float32), CLOUD, 11, r"`k` must be in \[1, N=10\], got 11"),
-    (np.zeros((2, 4, 3), np.float32), CLOUD, np.float32(3), r"`k` must be an integer"),
-])
+@pytest.mark.parametrize(
+    "queries, points, k, match",
+    [
+        (
+            np.zeros((2, 4), np.float32),
+            CLOUD,
+            3,
+            r"`queries` must have shape \[B, N, 3\], got shape \(2, 4\)",
+        ),
+        (
+            np.zeros((2, 4, 3), np.float32),
+            np.zeros((2, 10, 4), np.float32),
+            3,
+            r"`points` must have shape",
+        ),
+        (
+            np.zeros((3, 4, 3), np.float32),
+            CLOUD,
+            3,
+            r"same batch size, got shapes \(3, 4, 3\) and \(2, 10, 3\)",
+        ),
+        (np.zeros((2, 4, 3), np.float32), CLOUD, 11, r"`k` must be in \[1, N=10\], got 11"),
+        (np.zeros((2, 4, 3), np.float32), CLOUD, np.float32(3), r"`k` must be an integer"),
+    ],
+)
 def test_knn_bad_arguments(queries, points, k, match):
     with pytest.raises(ValueError, match=match):
         knn(queries, points, k)
@@ -53,7 +83,9 @@ def test_unknown_and_unavailable_implementations():
 def test_check_finite():
     bad = CLOUD.copy()
     bad[1, 3, 0] = np.nan
-    with pytest.raises(ValueError, match=r"`points` has 1 non-finite coordinates \(in batch entries \[1\]\)"):
+    with pytest.raises(
+        ValueError, match=r"`points` has 1 non-finite coordinates \(in batch entries \[1\]\)"
+    ):
         fps(bad, 3, check_finite=True)
     with pytest.raises(ValueError, match=r"`queries` has 1 non-finite"):
         knn(bad, CLOUD, 3, check_finite=True)

@@ -37,6 +37,7 @@ Randomness comes only from the explicit ``np.random.Generator`` passed in (the d
 order of the reference code, but torch's and Python's generators are of course not replayed);
 the module holds no mutable global state.
 """
+
 from __future__ import annotations
 
 import io
@@ -48,14 +49,33 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 __all__ = [
-    "PIPELINES", "IMAGENET_MEAN", "IMAGENET_STD", "CLIP_MEAN", "CLIP_STD",
-    "RAND_AUGMENT_POOL", "RAND_AUGMENT_OPS", "CUTOUT_SIZE", "CUTOUT_FILL",
-    "preprocess", "recon_pipeline", "clip_pipeline",
-    "swap_channels", "resize_square", "random_horizontal_flip",
-    "random_resized_crop_params", "random_resized_crop",
-    "apply_op", "rand_augment_mc", "cutout_box", "cutout",
-    "normalize", "denormalize", "resize_shorter_side", "center_crop",
-    "decode_png", "encode_png",
+    "PIPELINES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "RAND_AUGMENT_POOL",
+    "RAND_AUGMENT_OPS",
+    "CUTOUT_SIZE",
+    "CUTOUT_FILL",
+    "preprocess",
+    "recon_pipeline",
+    "clip_pipeline",
+    "swap_channels",
+    "resize_square",
+    "random_horizontal_flip",
+    "random_resized_crop_params",
+    "random_resized_crop",
+    "apply_op",
+    "rand_augment_mc",
+    "cutout_box",
+    "cutout",
+    "normalize",
+    "denormalize",
+    "resize_shorter_side",
+    "center_crop",
+    "decode_png",
+    "encode_png",
 ]
 
 PIPELINES: tuple[str, ...] = ("recon", "clip")
@@ -77,15 +97,25 @@ Rng = np.random.Generator
 
 # ----------------------------------------------------------------------------- validation helpers
 
+
 def _check_image(image: np.ndarray, *, allow_alpha: bool = True) -> np.ndarray:
     """Returns `image` as uint8[H, W, 3] (alpha dropped) or raises ValueError naming the problem."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected a numpy uint8 image of shape (H, W, 3) or (H, W, 4), "
-                         f"got {type(image).__name__}")
+        raise ValueError(
+            f"expected a numpy uint8 image of shape (H, W, 3) or (H, W, 4), "
+            f"got {type(image).__name__}"
+        )
     ok_channels = (3, 4) if allow_alpha else (3,)
-    if image.ndim != 3 or image.shape[-1] not in ok_channels or image.shape[0] < 1 or image.shape[1] < 1:
+    if (
+        image.ndim != 3
+        or image.shape[-1] not in ok_channels
+        or image.shape[0] < 1
+        or image.shape[1] < 1
+    ):
         want = "(H, W, 3) or (H, W, 4)" if allow_alpha else "(H, W, 3)"
-        raise ValueError(f"expected an image of shape {want} with H, W >= 1, got shape {image.shape}")
+        raise ValueError(
+            f"expected an image of shape {want} with H, W >= 1, got shape {image.shape}"
+        )
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got dtype {image.dtype} (shape {image.shape})")
     return image[..., :3]
@@ -113,6 +143,7 @@ def _to_np(img: Image.Image) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- PNG helpers
 
+
 def decode_png(data: bytes) -> np.ndarray:
     """Decodes PNG bytes with PIL -> uint8[H, W, 3] RGB (file order; alpha dropped, not composited).
 
@@ -134,18 +165,24 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def encode_png(image: np.ndarray) -> bytes:
     """Encodes uint8[H, W] / [H, W, 3] / [H, W, 4] as PNG bytes (lossless)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or not (
-            image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4)))
+    ):
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"encode_png expects uint8 (H, W), (H, W, 3) or (H, W, 4), "
-                         f"got shape {shape} dtype {dtype}")
+        raise ValueError(
+            f"encode_png expects uint8 (H, W), (H, W, 3) or (H, W, 4), "
+            f"got shape {shape} dtype {dtype}"
+        )
     buf = io.BytesIO()
     _to_pil(image).save(buf, format="PNG")
     return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- recon steps 1-4
+
 
 def swap_channels(image: np.ndarray) -> np.ndarray:
     """ReCon's accidental RGB <-> BGR swap (cv2.imread output treated as RGB): img[..., ::-1]."""
@@ -154,7 +191,8 @@ def swap_channels(image: np.ndarray) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, size: int = RECON_RESIZE) -> np.ndarray:
-    """ReCon's ``ResizeImage``: ``Image.resize((size, size))`` with PIL's default resample (bicubic)."""
+    """ReCon's ``ResizeImage``: ``Image.resize((size, size))`` with PIL's default resample
+    (bicubic)."""
     image = _check_image(image)
     size = _check_size(size)
     return _to_np(_to_pil(image).resize((size, size)))
@@ -168,9 +206,13 @@ def random_horizontal_flip(image: np.ndarray, rng: Rng, p: float = 0.5) -> np.nd
     return image
 
 
-def random_resized_crop_params(height: int, width: int, rng: Rng,
-                               scale: tuple[float, float] = RRC_SCALE,
-                               ratio: tuple[float, float] = RRC_RATIO) -> tuple[int, int, int, int]:
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    rng: Rng,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+) -> tuple[int, int, int, int]:
     """torchvision ``RandomResizedCrop.get_params`` -> (top, left, crop_h, crop_w).
 
     Ten attempts at area ~ U(scale) * H * W and aspect ratio log-uniform in `ratio`; if none fits,
@@ -200,9 +242,14 @@ def random_resized_crop_params(height: int, width: int, rng: Rng,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(image: np.ndarray, rng: Rng, *, size: int = 224,
-                        scale: tuple[float, float] = RRC_SCALE,
-                        ratio: tuple[float, float] = RRC_RATIO) -> np.ndarray:
+def random_resized_crop(
+    image: np.ndarray,
+    rng: Rng,
+    *,
+    size: int = 224,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+) -> np.ndarray:
     """torchvision ``RandomResizedCrop(size, scale, ratio, BICUBIC)`` on a uint8 image."""
     image = _check_image(image)
     size = _check_size(size)
@@ -211,7 +258,9 @@ def random_resized_crop(image: np.ndarray, rng: Rng, *, size: int = 224,
     return _to_np(crop.resize((size, size), Image.Resampling.BICUBIC))
 
 
-# ----------------------------------------------------------------------------- RandAugmentMC (FixMatch)
+# ----------------------------------------------------------------------------- RandAugmentMC
+# (FixMatch)
+
 
 def _float_parameter(v: int, max_v: float) -> float:
     return float(v) * max_v / _PARAMETER_MAX
@@ -288,22 +337,24 @@ def _translate_y(img: Image.Image, v: int, rng: Rng) -> Image.Image:
 _PilOp = Callable[[Image.Image, int, Rng], Image.Image]
 
 #: FixMatch's ``fixmatch_augment_pool()``, in its order (read-only).
-_PIL_OPS: Mapping[str, _PilOp] = types.MappingProxyType({
-    "AutoContrast": _auto_contrast,
-    "Brightness": _brightness,
-    "Color": _color,
-    "Contrast": _contrast,
-    "Equalize": _equalize,
-    "Identity": _identity,
-    "Posterize": _posterize,
-    "Rotate": _rotate,
-    "Sharpness": _sharpness,
-    "ShearX": _shear_x,
-    "ShearY": _shear_y,
-    "Solarize": _solarize,
-    "TranslateX": _translate_x,
-    "TranslateY": _translate_y,
-})
+_PIL_OPS: Mapping[str, _PilOp] = types.MappingProxyType(
+    {
+        "AutoContrast": _auto_contrast,
+        "Brightness": _brightness,
+        "Color": _color,
+        "Contrast": _contrast,
+        "Equalize": _equalize,
+        "Identity": _identity,
+        "Posterize": _posterize,
+        "Rotate": _rotate,
+        "Sharpness": _sharpness,
+        "ShearX": _shear_x,
+        "ShearY": _shear_y,
+        "Solarize": _solarize,
+        "TranslateX": _translate_x,
+        "TranslateY": _translate_y,
+    }
+)
 RAND_AUGMENT_POOL: tuple[str, ...] = tuple(_PIL_OPS)
 
 
@@ -319,18 +370,21 @@ def apply_op(image: np.ndarray, name: str, v: int, rng: Rng) -> np.ndarray:
 def _op_wrapper(name: str) -> Callable[[np.ndarray, int, Rng], np.ndarray]:
     def op(image: np.ndarray, v: int, rng: Rng) -> np.ndarray:
         return apply_op(image, name, v, rng)
+
     op.__name__ = name
     op.__doc__ = f"RandAugment op {name} (numpy uint8 in/out)."
     return op
 
 
 #: name -> ``op(image_uint8, v, rng) -> image_uint8`` for every op of the pool (read-only).
-RAND_AUGMENT_OPS: Mapping[str, Callable[[np.ndarray, int, Rng], np.ndarray]] = types.MappingProxyType(
-    {name: _op_wrapper(name) for name in RAND_AUGMENT_POOL})
+RAND_AUGMENT_OPS: Mapping[str, Callable[[np.ndarray, int, Rng], np.ndarray]] = (
+    types.MappingProxyType({name: _op_wrapper(name) for name in RAND_AUGMENT_POOL})
+)
 
 
-def cutout_box(height: int, width: int, x0: float, y0: float,
-               size: int = CUTOUT_SIZE) -> tuple[int, int, int, int]:
+def cutout_box(
+    height: int, width: int, x0: float, y0: float, size: int = CUTOUT_SIZE
+) -> tuple[int, int, int, int]:
     """The pixels FixMatch's ``CutoutAbs`` paints for centre (x0, y0), as half-open
     ``(top, left, bottom, right)`` (rows top:bottom, columns left:right).
 
@@ -365,14 +419,15 @@ def cutout(image: np.ndarray, rng: Rng, *, size: int = CUTOUT_SIZE) -> np.ndarra
     return _to_np(_cutout_pil(_to_pil(image), _check_rng(rng), _check_size(size)))
 
 
-def _rand_augment_mc_pil(img: Image.Image, rng: Rng, n: int, m: int,
-                         ops: Sequence[str]) -> Image.Image:
-    chosen = rng.integers(0, len(ops), size=n)       # random.choices: with replacement
+def _rand_augment_mc_pil(
+    img: Image.Image, rng: Rng, n: int, m: int, ops: Sequence[str]
+) -> Image.Image:
+    chosen = rng.integers(0, len(ops), size=n)  # random.choices: with replacement
     for k in chosen:
-        v = int(rng.integers(1, m))                    # np.random.randint(1, m): 1..m-1
+        v = int(rng.integers(1, m))  # np.random.randint(1, m): 1..m-1
         if rng.random() < 0.5:
             img = _PIL_OPS[ops[int(k)]](img, v, rng)
-    return _cutout_pil(img, rng, CUTOUT_SIZE)          # always applied
+    return _cutout_pil(img, rng, CUTOUT_SIZE)  # always applied
 
 
 def _check_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
@@ -381,16 +436,19 @@ def _check_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     ops = tuple(ops)
     unknown = [o for o in ops if o not in _PIL_OPS]
     if not ops or unknown:
-        raise ValueError(f"ops must be a non-empty subset of {RAND_AUGMENT_POOL}; got {ops} "
-                         f"(unknown: {unknown})")
+        raise ValueError(
+            f"ops must be a non-empty subset of {RAND_AUGMENT_POOL}; got {ops} (unknown: {unknown})"
+        )
     return ops
 
 
-def rand_augment_mc(image: np.ndarray, rng: Rng, *, n: int = 2, m: int = 10,
-                    ops: Sequence[str] | None = None) -> np.ndarray:
+def rand_augment_mc(
+    image: np.ndarray, rng: Rng, *, n: int = 2, m: int = 10, ops: Sequence[str] | None = None
+) -> np.ndarray:
     """FixMatch's ``RandAugmentMC(n, m)``: `n` ops drawn with replacement from `ops` (default: the
     full 14-op ``RAND_AUGMENT_POOL``), each applied with probability 0.5 at ``v ~ randint[1, m-1]``,
-    then ALWAYS a 16-pixel grey ``cutout``. Restricting `ops` (e.g. ``("Identity",)``) is for tests."""
+    then ALWAYS a 16-pixel grey ``cutout``. Restricting `ops` (e.g. ``("Identity",)``) is for tests.
+    """
     image = _check_image(image)
     _check_rng(rng)
     if n < 1 or not 1 <= m <= 10:
@@ -401,6 +459,7 @@ def rand_augment_mc(image: np.ndarray, rng: Rng, *, n: int = 2, m: int = 10,
 
 
 # ----------------------------------------------------------------------------- normalisation
+
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """``ToTensor`` + ``Normalize``: ``(uint8 / 255 - mean) / std`` in float32 -> f32[H, W, 3]."""
@@ -414,12 +473,15 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 
 def denormalize(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Inverse of ``normalize`` up to the 1/255 scale: returns f32 ``x * std + mean`` (in [0, 1])."""
-    return (np.asarray(x, np.float32) * np.asarray(std, np.float32)
-            + np.asarray(mean, np.float32)).astype(np.float32)
+    """Inverse of ``normalize`` up to the 1/255 scale: returns f32 ``x * std + mean``
+    (in [0, 1])."""
+    return (
+        np.asarray(x, np.float32) * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+    ).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- CLIP steps
+
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision ``Resize(size, BICUBIC)`` on a PIL image: shorter side -> `size`, longer side ->
@@ -437,38 +499,50 @@ def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision ``CenterCrop(size)``: offsets ``int(round((H - size) / 2))`` (Python rounding,
-    half to even). Raises ValueError if the image is smaller than `size` (the CLIP pipeline never is)."""
+    half to even). Raises ValueError if the image is smaller than `size` (the CLIP pipeline never
+    is)."""
     image = _check_image(image)
     size = _check_size(size)
     h, w = image.shape[:2]
     if h < size or w < size:
-        raise ValueError(f"center_crop({size}) needs an image at least {size}x{size}, got shape {image.shape}")
+        raise ValueError(
+            f"center_crop({size}) needs an image at least {size}x{size}, got shape {image.shape}"
+        )
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
-    return np.ascontiguousarray(image[top:top + size, left:left + size])
+    return np.ascontiguousarray(image[top : top + size, left : left + size])
 
 
 # ----------------------------------------------------------------------------- pipelines
 
-def recon_pipeline(image: np.ndarray, rng: Rng, *, size: int = 224, resize_size: int = RECON_RESIZE,
-                   ops: Sequence[str] | None = None) -> np.ndarray:
-    """ReCon's training pipeline (see the module docstring) -> f32[size, size, 3], ImageNet-normalised.
 
-    `ops` restricts the RandAugment pool (default: all 14 ops; the cutout is applied regardless).
+def recon_pipeline(
+    image: np.ndarray,
+    rng: Rng,
+    *,
+    size: int = 224,
+    resize_size: int = RECON_RESIZE,
+    ops: Sequence[str] | None = None,
+) -> np.ndarray:
+    """ReCon's training pipeline (see the module docstring) -> f32[size, size, 3],
+    ImageNet-normalised.
+
+    `ops` restricts the RandAugment pool (default: all 14 ops; the cutout is applied
+    regardless).
     """
     image = _check_image(image)
     size = _check_size(size)
     resize_size = _check_size(resize_size, "resize_size")
     _check_rng(rng)
     ops_t = _check_ops(ops)
-    img = _to_pil(np.ascontiguousarray(image[..., ::-1]))          # 1. BGR/RGB swap
-    img = img.resize((resize_size, resize_size))                    # 2. PIL default: bicubic
-    if rng.random() < 0.5:                                          # 3. horizontal flip
+    img = _to_pil(np.ascontiguousarray(image[..., ::-1]))  # 1. BGR/RGB swap
+    img = img.resize((resize_size, resize_size))  # 2. PIL default: bicubic
+    if rng.random() < 0.5:  # 3. horizontal flip
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     top, left, h, w = random_resized_crop_params(resize_size, resize_size, rng)  # 4. RRC
     img = img.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BICUBIC)
-    img = _rand_augment_mc_pil(img, rng, 2, 10, ops_t)              # 5. RandAugmentMC + cutout
-    return normalize(_to_np(img), IMAGENET_MEAN, IMAGENET_STD)      # 6. ImageNet stats
+    img = _rand_augment_mc_pil(img, rng, 2, 10, ops_t)  # 5. RandAugmentMC + cutout
+    return normalize(_to_np(img), IMAGENET_MEAN, IMAGENET_STD)  # 6. ImageNet stats
 
 
 def clip_pipeline(image: np.ndarray, *, size: int = 224) -> np.ndarray:
@@ -479,7 +553,9 @@ def clip_pipeline(image: np.ndarray, *, size: int = 224) -> np.ndarray:
     return normalize(center_crop(resize_shorter_side(image, size), size), CLIP_MEAN, CLIP_STD)
 
 
-def preprocess(image_uint8: np.ndarray, pipeline: str, rng: Rng | None, *, size: int = 224) -> np.ndarray:
+def preprocess(
+    image_uint8: np.ndarray, pipeline: str, rng: Rng | None, *, size: int = 224
+) -> np.ndarray:
     """Runs `pipeline` (one of ``PIPELINES``) on one uint8[H, W, 3|4] image -> f32[size, size, 3].
 
     `rng` drives the "recon" pipeline's randomness and is ignored by "clip" (None allowed there).

@@ -1,16 +1,21 @@
 """Preparing and opening the tfds datasets: one place that maps dataset names to builders.
 
-    builder = prepare("modelnet40", data_dir="~/tensorflow_datasets", manual_dir=".../modelnet40_normal_resampled")
-    source = open_dataset("modelnet40", data_dir).as_data_source("test")   # random access, no TensorFlow
+builder = prepare("modelnet40", data_dir="~/tensorflow_datasets",
+                  manual_dir=".../modelnet40_normal_resampled")
+source = open_dataset("modelnet40", data_dir).as_data_source("test")  # random access, no TF
 """
+
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
+import shutil
 
 import tensorflow_datasets as tfds
 
-from ddjax import errors
+from ddjax import errors, run_folder
 from ddjax.data import builders
 
 # name -> (builder class, config name or None, whether it reads a manual directory)
@@ -28,14 +33,18 @@ DATASETS = {
 
 def _entry(name: str):
     if name not in DATASETS:
-        raise errors.ConfigError("dataset", f"unknown dataset {name!r}", f"use one of {sorted(DATASETS)}")
+        raise errors.ConfigError(
+            "dataset", f"unknown dataset {name!r}", f"use one of {sorted(DATASETS)}"
+        )
     return DATASETS[name]
 
 
 def get_builder(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
     cls, config, _ = _entry(name)
     kwargs = {"config": config} if config else {}
-    return cls(data_dir=os.fspath(os.path.expanduser(data_dir)), file_format="array_record", **kwargs)
+    return cls(
+        data_dir=os.fspath(os.path.expanduser(data_dir)), file_format="array_record", **kwargs
+    )
 
 
 def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
@@ -51,72 +60,113 @@ SOURCE_RECORD = "ddjax_source.json"  # in the build folder: what it was built fr
 
 
 def manual_fingerprint(manual: pathlib.Path) -> dict:
-    """What a build records about its manual folder: the folder, and its files' relative paths and sizes
-    (their count and a SHA-1 over the sorted list), so that a different download is noticed."""
-    import hashlib
-    entries = sorted(f"{p.relative_to(manual).as_posix()}\t{p.stat().st_size}"
-                     for p in manual.rglob("*") if p.is_file())
-    return {"manual_dir": os.fspath(manual.resolve()), "files": len(entries),
-            "files_sha1": hashlib.sha1("\n".join(entries).encode()).hexdigest()}
+    """What a build records about its manual folder: the folder, and its files' relative paths and
+    sizes (their count and a SHA-1 over the sorted list), so that a different download is noticed.
+    """
+    entries = sorted(
+        f"{p.relative_to(manual).as_posix()}\t{p.stat().st_size}"
+        for p in manual.rglob("*")
+        if p.is_file()
+    )
+    return {
+        "manual_dir": os.fspath(manual.resolve()),
+        "files": len(entries),
+        "files_sha1": hashlib.sha1("\n".join(entries).encode()).hexdigest(),
+    }
 
 
 def _remove_incomplete(builder) -> list[pathlib.Path]:
     """Removes the `incomplete.*` folders a killed build of `builder` left beside its data_dir."""
-    import shutil
     version_dir = pathlib.Path(builder.data_dir)
-    leftovers = sorted(version_dir.parent.glob(f"incomplete.*_{version_dir.name}")) if version_dir.parent.is_dir() else []
+    leftovers = (
+        sorted(version_dir.parent.glob(f"incomplete.*_{version_dir.name}"))
+        if version_dir.parent.is_dir()
+        else []
+    )
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
     return leftovers
 
 
-def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None, *,
-            rebuild: bool = False) -> tfds.core.DatasetBuilder:
-    """Builds `name` into `data_dir` (array_record) from the official files in `manual_dir`; idempotent.
+def prepare(
+    name: str,
+    data_dir: str | os.PathLike,
+    manual_dir: str | os.PathLike | None = None,
+    *,
+    rebuild: bool = False,
+) -> tfds.core.DatasetBuilder:
+    """Builds `name` into `data_dir` (array_record) from the official files in `manual_dir`;
+    idempotent.
 
-    An existing build of a manual dataset records its manual folder's fingerprint; given a manual folder
-    whose fingerprint differs, prepare refuses (one DataError line) unless `rebuild`, which replaces the old
-    build only once the new one is complete. Leftover `incomplete.*` folders of a killed build are removed.
+    An existing build of a manual dataset records its manual folder's fingerprint; given a
+    manual folder whose fingerprint differs, prepare refuses (one DataError line) unless
+    `rebuild`, which replaces the old build only once the new one is complete. Leftover
+    `incomplete.*` folders of a killed build are removed.
     """
-    import json
-    import shutil
     builder = get_builder(name, data_dir)
     needs_manual = _entry(name)[2]
     manual = pathlib.Path(os.path.expanduser(manual_dir)) if manual_dir else None
     if manual is not None and needs_manual and not manual.is_dir():
-        raise errors.ConfigError("manual_dir", f"{manual} does not exist or is not a folder",
-                                 builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+        raise errors.ConfigError(
+            "manual_dir",
+            f"{manual} does not exist or is not a folder",
+            builder.MANUAL_DOWNLOAD_INSTRUCTIONS,
+        )
     fingerprint = manual_fingerprint(manual) if manual is not None and needs_manual else None
-    record = pathlib.Path(builder.data_dir) / SOURCE_RECORD
-    if is_prepared(builder):
-        if fingerprint is None:
-            return builder
-        try:
-            recorded = json.loads(record.read_text()) if record.is_file() else None
-        except (OSError, ValueError):
-            recorded = None
-        same = recorded is not None and all(recorded.get(k) == fingerprint[k] for k in ("files", "files_sha1"))
-        if recorded is None:  # built before builds recorded their source: adopt this folder's fingerprint
-            from ddjax import run_folder
-            run_folder.write_text(record, json.dumps(fingerprint, indent=1))
-        if recorded is None or same:
-            return builder
-        if not rebuild:
-            raise builders.DataError(
-                builder.data_dir, f"already built from {recorded['manual_dir']} ({recorded['files']} files), and "
-                f"{manual} holds different files ({fingerprint['files']}); nothing was changed",
-                "pass --config.rebuild=True to replace the build, or another --config.data_dir to keep both")
+    if is_prepared(builder) and _up_to_date(builder, manual, fingerprint, rebuild):
+        return builder
     _remove_incomplete(builder)
     tfds.disable_progress_bar()  # the builders show ddjax's own (ddjax/progress.py)
     config = None
     if needs_manual:
         if manual is None:
-            raise errors.ConfigError("manual_dir", f"dataset {name!r} is built from your downloaded files",
-                                     f"pass their folder as --config.manual_dir=DIR. "
-                                     f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            raise errors.ConfigError(
+                "manual_dir",
+                f"dataset {name!r} is built from your downloaded files",
+                f"pass their folder as --config.manual_dir=DIR. "
+                f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}",
+            )
         config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
+    return _build(name, data_dir, builder, config, fingerprint)
+
+
+def _up_to_date(
+    builder, manual: pathlib.Path | None, fingerprint: dict | None, rebuild: bool
+) -> bool:
+    """Whether an existing build stands as it is: it does unless it was made from other manual files
+    (then DataError, or False with `rebuild`). A build made before builds recorded their source
+    adopts this folder's fingerprint."""
+    if fingerprint is None:
+        return True
+    record = pathlib.Path(builder.data_dir) / SOURCE_RECORD
+    try:
+        recorded = json.loads(record.read_text()) if record.is_file() else None
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is None:
+        run_folder.write_text(record, json.dumps(fingerprint, indent=1))
+        return True
+    if all(recorded.get(k) == fingerprint[k] for k in ("files", "files_sha1")):
+        return True
+    if not rebuild:
+        raise builders.DataError(
+            builder.data_dir,
+            f"already built from {recorded['manual_dir']} ({recorded['files']} files), and "
+            f"{manual} holds different files ({fingerprint['files']}); nothing was changed",
+            "pass --config.rebuild=True to replace the build, or another --config.data_dir to "
+            "keep both",
+        )
+    return False
+
+
+def _build(
+    name: str, data_dir, builder, config, fingerprint: dict | None
+) -> tfds.core.DatasetBuilder:
+    """Builds into a fresh folder; an existing build is kept aside until the new one is complete,
+    and restored if it fails (an OSError is one DataError line)."""
     old = pathlib.Path(builder.data_dir)
-    kept = old.with_name(f"replaced.{old.name}") if old.exists() else None  # rebuild: kept until the new one is done
+    # rebuild: kept until the new one is done
+    kept = old.with_name(f"replaced.{old.name}") if old.exists() else None
     if kept is not None:
         shutil.rmtree(kept, ignore_errors=True)
         os.replace(old, kept)
@@ -124,16 +174,20 @@ def prepare(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLik
         builder = get_builder(name, data_dir)
         builder.download_and_prepare(download_config=config)
         if fingerprint is not None:
-            from ddjax import run_folder
-            run_folder.write_text(pathlib.Path(builder.data_dir) / SOURCE_RECORD, json.dumps(fingerprint, indent=1))
+            run_folder.write_text(
+                pathlib.Path(builder.data_dir) / SOURCE_RECORD, json.dumps(fingerprint, indent=1)
+            )
     except BaseException as e:
         _remove_incomplete(builder)
         if kept is not None:
             shutil.rmtree(old, ignore_errors=True)
             os.replace(kept, old)
         if isinstance(e, OSError):
-            raise builders.DataError(data_dir, f"the build failed ({errors.one_line(e)})",
-                                     "check the disk space and permissions of --config.data_dir") from None
+            raise builders.DataError(
+                data_dir,
+                f"the build failed ({errors.one_line(e)})",
+                "check the disk space and permissions of --config.data_dir",
+            ) from None
         raise
     if kept is not None:
         shutil.rmtree(kept, ignore_errors=True)
@@ -144,16 +198,9 @@ def open_dataset(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBui
     """The prepared builder; DataError with the command that prepares it if it is not there."""
     builder = get_builder(name, data_dir)
     if not is_prepared(builder):
-        raise builders.DataError(builder.data_dir, f"dataset {name!r} is not prepared in {data_dir}",
-                                 f"prepare it with: {prepare_command(name, os.fspath(data_dir))}")
-    return builder
-
-
-def run(config, workdir: str | None = None) -> tfds.core.DatasetBuilder:
-    """The prepare job: build `config.dataset` into `config.data_dir` and print what was written."""
-    errors.check_choice(config, "dataset", sorted(DATASETS))
-    errors.check_choice(config, "rebuild", (True, False))
-    builder = prepare(config.dataset, config.data_dir, config.manual_dir or None, rebuild=config.rebuild)
-    splits = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
-    print(f"prepared {config.dataset} in {builder.data_dir}: {splits}")
+        raise builders.DataError(
+            builder.data_dir,
+            f"dataset {name!r} is not prepared in {data_dir}",
+            f"prepare it with: {prepare_command(name, os.fspath(data_dir))}",
+        )
     return builder

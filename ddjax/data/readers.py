@@ -1,7 +1,9 @@
 """Readers for point-cloud files on disk, with errors that name the file and the line."""
+
 from __future__ import annotations
 
 import os
+from array import array
 
 import numpy as np
 
@@ -11,7 +13,8 @@ from ddjax import errors
 def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
     """Reads an official `modelnet40_normal_resampled` shape: lines `x,y,z,nx,ny,nz` -> f32[N, 6].
 
-    Raises PointFileError naming the file (and the line) if it is empty, ragged, non-numeric or non-finite.
+    Raises PointFileError naming the file (and the line) if it is empty, ragged, non-numeric or
+    non-finite.
     """
     path = os.fspath(path)
     rows = []
@@ -22,12 +25,17 @@ def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
                 continue
             fields = line.replace(",", " ").split()
             if len(fields) != 6:
-                raise PointFileError(f"{path}:{line_no}", "expected 6 comma-separated values "
-                                 f"(x,y,z,nx,ny,nz), got {len(fields)}: {line[:80]!r}")
+                raise PointFileError(
+                    f"{path}:{line_no}",
+                    "expected 6 comma-separated values "
+                    f"(x,y,z,nx,ny,nz), got {len(fields)}: {line[:80]!r}",
+                )
             try:
                 rows.append([float(v) for v in fields])
             except ValueError:
-                raise PointFileError(f"{path}:{line_no}", f"not a number in {line[:80]!r}") from None
+                raise PointFileError(
+                    f"{path}:{line_no}", f"not a number in {line[:80]!r}"
+                ) from None
     if not rows:
         raise PointFileError(path, "no points (empty file)")
     data = np.asarray(rows, np.float32)
@@ -38,16 +46,20 @@ def read_modelnet_txt(path: str | os.PathLike) -> np.ndarray:
 
 
 class PointFileError(errors.UserError):
-    """A user's point-cloud or mesh file cannot be used: PointFileError(path[:line], why[, what to do])."""
+    """A user's point-cloud or mesh file cannot be used: PointFileError(path[:line], why[, what to
+    do])."""
+
     what = "cannot use the point file"
-    todo = "the README's 'Zero-shot evaluation and classification' says what each format may contain"
+    todo = (
+        "the README's 'Zero-shot evaluation and classification' says what each format may contain"
+    )
 
 
 POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
 
 
-# Coordinates above this overflow the squares of the unit-ball normalisation (float64), below this radius a
-# cloud is one point: both are refused instead of silently normalised to zeros.
+# Coordinates above this overflow the squares of the unit-ball normalisation (float64), below this
+# radius a cloud is one point: both are refused instead of silently normalised to zeros.
 MAX_ABS_COORDINATE = 1e150
 MIN_RADIUS = 1e-12
 
@@ -73,31 +85,40 @@ def _strip_comments(text: str) -> list[tuple[int, str]]:
 
 
 def _read_npy(path: str) -> np.ndarray:
-    """The first three columns of a numeric (N, >= 3) .npy array, read through a memory map so that a header
-    that claims more data than the file holds is refused instead of allocated."""
+    """The first three columns of a numeric (N, >= 3) .npy array, read through a memory map so that
+    a header that claims more data than the file holds is refused instead of allocated."""
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic:
         raise PointFileError(path, "empty file")
     if magic.startswith(b"PK"):
-        raise PointFileError(f"{path}", "an .npz archive, not an .npy array", "save one (N, 3) array with np.save")
+        raise PointFileError(
+            f"{path}", "an .npz archive, not an .npy array", "save one (N, 3) array with np.save"
+        )
     if magic != b"\x93NUMPY":
-        raise PointFileError(f"{path}", "not an .npy file (no NUMPY magic)", "save one (N, 3) array with np.save")
+        raise PointFileError(
+            f"{path}", "not an .npy file (no NUMPY magic)", "save one (N, 3) array with np.save"
+        )
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # pickled objects, a bad or huge header, a truncated body
+    # pickled objects, a bad or huge header, a truncated body
+    except (ValueError, OSError, EOFError) as e:
         raise PointFileError(path, f"not a plain numeric .npy array ({e})") from None
     if data.dtype.kind not in "iuf":
-        raise PointFileError(path, f"dtype {data.dtype} is not real numbers (integer or float)",
-                             "save the points as a float array; complex, boolean, string and structured arrays are refused")
+        raise PointFileError(
+            path,
+            f"dtype {data.dtype} is not real numbers (integer or float)",
+            "save the points as a float array; complex, boolean, string and structured arrays are "
+            "refused",
+        )
     if data.ndim != 2 or data.shape[1] < 3:
         raise PointFileError(path, f"expected an (N, >= 3) array of points, got shape {data.shape}")
     return np.asarray(data[:, :3], np.float64)
 
 
 def _text_lines(path: str):
-    """(line number, content) of a UTF-8 text file streamed line by line (a leading byte-order mark dropped,
-    '#' comments and blank lines skipped): the file is never held in memory whole."""
+    """(line number, content) of a UTF-8 text file streamed line by line (a leading byte-order mark
+    dropped, '#' comments and blank lines skipped): the file is never held in memory whole."""
     try:
         with open(path, "r", encoding="utf-8-sig", newline=None) as f:
             for line_no, line in enumerate(f, 1):
@@ -105,25 +126,32 @@ def _text_lines(path: str):
                 if line:
                     yield line_no, line
     except UnicodeDecodeError as e:
-        raise PointFileError(path, f"not a text file (byte {e.start} of a block is not UTF-8)") from None
+        raise PointFileError(
+            path, f"not a text file (byte {e.start} of a block is not UTF-8)"
+        ) from None
 
 
 def _read_text_points(path: str) -> np.ndarray:
-    """.txt/.xyz: one point per line, x y z first, separated by spaces or commas; every line the same
-    number of values (at least 3); '#' comments and blank lines skipped. Streamed: the values go straight
-    into a compact float64 buffer (8 bytes each), so memory stays near the array's own size."""
-    from array import array
+    """.txt/.xyz: one point per line, x y z first, separated by spaces or commas; every line the
+    same number of values (at least 3); '#' comments and blank lines skipped. Streamed: the values
+    go straight into a compact float64 buffer (8 bytes each), so memory stays near the array's own
+    size."""
     values, width = array("d"), None
     for line_no, line in _text_lines(path):
         fields = line.replace(",", " ").split()
         if width is None:
             width = len(fields)
             if width < 3:
-                raise PointFileError(f"{path}:{line_no}", f"{width} value(s) on the first point's line",
-                                     "a point needs at least 3 values (x y z ...)")
+                raise PointFileError(
+                    f"{path}:{line_no}",
+                    f"{width} value(s) on the first point's line",
+                    "a point needs at least 3 values (x y z ...)",
+                )
         if len(fields) != width:
-            raise PointFileError(f"{path}:{line_no}", f"{len(fields)} values, but the first point's line has "
-                                 f"{width}: {line[:60]!r}")
+            raise PointFileError(
+                f"{path}:{line_no}",
+                f"{len(fields)} values, but the first point's line has {width}: {line[:60]!r}",
+            )
         try:
             values.extend((float(fields[0]), float(fields[1]), float(fields[2])))
         except ValueError:
@@ -143,14 +171,21 @@ def _read_off(path: str, text: str):
     try:
         n_vertices, n_faces = int(rest[0]), int(rest[1])
     except (ValueError, IndexError):
-        raise PointFileError(path, "malformed OFF header (expected 'OFF' then vertex, face and edge "
-                             f"counts, got {rest[:3]})") from None
+        raise PointFileError(
+            path,
+            "malformed OFF header (expected 'OFF' then vertex, face and edge "
+            f"counts, got {rest[:3]})",
+        ) from None
     if n_vertices < 0 or n_faces < 0:
-        raise PointFileError(path, f"negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)")
+        raise PointFileError(
+            path, f"negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)"
+        )
     values = rest[3:]
     if len(values) < 3 * n_vertices:
-        raise PointFileError(path, f"the OFF header promises {n_vertices} vertices, the file holds "
-                             f"{len(values) // 3}")
+        raise PointFileError(
+            path,
+            f"the OFF header promises {n_vertices} vertices, the file holds {len(values) // 3}",
+        )
     try:
         vertices = np.asarray(values[: 3 * n_vertices], np.float64).reshape(n_vertices, 3)
         pos, polygons = 3 * n_vertices, []
@@ -158,7 +193,7 @@ def _read_off(path: str, text: str):
             k = int(values[pos])
             if k < 3 or pos + 1 + k > len(values):
                 raise PointFileError(path, f"OFF face {face} has {k} vertices or is cut short")
-            polygons.append([int(v) for v in values[pos + 1: pos + 1 + k]])
+            polygons.append([int(v) for v in values[pos + 1 : pos + 1 + k]])
             pos += 1 + k
     except PointFileError:
         raise
@@ -174,13 +209,18 @@ def _read_obj(path: str, text: str):
         try:
             if parts[0] == "v":
                 if len(parts) < 4:
-                    raise PointFileError(f"{path}:{line_no}", f"a vertex needs x y z, got {line[:60]!r}")
+                    raise PointFileError(
+                        f"{path}:{line_no}", f"a vertex needs x y z, got {line[:60]!r}"
+                    )
                 vertices.append([float(v) for v in parts[1:4]])
             elif parts[0] == "f":
                 idx = [int(p.split("/")[0]) for p in parts[1:]]
                 if len(idx) < 3 or 0 in idx:
-                    raise PointFileError(f"{path}:{line_no}", "a face needs 3 or more vertex numbers (from 1 or "
-                                         f"negative), got {line[:60]!r}")
+                    raise PointFileError(
+                        f"{path}:{line_no}",
+                        "a face needs 3 or more vertex numbers (from 1 or "
+                        f"negative), got {line[:60]!r}",
+                    )
                 polygons.append([i - 1 if i > 0 else len(vertices) + i for i in idx])
         except PointFileError:
             raise
@@ -189,15 +229,30 @@ def _read_obj(path: str, text: str):
     return np.asarray(vertices, np.float64).reshape(-1, 3), _fan_triangles(polygons)
 
 
-PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4",
-             "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
-             "uint32": "u4", "float32": "f4", "float64": "f8"}
+PLY_TYPES = {
+    "char": "i1",
+    "uchar": "u1",
+    "short": "i2",
+    "ushort": "u2",
+    "int": "i4",
+    "uint": "u4",
+    "float": "f4",
+    "double": "f8",
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "i2",
+    "uint16": "u2",
+    "int32": "i4",
+    "uint32": "u4",
+    "float32": "f4",
+    "float64": "f8",
+}
 
 
 def _ply_header(path: str, data: bytes) -> tuple[str, list[dict], int]:
-    """(format, elements [{'name', 'count', 'props': [('x', 'f4') or ('vertex_indices', ('u1', 'i4'))]}],
-    offset of the body). The header ends at the first line that is exactly 'end_header' (comments may
-    contain the word)."""
+    """(format, elements [{'name', 'count', 'props': [('x', 'f4') or ('vertex_indices', ('u1',
+    'i4'))]}], offset of the body). The header ends at the first line that is exactly 'end_header'
+    (comments may contain the word)."""
     pos, lines = 0, []
     while True:
         nl = data.find(b"\n", pos)
@@ -227,17 +282,21 @@ def _ply_header(path: str, data: bytes) -> tuple[str, list[dict], int]:
                 if not elements:
                     raise ValueError
                 if parts[1] == "list":
-                    elements[-1]["props"].append((parts[4], (PLY_TYPES[parts[2]], PLY_TYPES[parts[3]])))
+                    elements[-1]["props"].append(
+                        (parts[4], (PLY_TYPES[parts[2]], PLY_TYPES[parts[3]]))
+                    )
                 else:
                     elements[-1]["props"].append((parts[2], PLY_TYPES[parts[1]]))
         except (ValueError, IndexError, KeyError):
-            raise PointFileError(path, f"PLY header line {line_no} is malformed: {line[:60]!r}") from None
+            raise PointFileError(
+                path, f"PLY header line {line_no} is malformed: {line[:60]!r}"
+            ) from None
     return fmt, elements, pos
 
 
 def _ply_face_list(props) -> int | None:
-    """Index of the face element's vertex-index list property (vertex_indices / vertex_index, else the first
-    list)."""
+    """Index of the face element's vertex-index list property (vertex_indices / vertex_index, else
+    the first list)."""
     lists = [i for i, (name, t) in enumerate(props) if isinstance(t, tuple)]
     named = [i for i in lists if props[i][0] in ("vertex_indices", "vertex_index")]
     return (named or lists or [None])[0]
@@ -257,7 +316,8 @@ def _read_ply(path: str, data: bytes):
             has_list = any(isinstance(t, tuple) for _, t in props)
             if fmt != "ascii" and not has_list:  # fixed-size rows: one structured read
                 dtype = np.dtype([(f"p{i}", order + t) for i, (_, t) in enumerate(props)])
-                table = np.frombuffer(body, dtype, el["count"], pos)  # ValueError if the body is too short
+                # ValueError if the body is too short
+                table = np.frombuffer(body, dtype, el["count"], pos)
                 pos += el["count"] * dtype.itemsize
                 columns = {name: table[f"p{i}"] for i, (name, _) in enumerate(props)}
             else:  # row by row, every property in its order
@@ -281,7 +341,9 @@ def _read_ply(path: str, data: bytes):
             if el["name"] == "vertex":
                 if not all(c in columns for c in "xyz"):
                     raise PointFileError(path, "the PLY vertex element has no x, y, z properties")
-                vertices = np.stack([np.asarray(columns[c], np.float64) for c in "xyz"], axis=1).reshape(-1, 3)
+                vertices = np.stack(
+                    [np.asarray(columns[c], np.float64) for c in "xyz"], axis=1
+                ).reshape(-1, 3)
             elif el["name"] == "face":
                 which = _ply_face_list(props)
                 if which is not None:
@@ -296,34 +358,48 @@ def _read_ply(path: str, data: bytes):
 
 
 def check_cloud(path: str, vertices: np.ndarray) -> None:
-    """PointFileError naming the file for a cloud that would classify as something made up: no points,
-    non-finite coordinates, coordinates whose normalisation overflows, or all points in one place."""
+    """PointFileError naming the file for a cloud that would classify as something made up: no
+    points, non-finite coordinates, coordinates whose normalisation overflows, or all points in one
+    place."""
     if len(vertices) == 0:
         raise PointFileError(path, "no points")
     finite = np.isfinite(vertices).all(axis=1)
     if not finite.all():
-        raise PointFileError(path, f"non-finite coordinates (NaN or inf), first at point {int(np.argmin(finite))}")
+        raise PointFileError(
+            path, f"non-finite coordinates (NaN or inf), first at point {int(np.argmin(finite))}"
+        )
     largest = float(np.abs(vertices).max())
     if largest > MAX_ABS_COORDINATE:
-        raise PointFileError(path, f"coordinates up to {largest:.3g} are too large to normalise (at most "
-                             f"{MAX_ABS_COORDINATE:g})", "rescale the file")
+        raise PointFileError(
+            path,
+            f"coordinates up to {largest:.3g} are too large to normalise (at most "
+            f"{MAX_ABS_COORDINATE:g})",
+            "rescale the file",
+        )
     centred = vertices - vertices.mean(axis=0)
-    radius = float(np.sqrt((centred ** 2).sum(axis=1)).max())
+    radius = float(np.sqrt((centred**2).sum(axis=1)).max())
     if radius <= MIN_RADIUS * max(1.0, largest):
-        raise PointFileError(path, f"a degenerate cloud, all {len(vertices)} points in one place (largest "
-                             f"distance from their centroid {radius:.3g})")
+        raise PointFileError(
+            path,
+            f"a degenerate cloud, all {len(vertices)} points in one place (largest "
+            f"distance from their centroid {radius:.3g})",
+        )
 
 
 def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off or .obj file.
+    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off or .obj
+    file.
 
-    Either reads the file as its format defines it or raises PointFileError naming the file (and the line
-    where there is one): wrong column counts, non-numeric, complex or non-finite values, empty files,
-    degenerate clouds, coordinates too large to normalise, faces that refer to missing vertices."""
+    Either reads the file as its format defines it or raises PointFileError naming the file (and
+    the line where there is one): wrong column counts, non-numeric, complex or non-finite
+    values, empty files, degenerate clouds, coordinates too large to normalise, faces that refer
+    to missing vertices."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in POINT_FILE_SUFFIXES:
-        raise PointFileError(path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}")
+        raise PointFileError(
+            path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}"
+        )
     try:
         if suffix == ".npy":
             vertices, faces = _read_npy(path), None
@@ -337,7 +413,9 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
             if suffix == ".ply":
                 vertices, faces = _read_ply(path, data)
             else:
-                vertices, faces = (_read_off if suffix == ".off" else _read_obj)(path, _decode(path, data))
+                vertices, faces = (_read_off if suffix == ".off" else _read_obj)(
+                    path, _decode(path, data)
+                )
     except OSError as e:
         raise PointFileError(path, f"cannot read ({e.strerror or e})") from None
     check_cloud(path, vertices)
@@ -346,8 +424,13 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     return vertices, (faces if faces is not None and len(faces) else None)
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int, rng: np.random.Generator,
-                   path: str = "mesh") -> np.ndarray:
+def sample_surface(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    num_points: int,
+    rng: np.random.Generator,
+    path: str = "mesh",
+) -> np.ndarray:
     """Area-weighted uniform samples on a triangle mesh: f32[num_points, 3]."""
     tri = vertices[faces]  # (T, 3, 3)
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
@@ -358,4 +441,6 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int, rng
     flip = u + v > 1
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
     t = tri[which]
-    return (t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])).astype(np.float32)
+    return (t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])).astype(
+        np.float32
+    )

@@ -1,9 +1,10 @@
-"""ReCon's zero-shot point encoder (`PointTransformerZeroShot`, type 'full'; spec sections 1 and 2), so that
-ReCon can be evaluated and attacked under ddjax's protocol (Table 2's ReCon column).
+"""ReCon's zero-shot point encoder (`PointTransformerZeroShot`, type 'full'; spec sections 1 and 2),
+so that ReCon can be evaluated and attacked under ddjax's protocol (Table 2's ReCon column).
 
-Submodule and parameter names mirror the PyTorch module's, so `ddjax.convert` maps a released checkpoint key
-by key. Deterministic: no noise paths (the jobs treat it as N = 1, t = 0).
+Submodule and parameter names mirror the PyTorch module's, so `ddjax.convert` maps a released
+checkpoint key by key. Deterministic: no noise paths (the jobs treat it as N = 1, t = 0).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -17,13 +18,16 @@ NUM_GLOBAL = 3  # cls, img, text tokens ahead of the point tokens
 
 
 class ReconBlock(nn.Module):
-    """ReCon's `Block(with_contrast=True)`: not pre-norm; the residual adds to the normalised streams.
+    """ReCon's `Block(with_contrast=True)`: not pre-norm; the residual adds to the normalised
+    streams.
 
     g = x[:, :3] (cls, img, text), v = x[:, 3:] (points):
     g = LN1c(g); v = LN1(v); g = g + CrossAttn(g -> v); v = v + Attn(v)
     g = LN2c(g); v = LN2(v); g = g + MLPc(g);           v = v + MLP(v)
-    The global tokens attend only to the point tokens; the point tokens never see the global ones.
+    The global tokens attend only to the point tokens; the point tokens never see the global
+    ones.
     """
+
     num_heads: int
     mlp_ratio: float = 4.0
     dtype: blocks.Dtype = jnp.float32
@@ -43,9 +47,10 @@ class ReconBlock(nn.Module):
 
 
 class ReconZeroShot(nn.Module):
-    """points f32[B, N, 3] -> the reference files' outputs (`center`, `fps_idx`, `knn_idx`, `encoder_tokens`,
-    `block0_tokens`, `final_tokens`, `img_feature`, `text_feature`); `feature` = ratio * text + image is
-    the caller's (`ddjax.zeroshot.ensemble`)."""
+    """points f32[B, N, 3] -> the reference files' outputs (`center`, `fps_idx`, `knn_idx`,
+    `encoder_tokens`, `block0_tokens`, `final_tokens`, `img_feature`, `text_feature`); `feature` =
+    ratio * text + image is the caller's (`ddjax.zeroshot.ensemble`)."""
+
     width: int = 384
     depth: int = 12
     num_heads: int = 6
@@ -58,21 +63,38 @@ class ReconZeroShot(nn.Module):
 
     @nn.compact
     def __call__(self, points: jax.Array) -> dict:
-        groups, fps_idx, knn_idx = pointcloud.group_indexed(points, self.num_groups, self.group_size)
+        groups, fps_idx, knn_idx = pointcloud.group_indexed(
+            points, self.num_groups, self.group_size
+        )
         tokens = tokenizer.MiniPointNet(self.encoder_dims, dtype=self.dtype, name="encoder")(
-            groups.neighborhoods, train=False)  # (B, G, C)
+            groups.neighborhoods, train=False
+        )  # (B, G, C)
         b, c = tokens.shape[0], self.width
-        token = lambda name: jnp.broadcast_to(self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c))
-        pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)  # (B, G, C)
-        x = jnp.concatenate([token("cls_token"), token("img_token"), token("text_token"), tokens], axis=1)
-        pos = jnp.concatenate([token("cls_pos"), token("img_pos"), token("text_pos"), pos], axis=1)  # (B, 3+G, C)
-        out = {"center": groups.centers, "fps_idx": fps_idx, "knn_idx": knn_idx, "encoder_tokens": tokens}
+        token = lambda name: jnp.broadcast_to(
+            self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c)
+        )
+        # (B, G, C)
+        pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)
+        x = jnp.concatenate(
+            [token("cls_token"), token("img_token"), token("text_token"), tokens], axis=1
+        )
+        # (B, 3+G, C)
+        pos = jnp.concatenate([token("cls_pos"), token("img_pos"), token("text_pos"), pos], axis=1)
+        out = {
+            "center": groups.centers,
+            "fps_idx": fps_idx,
+            "knn_idx": knn_idx,
+            "encoder_tokens": tokens,
+        }
         for i in range(self.depth):
-            x = ReconBlock(self.num_heads, dtype=self.dtype, name=f"block{i}")(x + pos)  # pos re-added every block
+            # pos re-added every block
+            x = ReconBlock(self.num_heads, dtype=self.dtype, name=f"block{i}")(x + pos)
             if i == 0:
                 out["block0_tokens"] = x
         x = blocks.layer_norm("norm", dtype=self.dtype)(x)
         out["final_tokens"] = x
-        out["img_feature"] = nn.Dense(self.image_dim, dtype=self.dtype, name="img_proj")(x[:, 1])  # (B, D)
-        out["text_feature"] = nn.Dense(self.text_dim, dtype=self.dtype, name="text_proj")(x[:, 2])  # (B, D)
+        # (B, D)
+        out["img_feature"] = nn.Dense(self.image_dim, dtype=self.dtype, name="img_proj")(x[:, 1])
+        # (B, D)
+        out["text_feature"] = nn.Dense(self.text_dim, dtype=self.dtype, name="text_proj")(x[:, 2])
         return out

@@ -1,4 +1,6 @@
-"""Point tokenizer: ReCon's mini-PointNet patch embedding and the center position MLP (spec 1.2, 1.3)."""
+"""Point tokenizer: ReCon's mini-PointNet patch embedding and the center position MLP (spec 1.2,
+1.3)."""
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -11,9 +13,11 @@ from ddjax.models import blocks
 class ConcatDense(nn.Module):
     """Dense([broadcast(g) ; f]) without building the concatenation: g @ W[:Dg] + f @ W[Dg:] + b.
 
-    The same parameters as `nn.Dense` on the concatenation (kernel (Dg + Df, out), bias (out,)), so ReCon's
-    1x1 conv weights convert unchanged; the g half runs once per group instead of once per point.
+    The same parameters as `nn.Dense` on the concatenation (kernel (Dg + Df, out), bias (out,)), so
+    ReCon's 1x1 conv weights convert unchanged; the g half runs once per group instead of once per
+    point.
     """
+
     features: int
     kernel_init: blocks.Initializer = blocks.normal_002
     dtype: blocks.Dtype = jnp.float32
@@ -32,9 +36,11 @@ class MiniPointNet(nn.Module):
     """Embeds each group of K points into one token, independently of K (max-pools over the points).
 
     per point: Linear 3->128, BN, ReLU, Linear 128->256 = f; g = max_K f; [g ; f] (global first) ->
-    Linear 512->512, BN, ReLU, Linear 512->C; token = max_K. BatchNorm statistics over all B*G*K points
-    (PyTorch BatchNorm1d on (B*G, C, K)), momentum 0.1 (Flax 0.9), eps 1e-5; running stats in eval.
+    Linear 512->512, BN, ReLU, Linear 512->C; token = max_K. BatchNorm statistics over all B*G*K
+    points (PyTorch BatchNorm1d on (B*G, C, K)), momentum 0.1 (Flax 0.9), eps 1e-5; running stats in
+    eval.
     """
+
     width: int
     kernel_init: blocks.Initializer = blocks.normal_002
     dtype: blocks.Dtype = jnp.float32
@@ -42,19 +48,25 @@ class MiniPointNet(nn.Module):
     @nn.compact
     def __call__(self, neighborhoods: jax.Array, train: bool) -> jax.Array:
         """neighborhoods f32[B, G, K, 3] (centred groups) -> tokens f32[B, G, C]."""
-        dense = lambda n, name: nn.Dense(n, kernel_init=self.kernel_init, dtype=self.dtype, name=name)
-        bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                       dtype=self.dtype, name=name)
+        dense = lambda n, name: nn.Dense(
+            n, kernel_init=self.kernel_init, dtype=self.dtype, name=name
+        )
+        bn = lambda name: nn.BatchNorm(
+            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name
+        )
         f = dense(128, "conv1a")(neighborhoods)  # (B, G, K, 128)
         f = dense(256, "conv1b")(nn.relu(bn("bn1")(f)))  # (B, G, K, 256)
         g = jnp.max(f, axis=2, keepdims=True)  # (B, G, 1, 256)
-        f = ConcatDense(512, self.kernel_init, self.dtype, name="conv2a")(g, f)  # Dense([g ; f]): (B, G, K, 512)
+        # Dense([g ; f]): (B, G, K, 512)
+        f = ConcatDense(512, self.kernel_init, self.dtype, name="conv2a")(g, f)
         f = dense(self.width, "conv2b")(nn.relu(bn("bn2")(f)))  # (B, G, K, C)
         return jnp.max(f, axis=2)  # (B, G, C)
 
 
 class PositionMlp(nn.Module):
-    """Center position embedding: Linear 3->128, exact GELU, Linear 128->C. centers (B, G, 3) -> (B, G, C)."""
+    """Center position embedding: Linear 3->128, exact GELU, Linear 128->C. centers (B, G, 3) -> (B,
+    G, C)."""
+
     width: int
     kernel_init: blocks.Initializer = blocks.normal_002
     bias_init_fan_in: bool = False  # True: PyTorch-default biases (ReCon's decoder_pos_embed)
@@ -62,8 +74,18 @@ class PositionMlp(nn.Module):
 
     @nn.compact
     def __call__(self, centers: jax.Array) -> jax.Array:
-        bias = (lambda fan_in: blocks.torch_linear_bias_init(fan_in)) if self.bias_init_fan_in else (
-            lambda fan_in: nn.initializers.zeros)
-        x = nn.Dense(128, kernel_init=self.kernel_init, bias_init=bias(3), dtype=self.dtype, name="fc1")(centers)
-        return nn.Dense(self.width, kernel_init=self.kernel_init, bias_init=bias(128), dtype=self.dtype,
-                        name="fc2")(blocks.gelu(x))
+        bias = (
+            (lambda fan_in: blocks.torch_linear_bias_init(fan_in))
+            if self.bias_init_fan_in
+            else (lambda fan_in: nn.initializers.zeros)
+        )
+        x = nn.Dense(
+            128, kernel_init=self.kernel_init, bias_init=bias(3), dtype=self.dtype, name="fc1"
+        )(centers)
+        return nn.Dense(
+            self.width,
+            kernel_init=self.kernel_init,
+            bias_init=bias(128),
+            dtype=self.dtype,
+            name="fc2",
+        )(blocks.gelu(x))

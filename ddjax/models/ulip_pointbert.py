@@ -1,10 +1,11 @@
-"""ULIP's Point-BERT point encoder (`models/pointbert/point_encoder.py: PointTransformer`) and its projection
-into the text-embedding space (`ULIP_WITH_IMAGE.pc_projection`, `encode_pc`), as ULIP builds it for
-zero-shot classification (Table 2's ULIP column).
+"""ULIP's Point-BERT point encoder (`models/pointbert/point_encoder.py: PointTransformer`) and its
+projection into the text-embedding space (`ULIP_WITH_IMAGE.pc_projection`, `encode_pc`), as ULIP
+builds it for zero-shot classification (Table 2's ULIP column).
 
 Submodule and parameter names mirror the PyTorch module's (`point_encoder.*`, `pc_projection`), so
 `ddjax.convert` maps a released checkpoint key by key. Deterministic: no noise paths.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -16,9 +17,11 @@ from ddjax.models import blocks, tokenizer
 
 
 class PointBert(nn.Module):
-    """Point-BERT's `PointTransformer` without a head: points f32[B, N, 3] -> dict with `center`, `fps_idx`,
-    `knn_idx`, `encoder_tokens` (mini-PointNet, before `reduce_dim`), `block0_tokens`, `final_tokens` and
-    `pc_feat` = [cls ; max over the group tokens] f32[B, 2C], both after the final LayerNorm."""
+    """Point-BERT's `PointTransformer` without a head: points f32[B, N, 3] -> dict with `center`,
+    `fps_idx`, `knn_idx`, `encoder_tokens` (mini-PointNet, before `reduce_dim`), `block0_tokens`,
+    `final_tokens` and `pc_feat` = [cls ; max over the group tokens] f32[B, 2C], both after the
+    final LayerNorm."""
+
     width: int = 384
     depth: int = 12
     num_heads: int = 6
@@ -29,14 +32,25 @@ class PointBert(nn.Module):
 
     @nn.compact
     def __call__(self, points: jax.Array) -> dict:
-        groups, fps_idx, knn_idx = pointcloud.group_indexed(points, self.num_groups, self.group_size)
+        groups, fps_idx, knn_idx = pointcloud.group_indexed(
+            points, self.num_groups, self.group_size
+        )
         tokens = tokenizer.MiniPointNet(self.encoder_dims, dtype=self.dtype, name="encoder")(
-            groups.neighborhoods, train=False)  # (B, G, E)
-        out = {"center": groups.centers, "fps_idx": fps_idx, "knn_idx": knn_idx, "encoder_tokens": tokens}
+            groups.neighborhoods, train=False
+        )  # (B, G, E)
+        out = {
+            "center": groups.centers,
+            "fps_idx": fps_idx,
+            "knn_idx": knn_idx,
+            "encoder_tokens": tokens,
+        }
         x = nn.Dense(self.width, dtype=self.dtype, name="reduce_dim")(tokens)  # (B, G, C)
         b, c = x.shape[0], self.width
-        token = lambda name: jnp.broadcast_to(self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c))
-        pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)  # (B, G, C)
+        token = lambda name: jnp.broadcast_to(
+            self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c)
+        )
+        # (B, G, C)
+        pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)
         x = jnp.concatenate([token("cls_token"), x], axis=1)  # (B, 1 + G, C)
         pos = jnp.concatenate([token("cls_pos"), pos], axis=1)
         for i in range(self.depth):
@@ -50,8 +64,10 @@ class PointBert(nn.Module):
 
 
 class UlipPointBert(nn.Module):
-    """`point_encoder` (Point-BERT) and `pc_projection` f32[2C, D] (stored [in, out]: pc_embed = pc_feat @ P).
-    ULIP L2-normalises `pc_embed` before the cosine; the returned value is not normalised."""
+    """`point_encoder` (Point-BERT) and `pc_projection` f32[2C, D] (stored [in, out]: pc_embed =
+    pc_feat @ P). ULIP L2-normalises `pc_embed` before the cosine; the returned value is not
+    normalised."""
+
     width: int = 384
     depth: int = 12
     num_heads: int = 6
@@ -63,9 +79,20 @@ class UlipPointBert(nn.Module):
 
     @nn.compact
     def __call__(self, points: jax.Array) -> dict:
-        out = PointBert(self.width, self.depth, self.num_heads, self.encoder_dims, self.num_groups,
-                        self.group_size, self.dtype, name="point_encoder")(points)
-        projection = self.param("pc_projection", nn.initializers.normal(self.embed_dim ** -0.5),
-                                (2 * self.width, self.embed_dim))
+        out = PointBert(
+            self.width,
+            self.depth,
+            self.num_heads,
+            self.encoder_dims,
+            self.num_groups,
+            self.group_size,
+            self.dtype,
+            name="point_encoder",
+        )(points)
+        projection = self.param(
+            "pc_projection",
+            nn.initializers.normal(self.embed_dim**-0.5),
+            (2 * self.width, self.embed_dim),
+        )
         out["pc_embed"] = out["pc_feat"] @ projection.astype(self.dtype)  # (B, D)
         return out

@@ -1,17 +1,21 @@
-"""Frozen CLIP teachers (Hugging Face Flax CLIP): image features, text features, class embeddings, prompt bank.
+"""Frozen CLIP teachers (Hugging Face Flax CLIP): image features, text features, class embeddings,
+prompt bank.
 
 All features are the raw projected embeddings (``get_image_features`` / ``get_text_features``), NOT
 L2-normalised; callers normalise where the method does.
 
 Compilation: ``load`` builds two jitted pure functions per teacher, ``encode_text(params, ids)`` and
-``encode_image(params, images_nhwc)``. They are created once per ``Teacher`` and reused by every call, so
-they compile once per input shape. ``text_features`` runs texts in chunks of at most 256 and pads the last
-(partial) chunk to a power of two, so any number of texts uses only a handful of shapes.
+``encode_image(params, images_nhwc)``. They are created once per ``Teacher`` and reused by every
+call, so they compile once per input shape. ``text_features`` runs texts in chunks of at most 256
+and pads the last (partial) chunk to a power of two, so any number of texts uses only a handful of
+shapes.
 
-Offline use: ``load`` accepts a Hugging Face hub name (needs internet or a filled HF cache) or a local
-directory holding the model (``flax_model.msgpack``, or ``model.safetensors``, or ``pytorch_model.bin``
-which needs torch) and the tokenizer files (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``).
+Offline use: ``load`` accepts a Hugging Face hub name (needs internet or a filled HF cache) or a
+local directory holding the model (``flax_model.msgpack``, or ``model.safetensors``, or
+``pytorch_model.bin`` which needs torch) and the tokenizer files (``vocab.json``, ``merges.txt``,
+``tokenizer_config.json``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +26,7 @@ from typing import Any, Final
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 from ddjax import errors
 from ddjax.teachers import prompts as prompts_lib
@@ -41,25 +46,31 @@ Params = Any  # nested dict of arrays (FlaxCLIPModel params)
 
 
 class TeacherLoadError(errors.UserError):
-    """A CLIP model or tokenizer could not be loaded: TeacherLoadError(name or path, what was tried)."""
+    """A CLIP model or tokenizer could not be loaded: TeacherLoadError(name or path, what was
+    tried)."""
+
     what = "cannot load the CLIP teacher"
-    todo = ("offline machines need a local directory: on a machine with internet run "
-            "`FlaxCLIPModel.from_pretrained(NAME).save_pretrained(DIR)` and "
-            "`CLIPTokenizer.from_pretrained(NAME).save_pretrained(DIR)` (or copy vocab.json, merges.txt and "
-            "tokenizer_config.json into DIR), then pass DIR")
+    todo = (
+        "offline machines need a local directory: on a machine with internet run "
+        "`FlaxCLIPModel.from_pretrained(NAME).save_pretrained(DIR)` and "
+        "`CLIPTokenizer.from_pretrained(NAME).save_pretrained(DIR)` (or copy vocab.json, "
+        "merges.txt and "
+        "tokenizer_config.json into DIR), then pass DIR"
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Teacher:
     """A frozen CLIP teacher.
 
-    model: the ``FlaxCLIPModel``, loaded without parameters of its own (``model.params`` raises: pass
-    ``params=`` to its methods); params: its parameters (passed explicitly to the jitted functions);
-    tokenizer: the ``CLIPTokenizer``; source: the hub name or local path it was loaded from;
-    image_size: the vision input side (``config.vision_config.image_size``); dim: the embedding size
-    (``config.projection_dim``); context_length: text length (``config.text_config.max_position_embeddings``).
-    encode_text: jitted ``(params, i32[B, L]) -> f32[B, D]``; encode_image: jitted
-    ``(params, f32[B, S, S, 3] NHWC) -> f32[B, D]``. Both are pure and may be used inside other jitted code.
+    model: the ``FlaxCLIPModel``, loaded without parameters of its own (``model.params`` raises:
+    pass ``params=`` to its methods); params: its parameters (passed explicitly to the jitted
+    functions); tokenizer: the ``CLIPTokenizer``; source: the hub name or local path it was loaded
+    from; image_size: the vision input side (``config.vision_config.image_size``); dim: the
+    embedding size (``config.projection_dim``); context_length: text length
+    (``config.text_config.max_position_embeddings``). encode_text: jitted ``(params, i32[B, L]) ->
+    f32[B, D]``; encode_image: jitted ``(params, f32[B, S, S, 3] NHWC) -> f32[B, D]``. Both are pure
+    and may be used inside other jitted code.
     """
 
     model: Any  # transformers.FlaxCLIPModel
@@ -77,13 +88,13 @@ def _make_encoders(model: Any) -> tuple[Callable, Callable]:
     """Pure jitted feature functions of ``model`` taking (params, inputs)."""
 
     def encode_text(params: Params, ids: jax.Array) -> jax.Array:
-        # ids i32[B, L] -> f32[B, D]. No padding mask needed: the causal mask keeps tokens after the EOT
-        # (where the feature is pooled) out of the result, as in OpenAI CLIP.
+        # ids i32[B, L] -> f32[B, D]. No padding mask needed: the causal mask keeps tokens after the
+        # EOT (where the feature is pooled) out of the result, as in OpenAI CLIP.
         return model.get_text_features(ids, params=params).astype(jnp.float32)
 
     def encode_image(params: Params, images: jax.Array) -> jax.Array:
-        # images f32[B, S, S, 3] NHWC -> f32[B, D]. get_image_features takes NCHW (and transposes back to
-        # NHWC inside; XLA folds the two transposes).
+        # images f32[B, S, S, 3] NHWC -> f32[B, D]. get_image_features takes NCHW (and transposes
+        # back to NHWC inside; XLA folds the two transposes).
         pixel_values = jnp.transpose(images, (0, 3, 1, 2))  # (B, 3, S, S)
         return model.get_image_features(pixel_values, params=params).astype(jnp.float32)
 
@@ -91,58 +102,81 @@ def _make_encoders(model: Any) -> tuple[Callable, Callable]:
 
 
 def _tried(name_or_path: str) -> str:
-    kind = "the local directory" if os.path.isdir(name_or_path) else "a Hugging Face hub name (no such local directory)"
+    kind = (
+        "the local directory"
+        if os.path.isdir(name_or_path)
+        else "a Hugging Face hub name (no such local directory)"
+    )
     return f"tried {name_or_path!r} as {kind}"
 
 
 def _load_model(name_or_path: str, dtype: Any) -> tuple[Any, Params]:
-    """(model, params). Flax weights load without the random initialisation (``_do_init=False``: 8.5 s of
-    the tiny teacher's 8.6 s load); every parameter must then come from the file."""
-    from flax.traverse_util import flatten_dict
-    from transformers import FlaxCLIPModel
+    """(model, params). Flax weights load without the random initialisation (``_do_init=False``: 8.5
+    s of the tiny teacher's 8.6 s load); every parameter must then come from the file."""
+    # transformers on first use: it takes seconds to import and main.py silences its notices first.
+    from transformers import FlaxCLIPModel  # noqa: PLC0415
 
     is_dir = os.path.isdir(name_or_path)
     try:
         model, params = FlaxCLIPModel.from_pretrained(name_or_path, dtype=dtype, _do_init=False)
     except Exception as first:  # noqa: BLE001 - re-raised below with context
-        has_pt = is_dir and any(os.path.isfile(os.path.join(name_or_path, f)) for f in _PT_WEIGHT_FILES)
+        has_pt = is_dir and any(
+            os.path.isfile(os.path.join(name_or_path, f)) for f in _PT_WEIGHT_FILES
+        )
         if not has_pt:
-            raise TeacherLoadError(name_or_path, f"{_tried(name_or_path)}: {type(first).__name__}: {first}"
-                                   ) from first
-        try:  # a directory with only PyTorch / safetensors weights (the conversion needs the initialised model)
+            raise TeacherLoadError(
+                name_or_path, f"{_tried(name_or_path)}: {type(first).__name__}: {first}"
+            ) from first
+        # a directory with only PyTorch / safetensors weights (the conversion needs the initialised
+        # model)
+        try:
             model = FlaxCLIPModel.from_pretrained(name_or_path, dtype=dtype, from_pt=True)
         except Exception as second:  # noqa: BLE001
             raise TeacherLoadError(
-                name_or_path, f"{_tried(name_or_path)}: as Flax weights ({type(first).__name__}: {first}), then "
-                f"with from_pt=True ({type(second).__name__}: {second}; pytorch_model.bin needs torch, "
-                "model.safetensors does not)") from second
+                name_or_path,
+                f"{_tried(name_or_path)}: as Flax weights ({type(first).__name__}: {first}), then "
+                f"with from_pt=True ({type(second).__name__}: {second}; pytorch_model.bin needs "
+                "torch, "
+                "model.safetensors does not)",
+            ) from second
         return model, model.params
-    missing = sorted("/".join(k) for k in set(flatten_dict(model.params_shape_tree)) - set(flatten_dict(params)))
+    missing = sorted(
+        "/".join(k) for k in set(flatten_dict(model.params_shape_tree)) - set(flatten_dict(params))
+    )
     if missing:
-        raise TeacherLoadError(name_or_path, f"the weights file lacks {len(missing)} of the model's parameters "
-                               f"(first: {missing[0]}); the file is incomplete or for another model")
-    # from_pretrained commits them to the first CPU device; as uncommitted arrays on the default device they
-    # go wherever a jitted step's other arguments are (sharded over several devices, tests/test_train.py).
+        raise TeacherLoadError(
+            name_or_path,
+            f"the weights file lacks {len(missing)} of the model's parameters "
+            f"(first: {missing[0]}); the file is incomplete or for another model",
+        )
+    # from_pretrained commits them to the first CPU device; as uncommitted arrays on the default
+    # device they go wherever a jitted step's other arguments are (sharded over several devices,
+    # tests/test_train.py).
     return model, jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)), params)
 
 
 def _load_tokenizer(name_or_path: str) -> Any:
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # noqa: PLC0415 - on first use, as in _load_model
 
     try:
         return CLIPTokenizer.from_pretrained(name_or_path)
     except Exception as err:  # noqa: BLE001
         raise TeacherLoadError(
-            name_or_path, f"loaded the CLIP model but not its tokenizer ({type(err).__name__}: {err}); a local "
-            "directory needs vocab.json and merges.txt (and tokenizer_config.json for the 77-token length)"
+            name_or_path,
+            f"loaded the CLIP model but not its tokenizer ({type(err).__name__}: {err}); a local "
+            "directory needs vocab.json and merges.txt (and tokenizer_config.json for the 77-token "
+            "length)",
         ) from err
 
 
-def load(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = jnp.float32) -> Teacher:
+def load(
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = jnp.float32
+) -> Teacher:
     """Load a frozen CLIP teacher from a hub name or a local directory.
 
-    ``dtype`` is the computation dtype (parameters stay as stored); features are returned as float32.
-    Raises ``TeacherLoadError`` (a ``UserError``) saying what was tried if the model or tokenizer is missing.
+    ``dtype`` is the computation dtype (parameters stay as stored); features are returned as
+    float32. Raises ``TeacherLoadError`` (a ``UserError``) saying what was tried if the model or
+    tokenizer is missing.
     """
     name_or_path = os.fspath(name_or_path)
     model, params = _load_model(name_or_path, dtype)
@@ -163,14 +197,17 @@ def load(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = j
 
 
 def image_features(teacher: Teacher, images: Any) -> jax.Array:
-    """Raw CLIP image embeddings: images f32[B, S, S, 3] (NHWC, already CLIP-normalised) -> f32[B, D].
+    """Raw CLIP image embeddings: images f32[B, S, S, 3] (NHWC, already CLIP-normalised) -> f32[B,
+    D].
 
     S must equal ``teacher.image_size``. Not L2-normalised.
     """
     shape = tuple(np.shape(images))
     s = teacher.image_size
     if len(shape) != 4 or shape[-1] != 3 or shape[1] != s or shape[2] != s:
-        raise ValueError(f"images must be (B, {s}, {s}, 3) NHWC for this CLIP teacher, got shape {shape}")
+        raise ValueError(
+            f"images must be (B, {s}, {s}, 3) NHWC for this CLIP teacher, got shape {shape}"
+        )
     images = jnp.asarray(images, dtype=jnp.float32)
     return teacher.encode_image(teacher.params, images)  # (B, D)
 
@@ -188,7 +225,8 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 def tokenize(teacher: Teacher, texts: Sequence[str]) -> np.ndarray:
     """CLIP token ids i32[B, L] (L = the text model's max_position_embeddings, 77 for OpenAI CLIP).
 
-    ``<|startoftext|>`` ... ``<|endoftext|>``, padded with ``<|endoftext|>`` (49407) and truncated to L.
+    ``<|startoftext|>`` ... ``<|endoftext|>``, padded with ``<|endoftext|>`` (49407) and truncated
+    to L.
     """
     texts = _check_texts(texts)
     if not texts:
@@ -204,18 +242,21 @@ def tokenize(teacher: Teacher, texts: Sequence[str]) -> np.ndarray:
 
 
 def _bucket(n: int, chunk_size: int) -> int:
-    """Padded batch size of a partial chunk of n texts: the next power of two (>= 8), at most chunk_size."""
+    """Padded batch size of a partial chunk of n texts: the next power of two (>= 8), at most
+    chunk_size."""
     b = _MIN_BUCKET
     while b < n:
         b *= 2
     return min(b, chunk_size)
 
 
-def text_features(teacher: Teacher, texts: Sequence[str], *, chunk_size: int = TEXT_CHUNK) -> jax.Array:
+def text_features(
+    teacher: Teacher, texts: Sequence[str], *, chunk_size: int = TEXT_CHUNK
+) -> jax.Array:
     """Raw CLIP text embeddings of ``texts``: f32[B, D], not L2-normalised.
 
-    Runs in chunks of ``chunk_size`` (at most 256) texts; the last chunk is padded to a power of two so that
-    few shapes are compiled.
+    Runs in chunks of ``chunk_size`` (at most 256) texts; the last chunk is padded to a power of two
+    so that few shapes are compiled.
     """
     if not 1 <= chunk_size <= TEXT_CHUNK:
         raise ValueError(f"chunk_size must be in 1..{TEXT_CHUNK}, got {chunk_size}")
@@ -237,9 +278,11 @@ def text_features(teacher: Teacher, texts: Sequence[str], *, chunk_size: int = T
 def class_text_features(
     teacher: Teacher, classnames: Sequence[str], template: str = "recon"
 ) -> jax.Array:
-    """Zero-shot class embeddings f32[C, D]: per class, the plain SUM of the raw text features of its prompts.
+    """Zero-shot class embeddings f32[C, D]: per class, the plain SUM of the raw text features of
+    its prompts.
 
-    60 prompts per class for "recon" (as ReCon's zero-shot runner does), 1 for "pointclip". Not normalised.
+    60 prompts per class for "recon" (as ReCon's zero-shot runner does), 1 for "pointclip". Not
+    normalised.
     """
     classnames = _check_texts(classnames)
     per_class = [prompts_lib.prompts(name, template) for name in classnames]
@@ -253,8 +296,8 @@ def class_text_features(
 def prompt_bank(teacher: Teacher, classnames: Sequence[str]) -> jax.Array:
     """Raw text features of every ReCon (class, prefix, suffix): f32[C, 20, 3, D].
 
-    ``bank[c, p, s]`` is the feature of ``recon_prompt(classnames[c], p + 20 * s)``; the pretraining text
-    teacher draws a random (p, s) per sample, as ReCon does.
+    ``bank[c, p, s]`` is the feature of ``recon_prompt(classnames[c], p + 20 * s)``; the pretraining
+    text teacher draws a random (p, s) per sample, as ReCon does.
     """
     classnames = _check_texts(classnames)
     n_p, n_s = len(prompts_lib.RECON_PREFIXES), len(prompts_lib.RECON_SUFFIXES)

@@ -1,17 +1,19 @@
-"""The smoke run's own teacher: a tiny Flax CLIP trained contrastively on synthetic renders and captions.
+"""The smoke run's own teacher: a tiny Flax CLIP trained contrastively on synthetic renders and
+captions.
 
-A random-weight CLIP is useless as a teacher: its text features of different class prompts are nearly
-identical (cosine about 0.997 between class prompt sums) and its image and text towers are unaligned.
-So the smoke run first trains a tiny CLIP (two small towers) for a few hundred steps on the synthetic
-train renders paired with ReCon-style prompts of their class text, then freezes and saves it in the run
-directory, where `clip.load` reads it like any other teacher.
+A random-weight CLIP is useless as a teacher: its text features of different class prompts are
+nearly identical (cosine about 0.997 between class prompt sums) and its image and text towers are
+unaligned. So the smoke run first trains a tiny CLIP (two small towers) for a few hundred steps on
+the synthetic train renders paired with ReCon-style prompts of their class text, then freezes and
+saves it in the run directory, where `clip.load` reads it like any other teacher.
 
-Tokenizer: the real CLIP BPE files (`tokenizer_dir`, by default ../shared/data/clip_tokenizer relative to
-the repository). Fallback when they are absent: a character-level BPE vocabulary written here (every byte
-symbol, no merges), which CLIPTokenizer loads like the real one; captions then become one token per
-character (they fit in 77 tokens). Text features then differ from a real-tokenizer teacher, which is fine
-for a self-contained smoke run.
+Tokenizer: the real CLIP BPE files (`tokenizer_dir`, by default ../shared/data/clip_tokenizer
+relative to the repository). Fallback when they are absent: a character-level BPE vocabulary written
+here (every byte symbol, no merges), which CLIPTokenizer loads like the real one; captions then
+become one token per character (they fit in 77 tokens). Text features then differ from a
+real-tokenizer teacher, which is fine for a self-contained smoke run.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,12 +31,18 @@ from ddjax.data import image_augment
 from ddjax.teachers import prompts
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-DEFAULT_TOKENIZER_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "clip_tokenizer"
+DEFAULT_TOKENIZER_DIR = (
+    pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "clip_tokenizer"
+)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -46,8 +54,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def write_tokenizer(directory: pathlib.Path, tokenizer_dir: str | os.PathLike | None = None) -> str:
-    """Puts tokenizer files in `directory`: the real CLIP files if found, else the character-level fallback.
-    Returns 'clip' or 'fallback'."""
+    """Puts tokenizer files in `directory`: the real CLIP files if found, else the character-level
+    fallback. Returns 'clip' or 'fallback'."""
     source = pathlib.Path(tokenizer_dir) if tokenizer_dir else DEFAULT_TOKENIZER_DIR
     if all((source / f).is_file() for f in TOKENIZER_FILES[:2]):
         for f in TOKENIZER_FILES:
@@ -63,23 +71,56 @@ def write_tokenizer(directory: pathlib.Path, tokenizer_dir: str | os.PathLike | 
     return "fallback"
 
 
-def tiny_clip_config(*, image_size: int, width: int, layers: int, projection_dim: int, vocab_size: int):
-    from transformers import CLIPConfig
-    heads = max(1, width // 32)  # width 128 learns the synthetic classes in 400 steps; width 64 stalled
+def tiny_clip_config(
+    *, image_size: int, width: int, layers: int, projection_dim: int, vocab_size: int
+):
+    from transformers import CLIPConfig  # noqa: PLC0415 - on first use (teachers/clip.py says why)
+
+    # width 128 learns the synthetic classes in 400 steps; width 64 stalled
+    heads = max(1, width // 32)
     return CLIPConfig(
-        text_config=dict(hidden_size=width, intermediate_size=2 * width, num_attention_heads=heads,
-                         num_hidden_layers=layers, vocab_size=vocab_size, max_position_embeddings=77),
-        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_attention_heads=heads,
-                           num_hidden_layers=layers, image_size=image_size, patch_size=8),
-        projection_dim=projection_dim)
+        text_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=heads,
+            num_hidden_layers=layers,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=heads,
+            num_hidden_layers=layers,
+            image_size=image_size,
+            patch_size=8,
+        ),
+        projection_dim=projection_dim,
+    )
 
 
-def train(out_dir: str | os.PathLike, train_source, class_texts, *, image_size: int = 32, width: int = 128,
-          layers: int = 2, projection_dim: int = 64, steps: int = 400, batch_size: int = 64, lr: float = 1e-3,
-          seed: int = 0, tokenizer_dir: str | None = None, image_pipeline: str = "clip", logit_scale: float = 30.0,
-          log=print) -> dict:
-    """Trains and saves the tiny CLIP into `out_dir` (written atomically); returns a small report."""
-    from transformers import CLIPTokenizer, FlaxCLIPModel
+def train(
+    out_dir: str | os.PathLike,
+    train_source,
+    class_texts,
+    *,
+    image_size: int = 32,
+    width: int = 128,
+    layers: int = 2,
+    projection_dim: int = 64,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    tokenizer_dir: str | None = None,
+    image_pipeline: str = "clip",
+    logit_scale: float = 30.0,
+    log=print,
+) -> dict:
+    """Trains and saves the tiny CLIP into `out_dir` (written atomically); returns a small
+    report."""
+    # on first use (teachers/clip.py says why)
+    from transformers import CLIPTokenizer, FlaxCLIPModel  # noqa: PLC0415
 
     out = pathlib.Path(out_dir)
     tmp = out.parent / f".{out.name}.tmp"
@@ -88,51 +129,29 @@ def train(out_dir: str | os.PathLike, train_source, class_texts, *, image_size: 
     tmp.mkdir(parents=True)
     kind = write_tokenizer(tmp, tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    config = tiny_clip_config(image_size=image_size, width=width, layers=layers, projection_dim=projection_dim,
-                              vocab_size=len(tokenizer))
+    config = tiny_clip_config(
+        image_size=image_size,
+        width=width,
+        layers=layers,
+        projection_dim=projection_dim,
+        vocab_size=len(tokenizer),
+    )
     model = FlaxCLIPModel(config, seed=seed)
-
-    rng = np.random.default_rng(seed)
-    images = np.stack([image_augment.preprocess(image_augment.decode_png(train_source[i]["image"]), image_pipeline,
-                                                rng, size=image_size) for i in range(len(train_source))])  # (R,S,S,3)
-    labels = np.array([int(train_source[i]["label"]) for i in range(len(train_source))])
-    captions = [prompts.recon_prompt(text, j) for text in class_texts for j in range(60)]
-    ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="np")["input_ids"]
-    ids = jnp.asarray(ids.reshape(len(class_texts), 60, 77))  # (C, 60, 77)
-    images, labels = jnp.asarray(images), jnp.asarray(labels)
-    batch_size = min(batch_size, len(labels))
-
+    images, labels, ids = _training_data(
+        train_source, class_texts, tokenizer, image_pipeline, image_size, seed
+    )
+    tx = optax.adamw(
+        optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 5), steps), weight_decay=0.01
+    )
     params = {"clip": model.params}
-    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 5), steps), weight_decay=0.01)
     opt_state = tx.init(params)
-
-    def features(p, pix, tok):
-        img = model.get_image_features(pixel_values=jnp.transpose(pix, (0, 3, 1, 2)), params=p)
-        txt = model.get_text_features(input_ids=tok, params=p)
-        normalize = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-        return normalize(img), normalize(txt)
-
-    @jax.jit
-    def step(params, opt_state, key):
-        k1, k2 = jax.random.split(key)
-        idx = jax.random.choice(k1, len(labels), (batch_size,), replace=False)
-        y = labels[idx]
-        tok = ids[y, jax.random.randint(k2, (batch_size,), 0, 60)]  # a random prompt of each image's class
-
-        def loss_fn(p):
-            img, txt = features(p["clip"], images[idx], tok)
-            logits = logit_scale * img @ txt.T  # (b, b); a fixed, sharp scale avoids the early collapse
-            same = (y[:, None] == y[None, :]).astype(jnp.float32)
-            target = same / same.sum(axis=1, keepdims=True)  # every same-class caption is a positive
-            return 0.5 * (optax.softmax_cross_entropy(logits, target).mean()
-                          + optax.softmax_cross_entropy(logits.T, target).mean())
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    step = _train_step(model, tx, images, labels, ids, min(batch_size, len(labels)), logit_scale)
     key = jax.random.key(seed)
-    bar = progress.bar(total=steps, desc="tiny CLIP teacher", unit="step", every=10.0) if log else None
+    bar = (
+        progress.bar(total=steps, desc="tiny CLIP teacher", unit="step", every=10.0)
+        if log
+        else None
+    )
     for i in range(steps):
         params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
         if bar is not None:
@@ -141,21 +160,105 @@ def train(out_dir: str | os.PathLike, train_source, class_texts, *, image_size: 
                 bar.set_postfix_str(f"contrastive loss {float(loss):.3f}", refresh=False)
     if bar is not None:
         bar.close()
-
-    # How well the teacher itself classifies the train renders zero-shot (class prompt sums).
-    img, _ = features(params["clip"], images[:512], ids[0, :1])
-    txt_sum = jnp.stack([model.get_text_features(input_ids=ids[c], params=params["clip"]).sum(0)
-                         for c in range(len(class_texts))])
-    txt_sum = txt_sum / jnp.linalg.norm(txt_sum, axis=-1, keepdims=True)
-    accuracy = float((jnp.argmax(img @ txt_sum.T, axis=1) == labels[:512]).mean())
+    accuracy = _own_accuracy(model, params["clip"], images, labels, ids)
     model.params = params["clip"]
+    report = dict(
+        steps=steps,
+        final_loss=float(loss),
+        train_zero_shot_top1=accuracy,
+        tokenizer=kind,
+        image_pipeline=image_pipeline,
+        image_size=image_size,
+    )
+    _save(model, report, tmp, out)
+    if log:
+        log(
+            f"tiny CLIP teacher: saved to {out} (zero-shot top-1 on its own train renders "
+            f"{accuracy:.2f})"
+        )
+    return report
+
+
+def _save(model, report: dict, tmp: pathlib.Path, out: pathlib.Path) -> None:
+    """The model and its report into `tmp`, then `tmp` renamed into place as `out`."""
     model.save_pretrained(tmp)
-    report = {"steps": steps, "final_loss": float(loss), "train_zero_shot_top1": accuracy, "tokenizer": kind,
-              "image_pipeline": image_pipeline, "image_size": image_size}
     (tmp / "tiny_clip_report.json").write_text(json.dumps(report, indent=2))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
-    if log:
-        log(f"tiny CLIP teacher: saved to {out} (zero-shot top-1 on its own train renders {accuracy:.2f})")
-    return report
+
+
+def _training_data(
+    train_source, class_texts, tokenizer, image_pipeline: str, image_size: int, seed: int
+):
+    """(images f32[R, S, S, 3] preprocessed once, labels int[R], token ids int[C, 60, 77]: ReCon's
+    60 prompts of every class)."""
+    rng = np.random.default_rng(seed)
+    images = np.stack(
+        [
+            image_augment.preprocess(
+                image_augment.decode_png(train_source[i]["image"]),
+                image_pipeline,
+                rng,
+                size=image_size,
+            )
+            for i in range(len(train_source))
+        ]
+    )  # (R, S, S, 3)
+    labels = np.array([int(train_source[i]["label"]) for i in range(len(train_source))])
+    captions = [prompts.recon_prompt(text, j) for text in class_texts for j in range(60)]
+    ids = tokenizer(
+        captions, padding="max_length", max_length=77, truncation=True, return_tensors="np"
+    )["input_ids"]
+    ids = jnp.asarray(ids.reshape(len(class_texts), 60, 77))  # (C, 60, 77)
+    return jnp.asarray(images), jnp.asarray(labels), ids
+
+
+def _features(model, p, pix, tok):
+    """L2-normalised image and text features of the CLIP `model` with parameters `p`."""
+    img = model.get_image_features(pixel_values=jnp.transpose(pix, (0, 3, 1, 2)), params=p)
+    txt = model.get_text_features(input_ids=tok, params=p)
+    normalize = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return normalize(img), normalize(txt)
+
+
+def _train_step(model, tx, images, labels, ids, batch_size: int, logit_scale: float):
+    """The jitted contrastive step (params, opt_state, key) -> (params, opt_state, loss): a batch of
+    renders against a random prompt of each one's class, every same-class caption a positive."""
+
+    @jax.jit
+    def step(params, opt_state, key):
+        k1, k2 = jax.random.split(key)
+        idx = jax.random.choice(k1, len(labels), (batch_size,), replace=False)
+        y = labels[idx]
+        tok = ids[y, jax.random.randint(k2, (batch_size,), 0, 60)]  # a random prompt of the class
+
+        def loss_fn(p):
+            img, txt = _features(model, p["clip"], images[idx], tok)
+            logits = logit_scale * img @ txt.T  # (b, b); a fixed, sharp scale avoids early collapse
+            same = (y[:, None] == y[None, :]).astype(jnp.float32)
+            target = same / same.sum(axis=1, keepdims=True)  # every same-class caption a positive
+            return 0.5 * (
+                optax.softmax_cross_entropy(logits, target).mean()
+                + optax.softmax_cross_entropy(logits.T, target).mean()
+            )
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def _own_accuracy(model, params, images, labels, ids) -> float:
+    """How well the teacher itself classifies (the first 512 of) its train renders zero-shot, with
+    the class prompt sums."""
+    img, _ = _features(model, params, images[:512], ids[0, :1])
+    txt_sum = jnp.stack(
+        [
+            model.get_text_features(input_ids=ids[c], params=params).sum(0)
+            for c in range(ids.shape[0])
+        ]
+    )
+    txt_sum = txt_sum / jnp.linalg.norm(txt_sum, axis=-1, keepdims=True)
+    return float((jnp.argmax(img @ txt_sum.T, axis=1) == labels[:512]).mean())

@@ -2,15 +2,16 @@
 
 The default job of `make run` until pretraining lands:
 
-  python main.py --config=configs/demo.py --workdir=runs/demo          # B=32, N=1024, 64 x 32 groups
-  python main.py --config=configs/demo.py:smoke --workdir=/tmp/demo    # tiny, for tests
-  python main.py --config=configs/demo.py --config.data_dir=../shared/data/modelnet40_normal_resampled \
-      --workdir=runs/demo                                              # real ModelNet40 shapes
+  python main.py --config=configs/kernels_demo.py --workdir=runs/demo   # B=32, N=1024, 64 x 32
+  python main.py --config=configs/kernels_demo.py:smoke --workdir=/tmp/demo    # tiny, for tests
+  python main.py --config=configs/kernels_demo.py --workdir=runs/demo \
+      --config.data_dir=../shared/data/modelnet40_normal_resampled   # real ModelNet40 shapes
 
-Prints one line per implementation (median time of the jitted grouping and whether it equals the 'xla'
-result exactly) and writes DIR/kernels_demo.json. About 10 s on a 2-core CPU (most of it in the Pallas
-interpret-mode run, which is a correctness tool, not a fast path).
+Prints one line per implementation (median time of the jitted grouping and whether it equals the
+'xla' result exactly) and writes DIR/kernels_demo.json. About 10 s on a 2-core CPU (most of it in
+the Pallas interpret-mode run, which is a correctness tool, not a fast path).
 """
+
 import ml_collections
 
 from configs import common

@@ -1,0 +1,142 @@
+"""Checks of config values, made before a job loads data or compiles anything: each raises
+`ConfigError` naming the key (`config.<key>`), which main.py prints as one line.
+
+`check_keys` refuses keys a job does not read (a misspelt or stale key would otherwise be ignored);
+`parse_list` is the one parser of comma-separated config strings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Iterable
+
+from ddjax.errors import ConfigError
+
+
+def _value(config, key: str):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def check_int(config, key: str, low: int | None = None, high: int | None = None) -> int:
+    """config.<key> as an int in [low, high]; ConfigError naming the key otherwise."""
+    value = _value(config, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(
+            key,
+            f"must be in [{low if low is not None else '-inf'}, "
+            f"{high if high is not None else 'inf'}], got {value}",
+        )
+    return value
+
+
+def check_number(
+    config, key: str, low: float | None = None, high: float | None = None, *, low_open: bool = False
+) -> float:
+    """config.<key> as a finite number in [low, high] ((low, high] with low_open)."""
+    value = _value(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(key, f"must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(key, f"must be <= {high}, got {value}")
+    return float(value)
+
+
+def check_choice(config, key: str, choices) -> str:
+    value = _value(config, key)
+    if value not in choices:
+        raise ConfigError(key, f"must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_divisible(config, key: str, devices: int) -> None:
+    value = _value(config, key)
+    if value % devices:
+        raise ConfigError(
+            key,
+            f"{value} is not divisible by the {devices} devices of the data mesh",
+            f"use a multiple of {devices}",
+        )
+
+
+def check_run_dir(config, key: str = "checkpoint") -> str:
+    """config.<key> names an existing pretraining run folder (one with config.json)."""
+    value = _value(config, key)
+    if not value:
+        raise ConfigError(
+            key, "no run folder given", f"pass --config.{key}=RUN_DIR (a configs/pretrain.py run)"
+        )
+    path = os.path.expanduser(value)
+    if not os.path.isdir(path):
+        raise ConfigError(
+            key,
+            f"{value} does not exist or is not a folder",
+            f"pass --config.{key}=RUN_DIR (a configs/pretrain.py run)",
+        )
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(
+            key,
+            f"{value} is not a pretraining run folder (no config.json)",
+            f"pass --config.{key}=RUN_DIR (a configs/pretrain.py run)",
+        )
+    return value
+
+
+def require_workdir(workdir: str | None, job: str, writes: str) -> None:
+    if not workdir:
+        raise ConfigError("--workdir", f"the {job} job writes {writes}", "pass --workdir=DIR")
+
+
+def check_keys(config, known: dict[str, Iterable[str]], extra: Iterable[str] = ()) -> None:
+    """ConfigError unless every key of `config` is read by the job: `known` maps a section ('' for
+    the top level, e.g. 'eval' for config.eval) to the keys read there; `extra` are further dotted
+    keys found unread by the caller (e.g. 'model.x'). The message is the trainer's: it lists every
+    unread key."""
+    unread = [k for k in config.keys() if k not in known[""]]
+    for section, keys in known.items():
+        if section and section in config:
+            unread += [f"{section}.{k}" for k in config[section].keys() if k not in keys]
+    unread += list(extra)
+    if unread:
+        raise ConfigError(
+            sorted(unread)[0],
+            f"nothing reads the keys {sorted(unread)} (misspelt or stale?)",
+            "remove them from the config file",
+        )
+
+
+def parse_list(
+    config,
+    key: str,
+    kind: Callable = float,
+    *,
+    what: str | None = None,
+    example: str | None = None,
+    allow_empty: bool = False,
+    finite: bool = True,
+) -> list:
+    """config.<key>, a comma-separated string ('0,0.1,0.25'), as a list of `kind` (float, int, str
+    or a parser raising ValueError); ConfigError naming the key for an item `kind` refuses, a
+    non-finite float, or an empty list (unless `allow_empty`; `finite=False` leaves non-finite
+    floats to the caller's own check). `what` names the items in the message (default: kind's name),
+    `example` is the advice."""
+    text = str(_value(config, key))
+    todo = f"e.g. --config.{key}={example}" if example else None
+    try:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(
+            key, f"{text!r} is not a comma-separated list of {what or kind.__name__}", todo
+        ) from None
+    if not values and not allow_empty:
+        raise ConfigError(key, "empty list", todo)
+    if finite and any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise ConfigError(key, f"{text!r} holds a non-finite number", todo)
+    return values

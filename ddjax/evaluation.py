@@ -1,0 +1,257 @@
+"""What every evaluation job (zeroshot, attack, certify, classify) shares: the checks of its run,
+data and scoring fields (configs/zeroshot.py's `evaluation_fields`), the run's model (`inference`:
+any kind, never branched on), the class text features (from the run's CLIP teacher, cached in the
+job's folder, or from a file), and `load_evaluation`, which restores the run and opens the test
+data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from typing import Any, NamedTuple
+
+import ml_collections
+import numpy as np
+
+from ddjax import checkpoints, config_checks, distributed, errors, run_folder, scoring
+from ddjax.data import classnames, prepare
+from ddjax.models import registry
+from ddjax.models.interface import Inference
+from ddjax.teachers import cache, clip, prompts
+
+SCAN_SPELLINGS = ("toile", "toilet")
+
+
+# The run, test-data and scoring keys every evaluation job reads (configs/zeroshot.py's
+# `evaluation_fields`).
+EVALUATION_KEYS = frozenset(
+    {
+        "name",
+        "checkpoint",
+        "dataset",
+        "data_dir",
+        "npoints",
+        "point_all",
+        "num_groups",
+        "group_size",
+        "normalize",
+        "ratio",
+        "template",
+        "text_features",
+        "scan_spelling",
+    }
+)
+
+
+def check_evaluation(config) -> dict:
+    """Checks the run, test-data and scoring fields every evaluation job shares
+    (configs/zeroshot.py's `evaluation_fields`) without loading anything heavy; returns the run's
+    recorded config (config.json)."""
+    run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
+    config_checks.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    config_checks.check_int(config, "npoints", 1)
+    config_checks.check_int(config, "point_all", config.npoints)
+    config_checks.check_int(config, "num_groups", 0)
+    config_checks.check_int(config, "group_size", 0 if not config.num_groups else 1)
+    config_checks.check_number(config, "ratio", 0.0)
+    config_checks.check_choice(config, "template", prompts.TEMPLATES)
+    config_checks.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
+    config_checks.check_choice(config, "normalize", (True, False))
+    model = run_config["model"]
+    check_text_source(config, run_config)
+    own = not config.num_groups or model.get("own_tokenization", False)
+    groups = model["num_groups"] if own else config.num_groups
+    size = model["group_size"] if own else config.group_size
+    if config.npoints < max(groups, size):
+        raise errors.ConfigError(
+            "npoints, config.num_groups, config.group_size",
+            f"{config.npoints} points are fewer than the tokenizer needs ({groups} groups of "
+            f"{size})",
+            "raise npoints or lower num_groups and group_size",
+        )
+    return run_config
+
+
+def inference(run_config: dict) -> Inference:
+    """The run's model's inference functions (any kind: models/registry.py)."""
+    return registry.inference(ml_collections.ConfigDict(run_config["model"]))
+
+
+def noise_setting(config, run_config: dict) -> tuple[int, int]:
+    """(num_paths, t) the job runs: the config's, or (1, 0) for a deterministic model."""
+    return inference(run_config).setting(config.num_paths, config.t)
+
+
+def read_text_features(path, dim: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """--config.text_features=FILE.npy: f32[C, D] class text features, and the C class names from
+    FILE.txt beside it (one per line). ConfigError unless both read, the counts agree and D equals
+    `dim`."""
+    path = pathlib.Path(str(path)).expanduser()
+    names_file = path.with_suffix(".txt")
+    if path.suffix != ".npy" or not path.is_file():
+        raise errors.ConfigError(
+            "text_features",
+            f"{path} is not an existing .npy file",
+            "pass FILE.npy (f32[C, D]) with the class names in FILE.txt beside it",
+        )
+    try:
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise errors.ConfigError(
+            "text_features", f"{path} is not a readable .npy array ({errors.one_line(e)})"
+        ) from None
+    if (
+        features.ndim != 2
+        or not np.issubdtype(features.dtype, np.floating)
+        or not np.isfinite(features).all()
+    ):
+        raise errors.ConfigError(
+            "text_features",
+            f"{path} holds a {features.dtype}{list(features.shape)} array",
+            "it must be finite floats of shape [classes, width]",
+        )
+    try:
+        names = [
+            line.strip()
+            for line in names_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.ConfigError(
+            "text_features",
+            f"the class names file {names_file} is unreadable ({errors.one_line(e)})",
+            "write one class name per line beside the .npy",
+        ) from None
+    if len(names) != features.shape[0]:
+        raise errors.ConfigError(
+            "text_features",
+            f"{names_file} names {len(names)} classes but {path.name} holds "
+            f"{features.shape[0]} rows",
+            "one name per row, in the same order",
+        )
+    if dim is not None and features.shape[1] != dim:
+        raise errors.ConfigError(
+            "text_features",
+            f"{path.name} has width {features.shape[1]} but the model's "
+            f"point features have width {dim}",
+            "use the text encoder the model was trained with",
+        )
+    return features.astype(np.float32), names
+
+
+def check_text_source(config, run_config: dict) -> list[str] | None:
+    """The class names of --config.text_features (the file checked against the model's width), or
+    None when the run's teacher gives the text features; ConfigError when neither can."""
+    model = run_config["model"]
+    if config.get("text_features"):
+        return read_text_features(config.text_features, model.get("teacher_dim"))[1]
+    if not run_config.get("resolved", {}).get("teacher", "x"):
+        raise errors.ConfigError(
+            "text_features",
+            f"the run {config.checkpoint} has no text tower ddjax can load "
+            f"(a converted {model.get('kind')} model)",
+            "pass --config.text_features=FILE.npy "
+            "with the class text features made by the peer's own text encoder (README: Baselines)",
+        )
+    return None
+
+
+def check_noise_setting(
+    config, run_config: dict, n_key: str = "num_paths", t_key: str = "t"
+) -> None:
+    if inference(run_config).deterministic:
+        return  # run at one path, t = 0 whatever the config says
+    config_checks.check_int(config, n_key, 1)
+    config_checks.check_int(config, t_key, 0, run_config["model"]["num_timesteps"] - 1)
+
+
+def open_eval_dataset(dataset: str, data_dir: str):
+    """The prepared evaluation dataset; the built-in synthetic set is prepared on first use."""
+    if dataset.startswith("synthetic"):  # process 0 prepares it, the others then open it
+        return distributed.main_first(
+            "prepare",
+            lambda: prepare.prepare(dataset, data_dir),
+            then=lambda: prepare.open_dataset(dataset, data_dir),
+        )
+    return prepare.open_dataset(dataset, data_dir)
+
+
+def classnames_for(dataset: str, builder, scan_spelling: str) -> list[str]:
+    """Prompt class names: ScanObjectNN's fixed list (with the chosen spelling), else the dataset's
+    texts."""
+    if dataset.startswith("scanobjectnn"):
+        return list(classnames.scanobjectnn_classes(scan_spelling))
+    return cache.class_texts(builder)
+
+
+class Evaluation(NamedTuple):
+    """What an evaluation job (zero-shot, attack, certify) needs from a run and a dataset
+    (`load_evaluation`)."""
+
+    # the run's model config, with the job's tokenization (num_groups, group_size)
+    model_config: Any
+    inference: Inference  # the model's, with that tokenization
+    variables: dict
+    step: int
+    builder: Any  # the prepared tfds builder of the evaluation dataset
+    class_names: list
+    text_features: np.ndarray  # f32[C, D], raw sums of the prompt embeddings
+    teacher: str  # the teacher's source (hub name or directory), or the text-features file
+
+
+def load_evaluation(config, out) -> Evaluation:
+    """Restores config.checkpoint, opens config.dataset and computes (or reads from `out`, where it
+    is cached once per teacher, template and class list) the class text features."""
+    run_config, variables, step = checkpoints.restore_run(config.checkpoint)
+    model_config = ml_collections.ConfigDict(run_config["model"])
+    if config.num_groups and not model_config.get("own_tokenization", False):
+        model_config.num_groups, model_config.group_size = config.num_groups, config.group_size
+    model = registry.inference(model_config)
+    builder = open_eval_dataset(config.dataset, config.data_dir)
+    names = classnames_for(config.dataset, builder, config.scan_spelling)
+    if config.get("text_features"):
+        text_features, given = read_text_features(config.text_features, model_config.teacher_dim)
+        if len(given) != len(names):
+            raise errors.ConfigError(
+                "text_features",
+                f"{len(given)} classes in the file, {len(names)} in {config.dataset}",
+                "make the features for this dataset's classes",
+            )
+        return Evaluation(
+            model_config,
+            model,
+            variables,
+            step,
+            builder,
+            names,
+            text_features,
+            f"text features {pathlib.Path(config.text_features).expanduser().resolve()}",
+        )
+    teacher = clip.load(run_config["resolved"]["teacher"])
+    if teacher.dim != model_config.teacher_dim:
+        raise errors.CheckpointError(
+            config.checkpoint,
+            f"its teacher {teacher.source} embeds text in "
+            f"{teacher.dim} dimensions, the model's features have {model_config.teacher_dim}",
+            "convert it with the right --config.teacher, or pass --config.text_features",
+        )
+    digest = hashlib.sha1(
+        json.dumps([teacher.source, config.template, names]).encode()
+    ).hexdigest()[:12]
+    # computed once per (teacher, prompts, classes)
+    cache_file = out / f"text_features_{digest}.npy"
+    text_features = None
+    if cache_file.is_file():
+        try:
+            text_features = np.load(cache_file, allow_pickle=False)
+        # damaged (an older, non-atomic write): computed again
+        except (ValueError, OSError, EOFError):
+            text_features = None
+    if text_features is None or text_features.shape != (len(names), teacher.dim):
+        text_features = scoring.class_text_features(teacher, names, config.template)
+        run_folder.save_npy(cache_file, text_features)
+    return Evaluation(
+        model_config, model, variables, step, builder, names, text_features, teacher.source
+    )

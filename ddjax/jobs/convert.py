@@ -1,0 +1,121 @@
+"""The convert job (configs/convert.py): a peer's released checkpoint as a ddjax run folder.
+
+  python main.py --config=configs/convert.py --config.source=FILE \
+      --config.model=recon|ulip_pointbert --workdir=RUN_DIR
+
+The file is read by ddjax/peer_checkpoints.py (PyTorch files without torch and without executing
+anything). RUN_DIR then holds config.json (the model, its teacher or none, and the source's SHA-256)
+and an orbax checkpoint (step 0) that the zero-shot, attack and classify jobs read with
+`--config.checkpoint=RUN_DIR`. The same conversion again is a no-op; anything else into an existing
+folder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ddjax import config_checks, errors, peer_checkpoints, run_folder
+from ddjax.models import peers
+
+KEYS = {"": {"job", "source", "model", "teacher", "num_heads", "num_groups", "group_size"}}
+
+
+def check_config(config, workdir: str | None) -> None:
+    config_checks.check_keys(config, KEYS)
+    config_checks.require_workdir(workdir, "convert", "config.json and the converted checkpoint")
+    config_checks.check_choice(config, "model", peers.MODELS)
+    if not config.source:
+        raise errors.ConfigError("source", "no checkpoint file given", "pass --config.source=FILE")
+    if not os.path.isfile(os.path.expanduser(config.source)):
+        raise errors.ConfigError("source", f"{config.source} does not exist or is not a file")
+    config_checks.check_int(config, "num_heads", 1)
+    config_checks.check_int(config, "num_groups", 0)
+    config_checks.check_int(config, "group_size", 0)
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run(config, workdir: str | None) -> dict:
+    """The convert job: RUN_DIR/config.json and RUN_DIR/checkpoints/0."""
+    check_config(config, workdir)
+    source = pathlib.Path(config.source).expanduser().resolve()
+    out = pathlib.Path(workdir).expanduser().resolve()
+    teacher = config.teacher if config.teacher != "default" else peers.TEACHERS[config.model]
+    model_config, variables, towers = peer_checkpoints.convert(
+        source,
+        config.model,
+        num_heads=config.num_heads,
+        num_groups=config.num_groups,
+        group_size=config.group_size,
+    )
+    record = {
+        "job": "convert",
+        "model": model_config.to_dict(),
+        "resolved": {"teacher": teacher},
+        "converted_from": {
+            "file": str(source),
+            "sha256": _sha256(source),
+            "model": config.model,
+            "towers_dropped": len(towers),
+        },
+    }
+    recorded = out / "config.json"
+    # an existing run folder: the same conversion is a no-op, anything else refused
+    if recorded.is_file():
+        try:
+            old = json.loads(recorded.read_text())
+        except (OSError, ValueError) as e:
+            raise run_folder.RunFolderError(
+                recorded, f"unreadable record ({errors.one_line(e)})"
+            ) from None
+        if (
+            old.get("converted_from", {}).get("sha256") != record["converted_from"]["sha256"]
+            or old.get("model") != record["model"]
+            or old.get("resolved") != record["resolved"]
+        ):
+            raise run_folder.RunFolderError(
+                out,
+                "it already holds another run (a different model, source or "
+                "teacher); nothing was written",
+            )
+        print(f"convert: {out} already holds this conversion; nothing to do")
+        return record
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise run_folder.RunFolderError(
+            out, "not an empty folder and not a converted run; nothing was written"
+        )
+    tmp = out.parent / f".{out.name}.converting"  # built aside, renamed into place when complete
+    if tmp.exists():
+        shutil.rmtree(tmp)  # a killed conversion's leftover
+    tmp.mkdir(parents=True)
+    manager = ocp.CheckpointManager(tmp / "checkpoints")
+    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(variables)))
+    manager.wait_until_finished()
+    manager.close()
+    run_folder.write_text(tmp / "config.json", json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    count = sum(int(np.size(v)) for v in jax.tree_util.tree_leaves(variables["params"]))
+    dropped = f"; {len(towers)} text/image tower tensors dropped" if towers else ""
+    print(
+        f"convert: {config.model} ({model_config.depth} blocks, width {model_config.width}, "
+        f"{count / 1e6:.2f}M "
+        f"parameters) from {source.name} -> {out}{dropped}; teacher: "
+        f"{teacher or 'none (pass --config.text_features to the jobs)'}"
+    )
+    return record

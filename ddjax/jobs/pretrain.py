@@ -1,0 +1,336 @@
+"""The pretraining job (configs/pretrain.py): Dual Denoising pretrained from frozen CLIP teachers,
+with the trainer of ddjax/train.py.
+
+The run folder (--workdir) holds config.json (the config and what it resolved to),
+model_summary.json, metrics.jsonl, checkpoints/<step>/ (orbax: the train state and the data
+iterator's position), the smoke run's own teacher/, and zeroshot.json when config.eval.dataset is
+set. Running the same command again resumes; a command that would change what the run means is
+refused (ddjax/run_folder.py). A finished run (its last checkpoint at the final step) only re-runs
+the evaluation if it is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ddjax import config_checks, distributed, errors, progress, run_folder, train
+from ddjax import metrics as metrics_lib
+from ddjax.data import image_augment, prepare
+from ddjax.models import dual_denoising as dd
+
+# Every key the trainer reads; anything else in a config is reported (style: fail on unused config).
+KEYS = {
+    "": {
+        "job",
+        "seed",
+        "model",
+        "dataset",
+        "data_dir",
+        "splits",
+        "auto_prepare",
+        "num_points",
+        "batch_size",
+        "epochs",
+        "warmup_epochs",
+        "total_steps",
+        "lr",
+        "weight_decay",
+        "teacher",
+        "teacher_mode",
+        "teacher_cache",
+        "image_pipeline",
+        "tiny_teacher",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "init_from",
+        "worker_count",
+        "eval",
+        "distributed",
+        "allow_changes",
+    },
+    "tiny_teacher": {"enabled", "steps", "width", "image_size", "projection_dim", "tokenizer_dir"},
+    "eval": {
+        "dataset",
+        "data_dir",
+        "npoints",
+        "point_all",
+        "batch_size",
+        "ratio",
+        "num_paths",
+        "t",
+        "template",
+        "seed",
+    },
+}
+TEACHER_MODES = ("online", "cached")
+
+
+def check_config(config, workdir: str | None = None) -> None:
+    """Every value checked before any data, teacher or compilation: ConfigError naming the key."""
+    config_checks.check_keys(
+        config,
+        KEYS,
+        extra=[
+            f"model.{k}" for k in config.model.keys() if k not in dd.model_config("tiny").keys()
+        ],
+    )
+    config_checks.require_workdir(workdir, "pretrain", "checkpoints and metrics")
+    dd.validate_config(config.model)
+    config_checks.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    if config.eval.dataset:
+        config_checks.check_choice(config, "eval.dataset", sorted(prepare.DATASETS))
+    if not config.splits or any(s not in ("train", "test") for s in config.splits):
+        raise errors.ConfigError(
+            "splits", f"must name 'train' and/or 'test', got {tuple(config.splits)}"
+        )
+    for key in (
+        "batch_size",
+        "num_points",
+        "epochs",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval.npoints",
+        "eval.batch_size",
+        "eval.num_paths",
+        "tiny_teacher.steps",
+        "tiny_teacher.width",
+        "tiny_teacher.image_size",
+        "tiny_teacher.projection_dim",
+    ):
+        config_checks.check_int(config, key, 1)
+    for key in ("total_steps", "warmup_epochs", "worker_count"):
+        config_checks.check_int(config, key, 0)
+    config_checks.check_int(config, "seed")
+    config_checks.check_int(config, "eval.seed")
+    config_checks.check_int(config, "eval.t", 0, config.model.num_timesteps - 1)
+    config_checks.check_int(config, "eval.point_all", config.eval.npoints)
+    config_checks.check_number(config, "lr", 0.0, low_open=True)
+    config_checks.check_number(config, "weight_decay", 0.0)
+    config_checks.check_number(config, "eval.ratio", 0.0)
+    config_checks.check_divisible(config, "batch_size", jax.device_count())
+    config_checks.check_choice(config, "teacher_mode", TEACHER_MODES)
+    config_checks.check_choice(config, "image_pipeline", image_augment.PIPELINES)
+    run_folder.parse_allowed(config.allow_changes)
+    if config.num_points < max(config.model.num_groups, config.model.group_size):
+        raise errors.ConfigError(
+            "num_points",
+            f"{config.num_points} points are fewer than the tokenizer needs "
+            f"(model.num_groups={config.model.num_groups}, model.group_size="
+            f"{config.model.group_size})",
+        )
+    if config.teacher_mode == "cached" and not (
+        config.teacher_cache and pathlib.Path(config.teacher_cache).expanduser().is_dir()
+    ):
+        raise errors.ConfigError(
+            "teacher_cache",
+            f"{config.teacher_cache!r} is not a folder",
+            "build the bank with configs/teacher_cache.py and pass its --workdir",
+        )
+    if config.teacher_mode == "online" and not config.tiny_teacher.enabled and not config.teacher:
+        raise errors.ConfigError("teacher", "empty", "pass a CLIP hub name or a local directory")
+    if config.init_from:
+        config_checks.check_run_dir(config, "init_from")
+
+
+def run(config, workdir: str) -> dict:
+    """Pretrains (or resumes) the run in `workdir`, then evaluates it zero-shot when
+    config.eval.dataset is set."""
+    check_config(config, workdir)
+    workdir, config_json = open_run_folder(config, workdir)
+    # process-major: each process's rows of the global batch together
+    mesh = jax.sharding.Mesh(np.array(distributed.workers()), ("data",))
+    data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    data = train.open_data(config)
+    teacher = train.load_teacher(config, workdir, data)
+    data_iter = train.input_pipeline(config, data, teacher)
+    tx, schedule = train.make_optimizer(config, data.steps_per_epoch)
+    init_key, loop_key = jax.random.split(jax.random.key(config.seed))
+    init = jax.jit(functools.partial(train.create_train_state, config.model, tx))
+    abstract_state = jax.eval_shape(init, init_key)
+    state_sharding = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
+    write_record(workdir, config, config_json, data, teacher)
+    step_fn = jax.jit(
+        functools.partial(
+            train.train_step,
+            loss_fn=dd.make_train_loss(config.model),
+            tx=tx,
+            schedule=schedule,
+            teacher=teacher.clip,
+        ),
+        donate_argnums=(0,),
+        out_shardings=(state_sharding, replicated),
+    )
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True, create=True
+        ),
+    )
+    state, start = train.restore_or_init(
+        config,
+        manager,
+        workdir / "checkpoints",
+        lambda: jax.jit(init, out_shardings=state_sharding)(init_key),
+        abstract_state,
+        state_sharding,
+        data_iter,
+    )
+    if start >= data.total_steps:
+        print(f"run already finished at step {start} (of {data.total_steps})")
+        manager.close()
+        if config.eval.dataset and not (workdir / "zeroshot.json").is_file():
+            return {"step": start, "zeroshot": evaluate(config, teacher, state, workdir)}
+        return {"step": start}
+    print(
+        f"pretraining {config.model.variant} Dual Denoising "
+        f"({dd.parameter_counts(config.model)['total'] / 1e6:.2f}M parameters) on "
+        f"{config.dataset}: {data.total_steps} steps of batch {config.batch_size} "
+        f"({data.steps_per_epoch} steps/epoch) on {jax.device_count()} {jax.default_backend()} "
+        "device(s)"
+    )
+    global_batch = lambda local: {
+        k: jax.make_array_from_process_local_data(data_sharding, np.asarray(v))
+        for k, v in local.items()
+    }
+    state, last = loop(
+        config,
+        workdir,
+        manager,
+        step_fn,
+        state,
+        start,
+        data.total_steps,
+        data_iter,
+        global_batch,
+        teacher.inputs,
+        loop_key,
+    )
+    zeroshot = evaluate(config, teacher, state, workdir)
+    return {"step": data.total_steps, "metrics": last, "zeroshot": zeroshot}
+
+
+def open_run_folder(config, workdir: str) -> tuple[pathlib.Path, dict]:
+    """(the run folder as an absolute path: orbax needs one, the config as JSON), after refusing a
+    command that would change what an existing run means; process 0 creates it."""
+    workdir = pathlib.Path(workdir).expanduser().resolve()
+    config_json = json.loads(config.to_json_best_effort())
+    run_folder.check_same_run(workdir, config_json)  # before anything is written into the run
+    if distributed.is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier("run folder")  # every process checked it before process 0 writes into it
+    return workdir, config_json
+
+
+def write_record(
+    workdir: pathlib.Path, config, config_json: dict, data: train.Data, teacher: train.Targets
+) -> None:
+    """config.json: the config and what it resolved to (the teacher, './teacher' inside the run,
+    its width, the class texts, the step counts), and model_summary.json."""
+    metrics_lib.write_json(
+        workdir / "config.json",
+        config_json
+        | {
+            "resolved": {
+                "teacher": run_folder.store_path(workdir, teacher.source),
+                "teacher_dim": teacher.dim,
+                "image_size": teacher.image_size,
+                "class_texts": data.class_texts,
+                "steps_per_epoch": data.steps_per_epoch,
+                "total_steps": data.total_steps,
+                "dataset_full_name": data.builder.info.full_name,
+            }
+        },
+    )
+    metrics_lib.write_json(workdir / "model_summary.json", dd.parameter_counts(config.model))
+
+
+def loop(
+    config,
+    workdir: pathlib.Path,
+    manager,
+    step_fn,
+    state: dict,
+    start: int,
+    total_steps: int,
+    data_iter,
+    global_batch,
+    teacher_inputs: tuple,
+    loop_key,
+) -> tuple[dict, dict]:
+    """Steps start..total_steps: a non-finite loss stops the run naming its step; a metric line
+    every log_every steps (step/total, rate, ETA: the progress in a log; a terminal also gets an
+    in-place bar) and a checkpoint every checkpoint_every steps and at the end. Returns (state, the
+    last logged metrics)."""
+    bar = (
+        progress.bar(total=total_steps, initial=start, desc="pretraining", unit="step")
+        if progress.on_terminal()
+        else None
+    )
+    writer = metrics_lib.MetricWriter(
+        str(workdir),
+        total_steps,
+        start,
+        echo=bar.write if bar is not None else lambda line: print(line, flush=True),
+    )
+    last = {}
+    for step in range(start, total_steps):
+        state, metrics = step_fn(state, global_batch(next(data_iter)), teacher_inputs, loop_key)
+        # one scalar per step: names a non-finite loss's step
+        loss = float(distributed.local_copy(metrics["loss"]))
+        if not np.isfinite(loss):
+            raise errors.UserError(
+                workdir,
+                f"non-finite loss {loss} at step {step} (steps {start}..{step} ran in "
+                f"this process; the last checkpoint is step {manager.latest_step()})",
+                "lower --config.lr or check the data; a new run needs another --workdir",
+            )
+        done = step + 1
+        if step == start:  # what a user waits for: imports, data, teacher, compilation and one step
+            writer.echo(progress.first_step_line())
+        if bar is not None:
+            bar.update(1)
+        if done % config.log_every == 0 or done == total_steps:
+            last = writer.write(done, distributed.local_copy(metrics))
+        if done % config.checkpoint_every == 0 or done == total_steps:
+            manager.save(
+                done,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=grain.checkpoint.CheckpointSave(data_iter),
+                ),
+            )
+    if bar is not None:
+        bar.close()
+    manager.wait_until_finished()
+    manager.close()
+    return state, last
+
+
+def evaluate(config, teacher: train.Targets, state: dict, workdir: pathlib.Path) -> dict | None:
+    """The zero-shot evaluation after training (config.eval), written to zeroshot.json; None without
+    one."""
+    if not config.eval.dataset:
+        return None
+    variables = distributed.local_copy(
+        {"params": state["params"], "batch_stats": state["batch_stats"]}
+    )
+    result = train.evaluate_zeroshot(config, teacher.clip, variables)
+    result["checkpoint_step"] = int(distributed.local_copy(state["step"]))
+    metrics_lib.write_json(workdir / "zeroshot.json", result)
+    print(
+        f"zero-shot {config.eval.dataset} (test split, N={result['num_paths']}, t={result['t']}, "
+        f"ratio={result['ratio']}): top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
+        f"mean class {result['mean_class_acc']:.4f}"
+    )
+    return result
