@@ -79,11 +79,6 @@ def inference(run_config: dict) -> Inference:
     return registry.inference(ml_collections.ConfigDict(run_config["model"]))
 
 
-def noise_setting(config, run_config: dict) -> tuple[int, int]:
-    """(num_paths, t) the job runs: the config's, or (1, 0) for a deterministic model."""
-    return inference(run_config).setting(config.num_paths, config.t)
-
-
 def read_text_features(path, dim: int | None = None) -> tuple[np.ndarray, list[str]]:
     """--config.text_features=FILE.npy: f32[C, D] class text features, and the C class names from
     FILE.txt beside it (one per line). ConfigError unless both read, the counts agree and D equals
