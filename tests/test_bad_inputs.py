@@ -844,10 +844,12 @@ def test_a_bug_shows_its_traceback_and_says_so(capsys, monkeypatch):
     """Anything but a user error is a bug in ddjax: exit 70, the traceback, then one
     line saying so."""
 
-    def broken_job(config, workdir):
-        return {}["missing"]
+    class BrokenJob:  # a job module whose run fails with a KeyError
+        @staticmethod
+        def run(config, workdir):
+            return {}["missing"]
 
-    monkeypatch.setitem(main.JOBS, "kernels_demo", broken_job)
+    monkeypatch.setitem(main.JOBS, "kernels_demo", BrokenJob)
     capsys.readouterr()
     assert main.run_command(["--config=configs/kernels_demo.py:smoke"]) == main.EXIT_BUG
     err = capsys.readouterr().err.strip().splitlines()

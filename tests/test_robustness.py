@@ -321,7 +321,7 @@ def test_attack_sweep(run_dir, synthetic_tiny, tmp_path):
     assert [(r["num_paths"], r["t"]) for r in rows] == [(1, 0), (1, 300), (2, 0), (2, 300)]
     lines = (tmp_path / "sweep.csv").read_text().splitlines()
     assert (
-        lines[0] == "N,t,clean_acc,paper_robust_acc,paper_robust_acc_std,paper_success_rate"
+        lines[0] == "num_paths,t,clean_acc,paper_robust_acc,paper_robust_acc_std,paper_success_rate"
         and len(lines) == 5
     )
     assert "| 2 |" in (tmp_path / "sweep.md").read_text()

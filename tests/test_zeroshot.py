@@ -167,7 +167,7 @@ def test_sweep_and_ratios(run_dir, synthetic_tiny, tmp_path):
     config.sweep = True
     rows = zeroshot.run(config, str(tmp_path))["sweep"]
     csv = (tmp_path / "sweep.csv").read_text().splitlines()
-    assert csv[0] == "N,t,top1,top5,mean_class_acc" and len(csv) == 51
+    assert csv[0] == "num_paths,t,top1,top5,mean_class_acc" and len(csv) == 51
     assert {(r["num_paths"], r["t"]) for r in rows} == {
         (n, t) for n in (1, 2, 4, 8, 16) for t in range(0, 1000, 100)
     }

@@ -189,7 +189,7 @@ def write_table(
     for r in results:
         dist = r.get("l2_distribution", {})
         lines.append(
-            f"| {r['N']} | {r['t']} | {r['mode']} | {name(r['attack'], r['eps'])} | "
+            f"| {r['num_paths']} | {r['t']} | {r['mode']} | {name(r['attack'], r['eps'])} | "
             f"{pct(r['robust_acc'], std(r, 'robust_acc'))} | {pct(r['success_rate'])} | "
             f"{pct(r['attack_success_rate'])} | {pct(r['kept_correct'])} | "
             f"{format(dist['p50'], '.3g') if dist.get('count') else '–'} |"
