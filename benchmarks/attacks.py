@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 32 elsewhere")
     parser.add_argument("--points", type=int, default=1024)
-    parser.add_argument("--paths", type=int, default=8, help="N")
+    parser.add_argument("--num_paths", type=int, default=8, help="N")
     parser.add_argument(
         "--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs"
     )
@@ -59,7 +59,7 @@ def main() -> int:
     text = jax.random.normal(jax.random.key(2), (40, config.teacher_dim))
     infer = dd.make_inference(config).infer
     logits_fn = attacks.zero_shot_logits(
-        infer, variables, text, ratio=0.25, t=500, num_paths=args.paths
+        infer, variables, text, ratio=0.25, t=500, num_paths=args.num_paths
     )
     cw = ml_collections.ConfigDict(
         dict(
@@ -127,7 +127,7 @@ def main() -> int:
         "variant": args.variant,
         "batch": batch,
         "points": args.points,
-        "num_paths": args.paths,
+        "num_paths": args.num_paths,
         "t": 500,
         "device_peak_bytes": common.device_peak_bytes(),
     }
@@ -135,7 +135,7 @@ def main() -> int:
         common.summary({"machine": info, "results": rows})
         return 0
     print(
-        f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.paths}, t = 500, batch "
+        f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.num_paths}, t = 500, batch "
         f"{batch} x "
         f"{args.points} points, {info}"
     )

@@ -81,7 +81,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32, help="train-step batch")
     parser.add_argument("--zeroshot-batch", type=int, default=64)
     parser.add_argument("--points", type=int, default=1024)
-    parser.add_argument("--paths", type=int, default=8, help="N of the zero-shot function")
+    parser.add_argument("--num_paths", type=int, default=8, help="N of the zero-shot function")
     parser.add_argument("--t", type=int, default=600, help="t of the zero-shot function")
     parser.add_argument("--functions", default="train_step,zeroshot")
     parser.add_argument(
@@ -113,7 +113,7 @@ def main() -> int:
                     fn, fn_args, static = train_step(config, args.batch, args.points)
                 else:
                     fn, fn_args, static = zeroshot(
-                        config, args.zeroshot_batch, args.points, args.paths, args.t
+                        config, args.zeroshot_batch, args.points, args.num_paths, args.t
                     )
                 _, cost = common.lower_and_compile(fn, *fn_args, **static)
                 row = {

@@ -3,7 +3,7 @@ inference.
 
   python benchmarks/model.py              # base model, batch 32, 1024 points (about 3 minutes)
   python benchmarks/model.py --json       # the same as JSON
-  python benchmarks/model.py --variant=tiny --batch=4 --points=256 --paths=1,2   # a quick look
+  python benchmarks/model.py --variant=tiny --batch=4 --points=256 --num_paths=1,2   # a quick look
 
 Measures, in one process: the training forward (tokenization + model + losses) and the train step
 (forward + backward + AdamW) at batch 32, samples/s, XLA's peak-memory estimate for the step; and
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument(
-        "--paths",
+        "--num_paths",
         default="1,8,16",
         help="N values for parallel noise inference (first is the base)",
     )
@@ -118,13 +118,13 @@ def main() -> int:
         if t == 600 and step is None and default_step is None:
             continue  # the default already is one vmap over all paths
         base = None
-        for paths in common.int_list(args.paths):
+        for num_paths in common.int_list(args.num_paths):
             call = lambda: infer(
                 variables,
                 batch["points"],
                 jax.random.key(2),
                 t=t,
-                num_paths=paths,
+                num_paths=num_paths,
                 paths_per_step=step,
             )
             _, first_s = common.timed(call)
@@ -134,7 +134,7 @@ def main() -> int:
                 {
                     "what": "inference",
                     "t": t,
-                    "num_paths": paths,
+                    "num_paths": num_paths,
                     "paths_per_step": "all" if step is None else step,
                     "s": seconds,
                     "shapes_per_s": b / seconds,

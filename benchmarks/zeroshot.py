@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--points", type=int, default=1024)
-    parser.add_argument("--paths", default="1,8", help="N values")
+    parser.add_argument("--num_paths", default="1,8", help="N values")
     parser.add_argument("--t", default="0,600", help="t values")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
@@ -46,14 +46,14 @@ def main() -> int:
     infer = jax.jit(dd.make_inference(config).infer, static_argnames=("t", "num_paths"))
     rows = []
     for t in common.int_list(args.t):
-        for n in common.int_list(args.paths):
-            call = lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=n)
+        for num_paths in common.int_list(args.num_paths):
+            call = lambda: infer(variables, points, jax.random.key(1), t=t, num_paths=num_paths)
             _, first_s = common.timed(call)  # compilation and one run
             s = common.median_time(call, args.repeats)
             rows.append(
                 {
                     "t": t,
-                    "num_paths": n,
+                    "num_paths": num_paths,
                     "seconds_per_batch": s,
                     "shapes_per_s": args.batch / s,
                     "ms_per_shape": 1e3 * s / args.batch,
