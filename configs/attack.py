@@ -2,10 +2,11 @@
 half of Table 5): `configs/attack.py:DATASET`.
 
   python main.py --config=configs/attack.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
-      DATASET: modelnet40, scan_objonly, smoke (the synthetic test split, for `make run`'s
-      checkpoint). Targeted IFGM and PGD at eps 0.01/0.025/0.05/0.075 (50 steps of eps/10) and C&W,
-      at (N, t) = (8, 100), (8, 500), (8, 900), (16, 500), each in the 'paper' and the 'eot'
-      gradient mode, over 3 evaluation seeds. Writes DIR/attack.json, DIR/table2.md and
+      DATASET: modelnet40, modelnet40_10k (all 10,000 points per shape: Table 2 with ULIP-2 and
+      Uni3D), scan_objonly, smoke (the synthetic test split, for `make run`'s checkpoint).
+      Targeted IFGM and PGD at eps 0.01/0.025/0.05/0.075 (50 steps of eps/10) and C&W, at (N, t) =
+      (8, 100), (8, 500), (8, 900), (16, 500), each in the 'paper' and the 'eot' gradient mode,
+      over 3 evaluation seeds. Writes DIR/attack.json, DIR/table2.md and
       DIR/figure8.png.
   ... --config.sweep=True      Table 5's adversarial half: PGD, 10 steps, eps 0.01, every N in
                                {1,2,4,8,16} x t in {0,100,...,900} -> DIR/sweep.csv and DIR/sweep.md
@@ -23,7 +24,7 @@ import ml_collections
 
 from configs import zeroshot
 
-DATASETS = ("modelnet40", "scan_objonly", "smoke")
+DATASETS = ("modelnet40", "modelnet40_10k", "scan_objonly", "smoke")
 
 
 def get_config(arg=None):

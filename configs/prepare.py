@@ -4,6 +4,8 @@
       --config.manual_dir=PATH/modelnet40_normal_resampled
   python main.py --config=configs/prepare.py:modelnet10 \
       --config.manual_dir=PATH/modelnet40_normal_resampled
+  python main.py --config=configs/prepare.py:modelnet40_10k \
+      --config.manual_dir=PATH/modelnet40_normal_resampled   (all 10,000 points: ULIP-2, Uni3D)
   python main.py --config=configs/prepare.py:scanobjectnn/obj_only --config.manual_dir=PATH/h5_files
       (also scanobjectnn/obj_bg, scanobjectnn/pb_t50_rs)
   python main.py --config=configs/prepare.py:shapenet55 --config.manual_dir=PATH/ShapeNet55

@@ -52,7 +52,8 @@ def check_evaluation(config) -> dict:
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
     config_checks.check_choice(config, "dataset", sorted(prepare.DATASETS))
     config_checks.check_int(config, "npoints", 1)
-    config_checks.check_int(config, "point_all", config.npoints)
+    if config.point_all:  # 0: the clouds as stored (see input_points)
+        config_checks.check_int(config, "point_all", config.npoints)
     config_checks.check_int(config, "num_groups", 0)
     config_checks.check_int(config, "group_size", 0 if not config.num_groups else 1)
     config_checks.check_number(config, "ratio", 0.0)
@@ -60,6 +61,7 @@ def check_evaluation(config) -> dict:
     config_checks.check_choice(config, "scan_spelling", SCAN_SPELLINGS)
     config_checks.check_choice(config, "normalize", (True, False))
     model = run_config["model"]
+    input_points(config, model)
     check_text_source(config, run_config)
     own = not config.num_groups or model.get("own_tokenization", False)
     groups = model["num_groups"] if own else config.num_groups
@@ -136,21 +138,79 @@ def read_text_features(path, dim: int | None = None) -> tuple[np.ndarray, list[s
     return features.astype(np.float32), names
 
 
+RUN_TEXT_FEATURES = "text_features"  # a converted run's folder of FILE.npy + FILE.txt pairs
+
+
+def run_text_features(run_dir) -> list[pathlib.Path]:
+    """The class text-features files a converted run folder holds (`convert
+    --config.text_features`), sorted by name."""
+    folder = pathlib.Path(str(run_dir)).expanduser() / RUN_TEXT_FEATURES
+    return sorted(folder.glob("*.npy")) if folder.is_dir() else []
+
+
 def check_text_source(config, run_config: dict) -> list[str] | None:
     """The class names of --config.text_features (the file checked against the model's width), or
-    None when the run's teacher gives the text features; ConfigError when neither can."""
+    None when the run's teacher or its own text-features files give them; ConfigError when none
+    can."""
     model = run_config["model"]
     if config.get("text_features"):
         return read_text_features(config.text_features, model.get("teacher_dim"))[1]
-    if not run_config.get("resolved", {}).get("teacher", "x"):
+    if not run_config.get("resolved", {}).get("teacher", "x") and not run_text_features(
+        config.checkpoint
+    ):
         raise errors.ConfigError(
             "text_features",
             f"the run {config.checkpoint} has no text tower ddjax can load "
-            f"(a converted {model.get('kind')} model)",
-            "pass --config.text_features=FILE.npy "
-            "with the class text features made by the peer's own text encoder (README: Baselines)",
+            f"(a converted {model.get('kind')} model) and holds no class text features",
+            "pass --config.text_features=FILE.npy with the class text features made by the "
+            "peer's own text encoder, or convert with it (docs/baselines.md)",
         )
     return None
+
+
+def pick_run_text_features(run_dir, names: list[str], dim: int) -> tuple[np.ndarray, str]:
+    """(f32[C, D], its file) of the converted run's text-features file whose class names are
+    `names` (the evaluation dataset's, in order); ConfigError listing the files otherwise."""
+    files = run_text_features(run_dir)
+    for path in files:
+        features, given = read_text_features(path, dim)
+        if [g.lower() for g in given] == [n.lower() for n in names]:
+            return features, str(path.resolve())
+    raise errors.ConfigError(
+        "text_features",
+        f"none of the run's class text-features files ({', '.join(p.name for p in files)}) names "
+        f"the {len(names)} classes of this dataset in its order ({', '.join(names[:3])}, ...)",
+        "pass --config.text_features=FILE.npy made for this dataset's classes",
+    )
+
+
+def run_text_features_with(run_dir, labels: list[str]) -> str:
+    """The first of a converted run's text-features files whose class names include every label
+    (all labels: the first file); ConfigError when none does."""
+    files = run_text_features(run_dir)
+    for path in files:
+        names_file = path.with_suffix(".txt")
+        try:
+            names = names_file.read_text(encoding="utf-8").split("\n")
+        except (OSError, UnicodeDecodeError):
+            continue  # read_text_features names the problem when the file is used
+        if set(labels) <= {n.strip() for n in names}:
+            return str(path)
+    raise errors.ConfigError(
+        "text_features",
+        f"the run {run_dir} has no text tower ddjax can load, and none of its class text-features "
+        f"files ({', '.join(p.name for p in files) or 'none'}) names {labels}",
+        "pass --config.text_features=FILE.npy with the labels' text features",
+    )
+
+
+def input_points(config, model_config) -> None:
+    """A peer with its own input (`own_tokenization`: ULIP 8192, ULIP-2 and Uni3D 10,000 points per
+    cloud) reads `npoints` = its own, taken as stored (`point_all` 0: the whole cloud in file order,
+    or FPS to npoints from its first point where the cloud has more, as their loaders do); every
+    other model reads the config's npoints and point_all. Sets them in `config`."""
+    if model_config.get("own_tokenization", False) and "npoints" in model_config:
+        config.npoints, config.point_all = int(model_config["npoints"]), 0
 
 
 def check_noise_setting(
@@ -223,6 +283,20 @@ def load_evaluation(config, out) -> Evaluation:
             names,
             text_features,
             f"text features {pathlib.Path(config.text_features).expanduser().resolve()}",
+        )
+    if not run_config["resolved"]["teacher"]:  # a converted peer: its own text-features files
+        text_features, source = pick_run_text_features(
+            config.checkpoint, names, model_config.teacher_dim
+        )
+        return Evaluation(
+            model_config,
+            model,
+            variables,
+            step,
+            builder,
+            names,
+            text_features,
+            f"text features {source}",
         )
     teacher = clip.load(run_config["resolved"]["teacher"])
     if teacher.dim != model_config.teacher_dim:

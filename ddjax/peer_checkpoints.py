@@ -2,9 +2,9 @@
 (configs/convert.py, ddjax/jobs/convert.py) writes them as a run folder.
 
 FILE is the checkpoint as released (PyTorch `.pth`/`.pt`/`.bin`: ReCon's dict with `base_model`,
-ULIP's `state_dict`; keys may carry `module.`), or a `.safetensors` / `.npz` file with the same key
-names (an `.npz` with `param/*` entries, like ../shared/data/peers' reference files, is read from
-those alone).
+ULIP's and ULIP-2's `state_dict`, Uni3D's `module`; keys may carry `module.`), or a `.safetensors` /
+`.npz` file with the same key names (an `.npz` with `param/*` entries, like ../shared/data/peers'
+reference files, is read from those alone).
 
 PyTorch files are read without torch and without executing anything from the file: the zip archive's
 `data.pkl` is unpickled by `read_pth`, which accepts only tensor and storage records, plain
@@ -13,8 +13,10 @@ any other global.
 
 Every key of the model's state dict must be used and every parameter filled: otherwise one line
 lists the missing and unexpected keys. The architecture (depth, width, mini-PointNet width,
-embedding width) is read from the shapes; heads and tokenization come from the config. ULIP's text
-and image towers (not ported) are counted and dropped. RUN_DIR then holds config.json (the model,
+embedding width) is read from the shapes; heads and tokenization come from the config (Uni3D: from
+its size). ULIP's and ULIP-2's text and image towers, and the parts of Uni3D that its point encoder
+never reads (`logit_scale`, the EVA model's image path and head), are not ported: they are counted
+and dropped. RUN_DIR then holds config.json (the model,
 its teacher or none, and the source's SHA-256) and an orbax checkpoint (step 0) that the zero-shot,
 attack and classify jobs read with `--config.checkpoint=RUN_DIR`.
 """
@@ -51,9 +53,19 @@ ULIP_TOWERS = (
     "open_clip_model.",
     "image_mlp.",
 )
+# Uni3D's `state_dict` entries its point encoder never reads (checked against its reference file:
+# changing them leaves every output unchanged).
+UNI3D_UNUSED = (
+    "logit_scale",
+    "point_encoder.visual.cls_token",
+    "point_encoder.visual.pos_embed",
+    "point_encoder.visual.patch_embed.",
+    "point_encoder.visual.head.",
+)
 # torch module paths -> our submodule names (the rest of each key is the same).
 RENAMES = (
-    (r"blocks\.blocks\.(\d+)\.", r"block\1."),
+    (r"blocks\.blocks\.(\d+)\.", r"block\1."),  # Point-BERT's, ReCon's
+    (r"visual\.blocks\.(\d+)\.", r"visual.block\1."),  # Uni3D's EVA blocks
     (r"encoder\.first_conv\.0\.", "encoder.conv1a."),
     (r"encoder\.first_conv\.1\.", "encoder.bn1."),
     (r"encoder\.first_conv\.3\.", "encoder.conv1b."),
@@ -67,7 +79,10 @@ RENAMES = (
 
 class ConvertError(errors.UserError):
     what = "cannot convert the checkpoint"
-    todo = "pass the peer's released checkpoint and its --config.model (recon or ulip_pointbert)"
+    todo = (
+        "pass the peer's released checkpoint and its --config.model (recon, ulip_pointbert, "
+        "ulip2_pointbert or uni3d_<size>)"
+    )
 
 
 # -----------------------------------------------------------------------------------------------
@@ -215,7 +230,8 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
         raise ConvertError(path, f"unreadable {suffix} file: {errors.one_line(e)}") from None
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
         loaded = read_pth(path)
-        for wrapper in ("base_model", "state_dict", "model"):  # ReCon, ULIP, others
+        # ReCon, ULIP and ULIP-2, Uni3D, others
+        for wrapper in ("base_model", "state_dict", "module", "model"):
             if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
                 loaded = loaded[wrapper]
                 break
@@ -234,40 +250,47 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
 
 
 def model_keys(state: dict, kind: str) -> tuple[dict, list[str]]:
-    """(the point model's entries under its module's own names, the text/image tower
-    keys dropped)."""
-    out, towers = {}, []
+    """(the point model's entries under its module's own names, the keys of the parts not ported:
+    text/image towers, Uni3D's unused entries)."""
+    out, dropped = {}, []
     for key, value in state.items():
         key = key[len("module.") :] if key.startswith("module.") else key
         if kind == "recon":
             # what ReCon's load_model_from_ckpt strips
             for prefix in ("MAE_encoder.", "base_model."):
                 key = key[len(prefix) :] if key.startswith(prefix) else key
-        elif key.startswith(ULIP_TOWERS):
-            towers.append(key)
+        elif key.startswith(UNI3D_UNUSED if kind == "uni3d" else ULIP_TOWERS):
+            dropped.append(key)
             continue
         out[key] = value
-    return out, towers
+    return out, dropped
+
+
+# Per kind: the prefix of the point encoder's keys, the pattern of its block indices, and the
+# tensor whose shape gives the embedding width (its axis).
+LAYOUT = {
+    "recon": ("", r"blocks\.blocks\.(\d+)\.", ("img_proj.weight", 0)),
+    "ulip_pointbert": ("point_encoder.", r"blocks\.blocks\.(\d+)\.", ("pc_projection", 1)),
+    "ulip2_pointbert": ("point_encoder.", r"blocks\.blocks\.(\d+)\.", ("pc_projection", 1)),
+    "uni3d": (
+        "point_encoder.",
+        r"visual\.blocks\.(\d+)\.",
+        ("point_encoder.trans2embed.weight", 0),
+    ),
+}
 
 
 def architecture(state: dict, kind: str, num_heads: int) -> dict:
     """depth, width, encoder_dims and embed_dim read from the tensors' shapes."""
-    p = "point_encoder." if kind == "ulip_pointbert" else ""
+    p, block_pattern, (embed_key, embed_axis) = LAYOUT[kind]
     blocks = {
-        int(m.group(1))
-        for k in state
-        for m in [re.match(rf"{re.escape(p)}blocks\.blocks\.(\d+)\.", k)]
-        if m
+        int(m.group(1)) for k in state for m in [re.match(re.escape(p) + block_pattern, k)] if m
     }
     try:
         width = int(np.shape(state[f"{p}cls_token"])[-1])
         encoder_dims = int(np.shape(state[f"{p}encoder.second_conv.3.weight"])[0])
-        embed = int(
-            np.shape(state["img_proj.weight"])[0]
-            if kind == "recon"
-            else np.shape(state["pc_projection"])[1]
-        )
-    except KeyError as e:
+        embed = int(np.shape(state[embed_key])[embed_axis])
+    except (KeyError, IndexError) as e:
         raise ConvertError(
             f"key {e.args[0]}",
             f"missing: not a {kind} state dict ({len(state)} keys, e.g. {sorted(state)[:3]})",
@@ -347,12 +370,35 @@ def to_variables(state: dict, shapes: dict) -> dict:
     return traverse_util.unflatten_dict(filled)
 
 
-def convert(source, kind: str, *, num_heads: int = 6, num_groups: int = 0, group_size: int = 0):
-    """(model config, variables {'params', 'batch_stats'}, towers dropped) of a peer's checkpoint
-    file."""
-    state, towers = model_keys(read_checkpoint(source), kind)
+def convert(
+    source,
+    model: str,
+    *,
+    num_heads: int = 6,
+    num_groups: int = 0,
+    group_size: int = 0,
+    npoints: int = 0,
+):
+    """(model config, variables {'params', 'batch_stats'}, keys dropped) of a peer's checkpoint
+    file. `model`: a kind of ddjax/models/peers.py or `uni3d_<size>` (whose size fixes the heads
+    and the block layout; the shapes must then agree)."""
+    kind, fixed = peers.kind_of(model)
+    state, dropped = model_keys(read_checkpoint(source), kind)
+    num_heads = fixed.get("num_heads", num_heads)
     shape = architecture(state, kind, num_heads)
-    overrides = {k: v for k, v in (("num_groups", num_groups), ("group_size", group_size)) if v}
-    config = peers.model_config(kind, num_heads=num_heads, **shape, **overrides)
+    if fixed and (shape["width"], shape["depth"]) != (fixed["width"], fixed["depth"]):
+        raise ConvertError(
+            source,
+            f"its point encoder has width {shape['width']} and {shape['depth']} blocks; "
+            f"{model} has {fixed['width']} and {fixed['depth']}",
+            "pass the --config.model of the checkpoint's size (uni3d_tiny, _small, _base, "
+            "_large or _giant)",
+        )
+    overrides = {
+        k: v
+        for k, v in (("num_groups", num_groups), ("group_size", group_size), ("npoints", npoints))
+        if v
+    }
+    config = peers.model_config(kind, **{**fixed, "num_heads": num_heads, **shape, **overrides})
     shapes = jax.eval_shape(lambda k: peers.init_variables(config, k), jax.random.key(0))
-    return config, to_variables(state, shapes), towers
+    return config, to_variables(state, shapes), dropped

@@ -54,11 +54,17 @@ def group_indexed(
 ) -> tuple[Groups, jax.Array, jax.Array]:
     """ReCon's and Point-BERT's `Group`, with its indices: (Groups, fps_idx int[B, G], knn_idx
     int[B, G, K]). FPS starts at point 0; kNN of each center in the same cloud (the center itself
-    included)."""
-    idx = fps(points, num_groups)  # (B, G)
-    centers = gather_points(points, idx)  # (B, G, 3)
-    nbr = knn(centers, points, group_size)  # (B, G, K)
-    return Groups(gather_points(points, nbr) - centers[:, :, None, :], centers), idx, nbr
+    included). points f32[B, N, C]: FPS and kNN read xyz (the first 3 channels); a neighbourhood is
+    its points' xyz minus the center, then their other channels as they are (ULIP-2's and Uni3D's
+    coloured `Group`: relative xyz, absolute rgb), so neighborhoods are f32[B, G, K, C]."""
+    xyz = points[..., :3]  # (B, N, 3)
+    idx = fps(xyz, num_groups)  # (B, G)
+    centers = gather_points(xyz, idx)  # (B, G, 3)
+    nbr = knn(centers, xyz, group_size)  # (B, G, K)
+    gathered = gather_points(points, nbr)  # (B, G, K, C)
+    relative = gathered[..., :3] - centers[:, :, None, :]  # (B, G, K, 3)
+    neighborhoods = jnp.concatenate([relative, gathered[..., 3:]], axis=-1)  # (B, G, K, C)
+    return Groups(neighborhoods, centers), idx, nbr
 
 
 def group(

@@ -8,6 +8,8 @@ says exactly which file, line or key is missing or malformed and where the offic
                           lists); 8192 of the 10,000 points per shape by FPS from index 0
                           (deterministic, where ReCon's pickled caches used a random start), with
                           their normals; stored raw.
+  modelnet40_10k          the same folder, all 10,000 points of each shape in file order: the
+                          input of ULIP-2 and Uni3D (10,000-point clouds, as stored).
   scanobjectnn            configs obj_only, obj_bg, pb_t50_rs: the official h5 files (keys data,
                           label).
   shapenet55              ReCon's layout: shapenet_pc/*.npy (8192 x 3), shapenet_img/*.png, split
@@ -39,6 +41,7 @@ from ddjax.data import classnames, readers, synthetic
 from kernels import fps
 
 MODELNET_POINTS = 8192
+MODELNET_ALL_POINTS = 10000  # every shape of modelnet40_normal_resampled
 SCANOBJECTNN_POINTS = 2048
 SHAPENET_POINTS = 8192
 
@@ -144,6 +147,8 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     NUM_CLASSES = 40
+    NUM_POINTS = MODELNET_POINTS  # kept per shape: FPS from index 0, or ...
+    ALL_POINTS = False  # ... True: the file's rows as they are (exactly NUM_POINTS of them)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"Extract {MODELNET_SOURCE} and pass its folder `modelnet40_normal_resampled` (holding "
         "<class>/<class>_NNNN.txt, modelnet40_shape_names.txt, modelnet40_{train,test}.txt and, "
@@ -153,7 +158,7 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
     )
 
     @property
-    def _prefix(self) -> str:
+    def _prefix(self) -> str:  # the names of the list files
         return f"modelnet{self.NUM_CLASSES}"
 
     def _class_names(self) -> list[str]:
@@ -170,7 +175,7 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
             disable_shuffling=True,
             features=tfds.features.FeaturesDict(
                 {
-                    **_point_features(MODELNET_POINTS, normals=True),
+                    **_point_features(self.NUM_POINTS, normals=True),
                     "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES),
                     "id": tfds.features.Text(),
                 }
@@ -199,7 +204,8 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
             sizes = {len(c[2]) for c in chunk}
             groups = [[c for c in chunk if len(c[2]) == n] for n in sorted(sizes)]
             for group in groups:
-                sampled = _fps_subsample([g[2] for g in group], MODELNET_POINTS)
+                clouds = [g[2] for g in group]
+                sampled = clouds if self.ALL_POINTS else _fps_subsample(clouds, self.NUM_POINTS)
                 for (shape_id, label, _), data in zip(group, sampled):
                     yield (
                         shape_id,
@@ -227,10 +233,15 @@ class Modelnet40(tfds.core.GeneratorBasedBuilder):
                 data = readers.read_modelnet_txt(path)  # (N, 6), checked
             except readers.PointFileError as e:
                 raise DataError(e.where, e.why, f"it comes from {MODELNET_SOURCE}") from None
-            if len(data) < MODELNET_POINTS:
+            if len(data) < self.NUM_POINTS or (self.ALL_POINTS and len(data) != self.NUM_POINTS):
                 raise DataError(
                     path,
-                    f"{len(data)} points, fewer than the {MODELNET_POINTS} to keep",
+                    f"{len(data)} points, "
+                    + (
+                        f"not the {self.NUM_POINTS} of every shape of the archive"
+                        if self.ALL_POINTS
+                        else f"fewer than the {self.NUM_POINTS} to keep"
+                    ),
                     f"it comes from {MODELNET_SOURCE}",
                 )
             chunk.append((shape_id, label_of[cls], data))
@@ -244,6 +255,15 @@ class Modelnet10(Modelnet40):
     """ModelNet10: the ten-class subset, from the same folder and its modelnet10 lists."""
 
     NUM_CLASSES = 10
+
+
+class Modelnet4010k(Modelnet40):
+    """ModelNet40 with all 10,000 points of each shape in file order (ULIP-2's and Uni3D's input),
+    from the same folder and lists."""
+
+    name = "modelnet40_10k"
+    NUM_POINTS = MODELNET_ALL_POINTS
+    ALL_POINTS = True
 
 
 # ------------------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def zeroshot_batches(
     wanted=None,
 ) -> Iterator[dict | None]:
     """Batches of the test split for zero-shot evaluation: {'points': f32[b, npoints, 3], 'label':
-    int32[b]}.
+    int32[b]}. `point_all` 0: the clouds as stored (`as_stored`), a peer's own input.
 
     The last batch may be smaller (nothing is dropped). The subsampling of batch i uses
     `np.random.default_rng([seed, i])`, so results are reproducible and independent of batch
@@ -246,6 +246,9 @@ def zeroshot_batches(
             yield None
             continue
         points = batch["points"]  # (b, N, 3)
+        if not point_all:  # a peer's own input: the clouds as stored
+            yield {"points": as_stored(points, npoints, subsample), "label": batch["label"]}
+            continue
         n_all = min(point_all, points.shape[1])
         if npoints > n_all:
             raise errors.ConfigError(
@@ -259,6 +262,23 @@ def zeroshot_batches(
         # shared by the batch
         choice = np.random.default_rng([seed, i]).choice(n_all, npoints, replace=False)
         yield {"points": points[:, choice], "label": batch["label"]}
+
+
+def as_stored(points: np.ndarray, npoints: int, subsample) -> np.ndarray:
+    """ULIP's and Uni3D's test loaders: the cloud f32[b, N, 3] as stored when npoints = N, FPS to
+    npoints from its first point (in FPS order) when N is larger; fewer points is a ConfigError."""
+    if npoints > points.shape[1]:
+        raise errors.ConfigError(
+            "npoints",
+            f"the model reads {npoints} points per cloud; this dataset's clouds have "
+            f"{points.shape[1]}",
+            "evaluate on a dataset that keeps them (modelnet40_10k keeps all 10,000 points of "
+            "ModelNet40's resampled shapes), or convert with a lower --config.npoints",
+        )
+    if npoints == points.shape[1]:
+        return points
+    idx = np.asarray(subsample(points, npoints))  # (b, npoints), FPS from index 0
+    return np.take_along_axis(points, idx[..., None], axis=1)  # (b, npoints, 3)
 
 
 def padded_batches(

@@ -22,6 +22,7 @@ from ddjax.data import builders
 DATASETS = {
     "modelnet40": (builders.Modelnet40, None, True),
     "modelnet10": (builders.Modelnet10, None, True),
+    "modelnet40_10k": (builders.Modelnet4010k, None, True),
     "scanobjectnn/obj_only": (builders.Scanobjectnn, "obj_only", True),
     "scanobjectnn/obj_bg": (builders.Scanobjectnn, "obj_bg", True),
     "scanobjectnn/pb_t50_rs": (builders.Scanobjectnn, "pb_t50_rs", True),

@@ -524,7 +524,13 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
     return {"sweep": rows}
 
 
-MODEL_NAMES = {"dual_denoising": "Ours", "recon": "ReCon", "ulip_pointbert": "ULIP (Point-BERT)"}
+MODEL_NAMES = {
+    "dual_denoising": "Ours",
+    "recon": "ReCon",
+    "ulip_pointbert": "ULIP (Point-BERT)",
+    "ulip2_pointbert": "ULIP-2 (Point-BERT)",
+    "uni3d": "Uni3D",
+}
 
 
 def run_several(config, workdir: str | None, checkpoints: list[str]) -> dict:

@@ -73,6 +73,10 @@ def load_cloud(
             path, f"{len(points)} points, fewer than the {need} the tokenizer needs"
         )
     points = pipelines.normalize_unit_ball(points.astype(np.float64)).astype(np.float32)
+    if not point_all:  # a peer's own input: as stored, or FPS to npoints (pipelines.as_stored)
+        if npoints >= len(points):
+            return points[None]
+        return points[np.asarray(fps(points[None], npoints))[0]][None]
     n_all = min(point_all, len(points))
     idx = np.asarray(fps(points[None], n_all))[0]  # (n_all,), FPS from index 0
     choice = rng.choice(n_all, min(npoints, n_all), replace=False)
@@ -121,6 +125,9 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     config_checks.check_keys(config, KEYS)
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
+    if not config.text_features and not run_config["resolved"].get("teacher", "x"):
+        # a converted peer: its own text-features file that names the labels
+        config.text_features = evaluation.run_text_features_with(config.checkpoint, labels)
     names = evaluation.check_text_source(config, run_config)
     if names is not None:  # the labels are the file's names (or a subset of them)
         unknown = [label for label in labels if label not in names]
@@ -143,6 +150,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     files = expand_inputs(config.input)
     config_checks.check_int(config, "npoints", 1)
     config_checks.check_int(config, "point_all", config.npoints)
+    evaluation.input_points(config, run_config["model"])
     config_checks.check_int(config, "mesh_points", 1)
     evaluation.check_noise_setting(config, run_config)
     config_checks.check_number(config, "ratio", 0.0)

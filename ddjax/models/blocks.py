@@ -91,7 +91,7 @@ class Mlp(nn.Module):
         return nn.Dense(out, kernel_init=self.kernel_init, dtype=self.dtype, name="fc2")(gelu(x))
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """q (B, Tq, H, D), k/v (B, Tk, H, D) -> (B, Tq, H, D); softmax in float32."""
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale  # (B, H, Tq, Tk)
@@ -115,7 +115,7 @@ class SelfAttention(nn.Module):
         )(x)
         # (B, T, 3, H, D): [q; k; v]
         qkv = qkv.reshape(b, t, 3, self.num_heads, c // self.num_heads)
-        out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b, t, c)  # (B, T, C)
+        out = attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b, t, c)  # (B, T, C)
         return nn.Dense(c, kernel_init=self.kernel_init, dtype=self.dtype, name="proj")(out)
 
 
@@ -137,7 +137,7 @@ class CrossAttention(nn.Module):
             2 * c, use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype, name="kv"
         )(context)
         kv = kv.reshape(b, tk, 2, h, d)  # (B, Tk, 2, H, D)
-        out = _attend(q.reshape(b, tq, h, d), kv[:, :, 0], kv[:, :, 1]).reshape(b, tq, c)
+        out = attend(q.reshape(b, tq, h, d), kv[:, :, 0], kv[:, :, 1]).reshape(b, tq, c)
         return nn.Dense(c, kernel_init=self.kernel_init, dtype=self.dtype, name="proj")(out)
 
 

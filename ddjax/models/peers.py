@@ -1,5 +1,6 @@
-"""Published zero-shot 3D encoders as ddjax models: ReCon (`recon`) and ULIP's Point-BERT
-(`ulip_pointbert`).
+"""Published zero-shot 3D encoders as ddjax models: ReCon (`recon`), ULIP's Point-BERT
+(`ulip_pointbert`), ULIP-2's coloured Point-BERT (`ulip2_pointbert`) and Uni3D's point encoder
+(`uni3d`, in every published size).
 
 A converted run folder (`configs/convert.py`) records `model.kind`; ddjax/models/registry.py then
 builds the model here instead of Dual Denoising, with the same `Inference` (features f32[B, k, D]
@@ -13,15 +14,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ddjax.models import recon, ulip_pointbert
+from ddjax.models import recon, ulip_pointbert, uni3d
 from ddjax.models.interface import Inference
 
-MODELS = ("recon", "ulip_pointbert")
-# Per model: architecture (inferred again from a checkpoint's shapes where they show), tokenization
-# and evaluation defaults (ReCon's cfgs/zeroshot/modelnet40.yaml; ULIP's
-# PointTransformer_8192point.yaml) and the text side: ReCon's class features are CLIP ViT-B/32's (a
-# ddjax teacher), ULIP-1's come from SLIP's text tower, which ddjax does not port
-# (--config.text_features).
+MODELS = ("recon", "ulip_pointbert", "ulip2_pointbert", "uni3d")
+# What configs/convert.py's --config.model takes: a kind, or uni3d_<size>.
+CONVERTIBLE = ("recon", "ulip_pointbert", "ulip2_pointbert") + tuple(
+    f"uni3d_{size}" for size in uni3d.SIZES
+)
+_POINT_BERT = dict(
+    width=384, depth=12, num_heads=6, encoder_dims=256, num_groups=512, group_size=32
+)
+# Per model: architecture (inferred again from a checkpoint's shapes where they show), input,
+# tokenization and evaluation defaults (ReCon's cfgs/zeroshot/modelnet40.yaml; ULIP's
+# PointTransformer_8192point.yaml; ULIP-2's ULIP_2_PointBERT_10k_colored_pointclouds.yaml; Uni3D's
+# scripts/inference.sh) and the text side: ReCon's class features are CLIP ViT-B/32's (a ddjax
+# teacher); ULIP-1's come from SLIP's text tower, ULIP-2's from OpenCLIP ViT-bigG-14 and Uni3D's
+# from EVA02-E-14-plus, which ddjax does not port (class text features from a file).
 DEFAULTS = {
     "recon": dict(
         width=384,
@@ -37,23 +46,58 @@ DEFAULTS = {
         own_tokenization=False,
     ),
     "ulip_pointbert": dict(
-        width=384,
-        depth=12,
-        num_heads=6,
-        encoder_dims=256,
+        _POINT_BERT,
         embed_dim=512,
-        num_groups=512,
-        group_size=32,
         npoints=8192,
         ratio=0.0,
         feature_types=["point"],
         own_tokenization=True,
     ),
+    "ulip2_pointbert": dict(
+        _POINT_BERT,
+        depth=18,
+        embed_dim=1280,
+        npoints=10000,
+        colour=0.4,
+        ratio=0.0,
+        feature_types=["point"],
+        own_tokenization=True,
+    ),
+    "uni3d": dict(
+        uni3d.SIZES["tiny"],
+        size="tiny",
+        encoder_dims=512,
+        embed_dim=1024,
+        num_groups=512,
+        group_size=64,
+        npoints=10000,
+        colour=0.4,
+        ratio=0.0,
+        feature_types=["point"],
+        own_tokenization=True,
+    ),
 }
-# own_tokenization: ULIP always groups 512 x 32 (its yaml); ReCon, like Dual Denoising, takes the
-# dataset's tokenization from the job's config (ReCon's own per-dataset zero-shot configs, spec
-# 4.4).
-TEACHERS = {"recon": "openai/clip-vit-base-patch32", "ulip_pointbert": ""}
+# own_tokenization: ULIP, ULIP-2 and Uni3D always read their own input (npoints per cloud, as
+# stored; their own groups); ReCon, like Dual Denoising, takes the dataset's points and tokenization
+# from the job's config (ReCon's own per-dataset zero-shot configs, spec 4.4).
+TEACHERS = {"recon": "openai/clip-vit-base-patch32"}  # the others: none (text features from a file)
+# Each port's source, for run records and the docs: repository, commit, licence.
+SOURCES = {
+    "recon": "github.com/qizekun/ReCon @ 51a8be05 (MIT)",
+    "ulip_pointbert": "github.com/salesforce/ULIP @ f194ddbf (BSD-3-Clause)",
+    "ulip2_pointbert": "github.com/salesforce/ULIP @ f194ddbf (BSD-3-Clause)",
+    "uni3d": "github.com/baaivision/Uni3D @ 64e03c3c with timm 0.9.7's EVA blocks (MIT; timm "
+    "Apache-2.0)",
+}
+
+
+def kind_of(model: str) -> tuple[str, dict]:
+    """A --config.model name -> (its kind, the architecture it fixes): `uni3d_<size>` -> ('uni3d',
+    that size's row of uni3d.SIZES)."""
+    if model.startswith("uni3d_"):
+        size = model[len("uni3d_") :]
+        return "uni3d", dict(uni3d.SIZES[size], size=size)
+    return model, {}
 
 
 def is_baseline(model_config) -> bool:
@@ -68,8 +112,8 @@ def model_config(kind: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def build_model(config):
+    """The Flax module of a peer's model config (the run record's `model`)."""
     shape = dict(
-        width=config.width,
         depth=config.depth,
         num_heads=config.num_heads,
         encoder_dims=config.encoder_dims,
@@ -77,8 +121,25 @@ def build_model(config):
         group_size=config.group_size,
     )
     if config.kind == "recon":
-        return recon.ReconZeroShot(image_dim=config.embed_dim, text_dim=config.embed_dim, **shape)
-    return ulip_pointbert.UlipPointBert(embed_dim=config.embed_dim, **shape)
+        return recon.ReconZeroShot(
+            width=config.width, image_dim=config.embed_dim, text_dim=config.embed_dim, **shape
+        )
+    if config.kind == "uni3d":
+        return uni3d.Uni3D(
+            width=config.width,
+            mlp_hidden=config.mlp_hidden,
+            attention=config.attention,
+            mlp=config.mlp,
+            embed_dim=config.embed_dim,
+            colour=config.colour,
+            **shape,
+        )
+    return ulip_pointbert.UlipPointBert(
+        width=config.width,
+        embed_dim=config.embed_dim,
+        colour=config.get("colour"),  # ULIP-2's; ULIP-1 reads xyz only
+        **shape,
+    )
 
 
 def init_variables(config, key: jax.Array) -> dict:
@@ -91,7 +152,7 @@ def _stack(config, out: dict) -> jax.Array:
     if config.kind == "recon":
         # (B, 2, D): image, text
         return jnp.stack([out["img_feature"], out["text_feature"]], axis=1)
-    return out["pc_embed"][:, None]  # (B, 1, D)
+    return out["pc_embed"][:, None]  # (B, 1, D): ULIP, ULIP-2, Uni3D
 
 
 def make_inference(config) -> Inference:

@@ -11,7 +11,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ddjax import pointcloud
 from ddjax.models import blocks, tokenizer
 
 NUM_GLOBAL = 3  # cls, img, text tokens ahead of the point tokens
@@ -63,16 +62,12 @@ class ReconZeroShot(nn.Module):
 
     @nn.compact
     def __call__(self, points: jax.Array) -> dict:
-        groups, fps_idx, knn_idx = pointcloud.group_indexed(
-            points, self.num_groups, self.group_size
+        groups, out = tokenizer.peer_tokens(
+            points, self.num_groups, self.group_size, self.encoder_dims, self.dtype
         )
-        tokens = tokenizer.MiniPointNet(self.encoder_dims, dtype=self.dtype, name="encoder")(
-            groups.neighborhoods, train=False
-        )  # (B, G, C)
+        tokens = out["encoder_tokens"]  # (B, G, C)
         b, c = tokens.shape[0], self.width
-        token = lambda name: jnp.broadcast_to(
-            self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c)
-        )
+        token = lambda name: tokenizer.learned_token(self, name, b, c)  # (B, 1, C)
         # (B, G, C)
         pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)
         x = jnp.concatenate(
@@ -80,12 +75,6 @@ class ReconZeroShot(nn.Module):
         )
         # (B, 3+G, C)
         pos = jnp.concatenate([token("cls_pos"), token("img_pos"), token("text_pos"), pos], axis=1)
-        out = {
-            "center": groups.centers,
-            "fps_idx": fps_idx,
-            "knn_idx": knn_idx,
-            "encoder_tokens": tokens,
-        }
         for i in range(self.depth):
             # pos re-added every block
             x = ReconBlock(self.num_heads, dtype=self.dtype, name=f"block{i}")(x + pos)

@@ -25,6 +25,8 @@ KINDS = {
     "dual_denoising": Kind(dd.init_variables, dd.make_inference),
     "recon": Kind(peers.init_variables, peers.make_inference),
     "ulip_pointbert": Kind(peers.init_variables, peers.make_inference),
+    "ulip2_pointbert": Kind(peers.init_variables, peers.make_inference),
+    "uni3d": Kind(peers.init_variables, peers.make_inference),
 }
 
 

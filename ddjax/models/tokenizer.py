@@ -1,5 +1,5 @@
 """Point tokenizer: ReCon's mini-PointNet patch embedding and the center position MLP (spec 1.2,
-1.3)."""
+1.3), and the token prelude the peer ports share (`peer_tokens`, `learned_token`, `with_colour`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ddjax import pointcloud
 from ddjax.models import blocks
 
 
@@ -89,3 +90,41 @@ class PositionMlp(nn.Module):
             dtype=self.dtype,
             name="fc2",
         )(blocks.gelu(x))
+
+
+def with_colour(points: jax.Array, colour: float | None) -> jax.Array:
+    """xyz clouds f32[B, N, 3] get a constant colour: f32[B, N, 6] (x, y, z, c, c, c), as ULIP-2's
+    and Uni3D's ModelNet40 evaluations feed rgb = 0.4; clouds that have their channels (or models
+    without colour: `colour` None) are returned as they are."""
+    if colour is None or points.shape[-1] != 3:
+        return points
+    grey = jnp.full(points.shape, colour, points.dtype)  # (B, N, 3)
+    return jnp.concatenate([points, grey], axis=-1)  # (B, N, 6)
+
+
+def peer_tokens(
+    points: jax.Array, num_groups: int, group_size: int, encoder_dims: int, dtype: blocks.Dtype
+) -> tuple[pointcloud.Groups, dict]:
+    """The token prelude of ReCon, Point-BERT (ULIP, ULIP-2) and Uni3D, called inside a port's
+    compact `__call__` (the mini-PointNet becomes its submodule `encoder`): FPS + kNN grouping on
+    xyz, then the mini-PointNet in eval mode. points f32[B, N, C] -> (Groups, {'center',
+    'fps_idx', 'knn_idx', 'encoder_tokens' f32[B, G, encoder_dims]}), named like the peers'
+    reference files."""
+    groups, fps_idx, knn_idx = pointcloud.group_indexed(points, num_groups, group_size)
+    tokens = MiniPointNet(encoder_dims, dtype=dtype, name="encoder")(
+        groups.neighborhoods, train=False
+    )  # (B, G, E)
+    out = {
+        "center": groups.centers,
+        "fps_idx": fps_idx,
+        "knn_idx": knn_idx,
+        "encoder_tokens": tokens,
+    }
+    return groups, out
+
+
+def learned_token(module: nn.Module, name: str, batch: int, width: int) -> jax.Array:
+    """A learned token `name` f32[1, 1, C] of `module` (zeros at init: the peers' cls tokens),
+    broadcast to f32[batch, 1, C]."""
+    token = module.param(name, nn.initializers.zeros, (1, 1, width))
+    return jnp.broadcast_to(token, (batch, 1, width))

@@ -1,9 +1,11 @@
 """ULIP's Point-BERT point encoder (`models/pointbert/point_encoder.py: PointTransformer`) and its
 projection into the text-embedding space (`ULIP_WITH_IMAGE.pc_projection`, `encode_pc`), as ULIP
-builds it for zero-shot classification (Table 2's ULIP column).
+builds it for zero-shot classification (Table 2's ULIP column); with `colour` set, ULIP-2's coloured
+variant (`PointTransformer_Colored`, `ULIP2_WITH_OPENCLIP.pc_projection`: 18 blocks, xyz+rgb input,
+a projection into OpenCLIP ViT-bigG-14's 1280-wide space; Table 2's ULIP-2 column).
 
 Submodule and parameter names mirror the PyTorch module's (`point_encoder.*`, `pc_projection`), so
-`ddjax.convert` maps a released checkpoint key by key. Deterministic: no noise paths.
+ddjax/peer_checkpoints.py maps a released checkpoint key by key. Deterministic: no noise paths.
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ddjax import pointcloud
 from ddjax.models import blocks, tokenizer
 
 
 class PointBert(nn.Module):
-    """Point-BERT's `PointTransformer` without a head: points f32[B, N, 3] -> dict with `center`,
-    `fps_idx`, `knn_idx`, `encoder_tokens` (mini-PointNet, before `reduce_dim`), `block0_tokens`,
-    `final_tokens` and `pc_feat` = [cls ; max over the group tokens] f32[B, 2C], both after the
-    final LayerNorm."""
+    """Point-BERT's `PointTransformer` without a head: points f32[B, N, C] (xyz, or xyz+rgb) ->
+    dict with `center`, `fps_idx`, `knn_idx`, `encoder_tokens` (mini-PointNet, before
+    `reduce_dim`), `block0_tokens`, `final_tokens` and `pc_feat` = [cls ; max over the group tokens]
+    f32[B, 2C], both after the final LayerNorm."""
 
     width: int = 384
     depth: int = 12
@@ -32,27 +33,17 @@ class PointBert(nn.Module):
 
     @nn.compact
     def __call__(self, points: jax.Array) -> dict:
-        groups, fps_idx, knn_idx = pointcloud.group_indexed(
-            points, self.num_groups, self.group_size
-        )
-        tokens = tokenizer.MiniPointNet(self.encoder_dims, dtype=self.dtype, name="encoder")(
-            groups.neighborhoods, train=False
-        )  # (B, G, E)
-        out = {
-            "center": groups.centers,
-            "fps_idx": fps_idx,
-            "knn_idx": knn_idx,
-            "encoder_tokens": tokens,
-        }
-        x = nn.Dense(self.width, dtype=self.dtype, name="reduce_dim")(tokens)  # (B, G, C)
-        b, c = x.shape[0], self.width
-        token = lambda name: jnp.broadcast_to(
-            self.param(name, nn.initializers.zeros, (1, 1, c)), (b, 1, c)
+        groups, out = tokenizer.peer_tokens(
+            points, self.num_groups, self.group_size, self.encoder_dims, self.dtype
         )
         # (B, G, C)
+        x = nn.Dense(self.width, dtype=self.dtype, name="reduce_dim")(out["encoder_tokens"])
+        b, c = x.shape[0], self.width
+        # (B, G, C)
         pos = tokenizer.PositionMlp(c, dtype=self.dtype, name="pos_embed")(groups.centers)
-        x = jnp.concatenate([token("cls_token"), x], axis=1)  # (B, 1 + G, C)
-        pos = jnp.concatenate([token("cls_pos"), pos], axis=1)
+        x = jnp.concatenate([tokenizer.learned_token(self, "cls_token", b, c), x], axis=1)
+        # (B, 1 + G, C)
+        pos = jnp.concatenate([tokenizer.learned_token(self, "cls_pos", b, c), pos], axis=1)
         for i in range(self.depth):
             x = blocks.PreNormBlock(self.num_heads, dtype=self.dtype, name=f"block{i}")(x + pos)
             if i == 0:
@@ -66,7 +57,8 @@ class PointBert(nn.Module):
 class UlipPointBert(nn.Module):
     """`point_encoder` (Point-BERT) and `pc_projection` f32[2C, D] (stored [in, out]: pc_embed =
     pc_feat @ P). ULIP L2-normalises `pc_embed` before the cosine; the returned value is not
-    normalised."""
+    normalised. `colour`: ULIP-2's constant rgb for xyz-only clouds (0.4; None: ULIP-1, xyz
+    only)."""
 
     width: int = 384
     depth: int = 12
@@ -75,6 +67,7 @@ class UlipPointBert(nn.Module):
     embed_dim: int = 512
     num_groups: int = 512
     group_size: int = 32
+    colour: float | None = None
     dtype: blocks.Dtype = jnp.float32
 
     @nn.compact
@@ -88,7 +81,7 @@ class UlipPointBert(nn.Module):
             self.group_size,
             self.dtype,
             name="point_encoder",
-        )(points)
+        )(tokenizer.with_colour(points, self.colour))
         projection = self.param(
             "pc_projection",
             nn.initializers.normal(self.embed_dim**-0.5),
