@@ -1,10 +1,16 @@
 """Attack benchmark: shapes/s of a 50-step targeted PGD against the base model with N = 8 noise
-paths.
+paths, or against a peer's model (Table 2's other columns).
 
   python benchmarks/attacks.py          # 50 steps timed directly: about 12 minutes on a 2-core CPU
   python benchmarks/attacks.py --json
   python benchmarks/attacks.py --quick  # 5 and 10 steps, the fixed cost apart, 50 estimated
   python benchmarks/attacks.py --variant=tiny --batch=2 --points=256   # a quick look
+  python benchmarks/attacks.py --model=uni3d_tiny --quick   # a peer: N = 1, t = 0, paper mode,
+                                                            # its own points per cloud (10,000)
+
+`--model`: dual_denoising (default, `--variant` sized) or a peer as configs/convert.py names it
+(recon, ulip_pointbert, ulip2_pointbert, uni3d_<size>) at its published size and input, random
+weights.
 
 The attack as the attack job runs it (ddjax/robustness.py: clean scoring, PGD with its per-step
 multi-draw success check over `--success-draws` draws (8, the job's default), adversarial scoring;
@@ -33,15 +39,33 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 from ddjax import attacks, robustness  # noqa: E402
 from ddjax.models import dual_denoising as dd  # noqa: E402
+from ddjax.models import peers, registry  # noqa: E402
+
+
+def model_under_attack(args):
+    """(model config, Inference, N, t, modes) of --model: Dual Denoising at --variant, N =
+    --num_paths, t = 500; a peer at its published size, N = 1, t = 0, paper mode only
+    (deterministic)."""
+    if args.model == "dual_denoising":
+        config = dd.model_config(args.variant)
+        return config, registry.inference(config), args.num_paths, 500, args.modes
+    kind, fixed = peers.kind_of(args.model)
+    config = peers.model_config(kind, **fixed)
+    args.points = args.points or config.npoints
+    args.success_draws = min(args.success_draws, 1)  # as the attack job: every draw is the same
+    return config, registry.inference(config), 1, 0, "paper"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--model", default="dual_denoising", choices=("dual_denoising",) + peers.CONVERTIBLE
+    )
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 32 elsewhere")
-    parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--points", type=int, default=0, help="0: 1024, a peer's own input")
     parser.add_argument("--num_paths", type=int, default=8, help="N")
     parser.add_argument(
         "--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs"
@@ -52,14 +76,20 @@ def main() -> int:
     args = parser.parse_args()
     on_cpu = jax.default_backend() == "cpu"
     batch = args.batch or (8 if on_cpu else 32)
-    config = dd.model_config(args.variant)
-    variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
+    config, inference, num_paths, t, args.modes = model_under_attack(args)
+    args.points = args.points or 1024
+    variables = jax.jit(lambda k: registry.init_variables(config, k))(jax.random.key(0))
     points = np.random.default_rng(0).normal(size=(batch, args.points, 3)).astype(np.float32)
     points = jnp.asarray(points / np.linalg.norm(points, axis=-1).max(axis=1)[:, None, None])
     text = jax.random.normal(jax.random.key(2), (40, config.teacher_dim))
-    infer = dd.make_inference(config).infer
     logits_fn = attacks.zero_shot_logits(
-        infer, variables, text, ratio=0.25, t=500, num_paths=args.num_paths
+        inference.infer,
+        variables,
+        text,
+        ratio=0.25,
+        t=t,
+        num_paths=num_paths,
+        feature_types=inference.feature_types,
     )
     cw = ml_collections.ConfigDict(
         dict(
@@ -124,18 +154,19 @@ def main() -> int:
         common.emit(row, args.json)
     info = {
         **common.machine(),
-        "variant": args.variant,
+        "model": args.model,
+        "variant": args.variant if args.model == "dual_denoising" else args.model,
         "batch": batch,
         "points": args.points,
-        "num_paths": args.num_paths,
-        "t": 500,
+        "num_paths": num_paths,
+        "t": t,
         "device_peak_bytes": common.device_peak_bytes(),
     }
     if args.json:
         common.summary({"machine": info, "results": rows})
         return 0
     print(
-        f"{args.variant} model, targeted PGD-50 at eps 0.01, N = {args.num_paths}, t = 500, batch "
+        f"{info['variant']} model, targeted PGD-50 at eps 0.01, N = {num_paths}, t = {t}, batch "
         f"{batch} x "
         f"{args.points} points, {info}"
     )

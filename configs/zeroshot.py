@@ -18,7 +18,8 @@ import ml_collections
 DATASETS = {  # name -> (tfds dataset, npoints, point_all, groups, group size, ratio, t, normalise)
     "modelnet40": ("modelnet40", 1024, 1200, 64, 32, 0.25, 600, True),
     # all 10,000 points per shape: ULIP-2 and Uni3D read them as stored; the other models the same
-    # FPS subsample as from modelnet40's 8192 (FPS from index 0 keeps its first points)
+    # FPS subsample as from modelnet40's 8192 (FPS from index 0 picks those first), normalised over
+    # all 10,000 (docs/baselines.md)
     "modelnet40_10k": ("modelnet40_10k", 1024, 1200, 64, 32, 0.25, 600, True),
     "modelnet10": ("modelnet10", 1024, 1200, 64, 32, 0.2, 600, True),
     "scan_objonly": ("scanobjectnn/obj_only", 2048, 2400, 32, 128, 0.15, 100, False),

@@ -52,6 +52,42 @@ def test_modelnet_builds_from_the_real_files(modelnet_prepared):
         np.testing.assert_allclose(np.linalg.norm(norm, axis=1).max(), 1.0, rtol=1e-5)
 
 
+def test_modelnet40_10k_keeps_every_point_and_feeds_each_model_its_input(
+    modelnet_prepared, tmp_path
+):
+    """modelnet40_10k holds all 10,000 rows of each shape in file order. ULIP-2 and Uni3D read them
+    as stored (`point_all` 0); at 8192 (ULIP) FPS from the first point gives modelnet40's stored
+    clouds; Dual Denoising's and ReCon's FPS 1200 -> random 1024 gives the same points from both
+    datasets (FPS from index 0 keeps its first points); more points than stored is one line."""
+    full = prepare.prepare("modelnet40_10k", tmp_path, MODELNET_DIR)
+    source, fps8192 = full.as_data_source("test"), modelnet_prepared["modelnet40"]
+    ex = source[0]
+    shape_id = ex["id"].decode()
+    raw = np.loadtxt(
+        MODELNET_DIR / shape_id.rsplit("_", 1)[0] / f"{shape_id}.txt",
+        delimiter=",",
+        dtype=np.float32,
+    )
+    np.testing.assert_array_equal(ex["points"], raw[:, :3])
+    np.testing.assert_array_equal(ex["normals"], raw[:, 3:])
+
+    def first_batch(data, **kw):
+        batches = pipelines.zeroshot_batches(data, batch_size=4, normalize=False, **kw)
+        return np.asarray(next(batches)["points"])
+
+    test8192 = fps8192.as_data_source("test")
+    as_stored = first_batch(source, npoints=10000, point_all=0)
+    np.testing.assert_array_equal(as_stored[0], raw[:, :3])
+    ulip = first_batch(source, npoints=8192, point_all=0)
+    np.testing.assert_array_equal(ulip, np.stack([test8192[i]["points"] for i in range(4)]))
+    np.testing.assert_array_equal(
+        first_batch(source, npoints=1024, point_all=1200),
+        first_batch(test8192, npoints=1024, point_all=1200),
+    )
+    with pytest.raises(errors.ConfigError, match="the model reads 10001 points per cloud"):
+        first_batch(source, npoints=10001, point_all=0)
+
+
 @pytest.fixture
 def tiny_modelnet(tmp_path):
     """A ModelNet folder in the official layout with two classes and three shapes."""

@@ -98,6 +98,7 @@ def check_config(config, workdir: str | None = None) -> dict:
             [1],
             [0],
         )
+
     timesteps = run_config["model"]["num_timesteps"]
     for field, pairs in (
         ("settings", parsed["settings"]),
@@ -131,6 +132,9 @@ def check_config(config, workdir: str | None = None) -> dict:
     config_checks.check_number(config, "cw.lower", 0.0)
     config_checks.check_number(config, "cw.upper", config.cw.lower)
     config_checks.check_number(config, "cw.initial_lambda", config.cw.lower, config.cw.upper)
+    if parsed["deterministic"]:
+        # every draw of a deterministic model gives the same prediction: one decides the majority
+        config.success_draws = min(config.success_draws, 1)
     return parsed
 
 

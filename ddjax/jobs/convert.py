@@ -71,6 +71,51 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
+def already_converted(out: pathlib.Path, record: dict) -> bool:
+    """True when `out` holds this very conversion; RunFolderError when it holds anything else (or
+    is a non-empty folder), so that nothing is overwritten."""
+    recorded = out / "config.json"
+    if recorded.is_file():
+        try:
+            old = json.loads(recorded.read_text())
+        except (OSError, ValueError) as e:
+            raise run_folder.RunFolderError(
+                recorded, f"unreadable record ({errors.one_line(e)})"
+            ) from None
+        was = old.get("converted_from", {})
+        if (
+            was.get("sha256") != record["converted_from"]["sha256"]
+            or was.get("text_features", {}) != record["converted_from"]["text_features"]
+            or old.get("model") != record["model"]
+            or old.get("resolved") != record["resolved"]
+        ):
+            raise run_folder.RunFolderError(
+                out,
+                "it already holds another run (a different model, source, teacher or text "
+                "features); nothing was written",
+            )
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise run_folder.RunFolderError(
+            out, "not an empty folder and not a converted run; nothing was written"
+        )
+    return False
+
+
+def write_run(tmp: pathlib.Path, variables: dict, features: list, record: dict) -> None:
+    """The run folder's contents in `tmp`: the orbax checkpoint (step 0), the text-features files
+    (FILE.npy and the class names in FILE.txt beside it) and config.json, written last."""
+    manager = ocp.CheckpointManager(tmp / "checkpoints")
+    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(variables)))
+    manager.wait_until_finished()
+    manager.close()
+    for path in features:
+        (tmp / evaluation.RUN_TEXT_FEATURES).mkdir(exist_ok=True)
+        for file in (path, path.with_suffix(".txt")):
+            shutil.copyfile(file, tmp / evaluation.RUN_TEXT_FEATURES / file.name)
+    run_folder.write_text(tmp / "config.json", json.dumps(record, indent=2) + "\n")
+
+
 def run(config, workdir: str | None) -> dict:
     """The convert job: RUN_DIR/config.json and RUN_DIR/checkpoints/0."""
     check_config(config, workdir)
@@ -105,46 +150,14 @@ def run(config, workdir: str | None) -> dict:
             "text_features": {p.name: _sha256(p) for p in features},
         },
     }
-    recorded = out / "config.json"
-    # an existing run folder: the same conversion is a no-op, anything else refused
-    if recorded.is_file():
-        try:
-            old = json.loads(recorded.read_text())
-        except (OSError, ValueError) as e:
-            raise run_folder.RunFolderError(
-                recorded, f"unreadable record ({errors.one_line(e)})"
-            ) from None
-        was = old.get("converted_from", {})
-        if (
-            was.get("sha256") != record["converted_from"]["sha256"]
-            or was.get("text_features", {}) != record["converted_from"]["text_features"]
-            or old.get("model") != record["model"]
-            or old.get("resolved") != record["resolved"]
-        ):
-            raise run_folder.RunFolderError(
-                out,
-                "it already holds another run (a different model, source, teacher or text "
-                "features); nothing was written",
-            )
+    if already_converted(out, record):
         print(f"convert: {out} already holds this conversion; nothing to do")
         return record
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise run_folder.RunFolderError(
-            out, "not an empty folder and not a converted run; nothing was written"
-        )
     tmp = out.parent / f".{out.name}.converting"  # built aside, renamed into place when complete
     if tmp.exists():
         shutil.rmtree(tmp)  # a killed conversion's leftover
     tmp.mkdir(parents=True)
-    manager = ocp.CheckpointManager(tmp / "checkpoints")
-    manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(variables)))
-    manager.wait_until_finished()
-    manager.close()
-    for path in features:  # FILE.npy and the class names in FILE.txt beside it
-        (tmp / evaluation.RUN_TEXT_FEATURES).mkdir(exist_ok=True)
-        for file in (path, path.with_suffix(".txt")):
-            shutil.copyfile(file, tmp / evaluation.RUN_TEXT_FEATURES / file.name)
-    run_folder.write_text(tmp / "config.json", json.dumps(record, indent=2) + "\n")
+    write_run(tmp, variables, features, record)
     if out.exists():
         out.rmdir()
     os.replace(tmp, out)
