@@ -18,6 +18,7 @@ with its own time limit, in order of value:
                        time to first step, cold and with the warm compilation cache
    4. bench_zeroshot   shapes/s at N in {1, 8} x t in {0, 600}
    5. bench_attacks    PGD-50 shapes/s (paper mode, N = 8)
+      bench_attacks_uni3d  PGD-50 shapes/s of Uni3D-tiny (10,000 points; Table 2's Uni3D column)
    6. bench_kernels    FPS/kNN/grouping, every implementation and the default combination
    7. bench_compile    lower/compile seconds and StableHLO size of the train step and zero-shot
                        function, base against depth 1, cold and warm cache (benchmarks/compile.py)
@@ -208,6 +209,15 @@ def plan(sizes: str, python: str) -> list[Item]:
                 lambda c, s: START_S + c + 100 * s,
                 bench("attacks", "--modes=paper"),
             ),
+            # Table 2's Uni3D column: one PGD-50 program of Uni3D-tiny (a smaller model than the
+            # base one, about C) and 50 steps at batch 32 x 10,000 points, one draw each (about S).
+            Item(
+                "bench_attacks_uni3d",
+                "c",
+                30,
+                lambda c, s: START_S + c + 50 * s,
+                bench("attacks", "--model=uni3d_tiny"),
+            ),
             # 33 s on the first H200 run
             Item("bench_kernels", "c", 15, lambda c, s: 40, bench("kernels")),
             # 8 lowerings and compilations: base and depth 1 (cold, about 2.5 C), then from the
@@ -278,6 +288,13 @@ def plan(sizes: str, python: str) -> list[Item]:
                 "--num_paths=2",
                 "--modes=paper",
             ),
+        ),
+        Item(
+            "bench_attacks_uni3d",
+            "c",
+            10,
+            lambda c, s: 80,
+            bench("attacks", "--model=uni3d_tiny", "--batch=1", "--points=600"),
         ),
         Item(
             "bench_kernels",
@@ -699,6 +716,10 @@ def figures(items: dict) -> dict:
         f[f"attack_pgd50_{r['mode']}_shapes_per_s"] = r["shapes_per_s"]
         f[f"attack_pgd50_{r['mode']}_seconds_per_batch"] = r["seconds_50_steps"]
         f[f"attack_pgd50_{r['mode']}_compile_s"] = r.get("compile_s")
+    for r in rows("bench_attacks_uni3d"):
+        f["attack_pgd50_uni3d_tiny_shapes_per_s"] = r["shapes_per_s"]
+        f["attack_pgd50_uni3d_tiny_seconds_per_batch"] = r["seconds_50_steps"]
+        f["attack_pgd50_uni3d_tiny_compile_s"] = r.get("compile_s")
     for r in rows("bench_compile"):
         key = f"compile_{r['function']}_depth{r['depth']}_{r['cache']}"
         f[f"{key}_compile_s"], f[f"{key}_lower_s"], f[f"{key}_hlo_ops"] = (

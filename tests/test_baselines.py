@@ -543,6 +543,71 @@ def test_stand_in_checkpoints_convert_to_what_they_hold(model, converted, tmp_pa
     ]
 
 
+# Block 0 of each Uni3D size as timm 0.9.7 builds its EVA model (../shared/data/peers/SOURCE.md,
+# "Other Uni3D sizes"): torch key -> shape, and the depth.
+UNI3D_BLOCKS = {
+    "tiny": (12, {"attn.qkv.weight": (576, 192), "mlp.fc1.weight": (1024, 192)}),
+    "small": (12, {"attn.qkv.weight": (1152, 384), "mlp.fc2.weight": (384, 1024)}),
+    "base": (12, {"attn.q_proj.bias": (768,), "mlp.fc1_g.weight": (2048, 768)}),
+    "large": (24, {"attn.k_proj.weight": (1024, 1024), "mlp.norm.weight": (2730,)}),
+    "giant": (40, {"attn.qkv.weight": (4224, 1408), "mlp.fc1.weight": (6144, 1408)}),
+}
+UNI3D_LAYOUTS = {  # the parameters of one block beside its norms
+    "fused": {"attn.qkv.weight", "attn.q_bias", "attn.v_bias"},
+    "separate": {
+        "attn.q_proj.weight",
+        "attn.q_proj.bias",
+        "attn.k_proj.weight",  # no k bias
+        "attn.v_proj.weight",
+        "attn.v_proj.bias",
+    },
+    "glu": {"mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"},
+    "swiglu": {
+        "mlp.fc1_g.weight",
+        "mlp.fc1_g.bias",
+        "mlp.fc1_x.weight",
+        "mlp.fc1_x.bias",
+        "mlp.norm.weight",
+        "mlp.norm.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    },
+}
+
+
+@pytest.mark.parametrize("size", sorted(UNI3D_BLOCKS))
+def test_every_uni3d_size_has_the_peers_block_layout(size):
+    """Each size's parameters, named and shaped as Uni3D's state dict (torch layout), have the
+    depth, attention projections and MLP of the EVA model timm builds for it (shapes only: no
+    reference file exists beyond tiny)."""
+    kind, fixed = peers.kind_of(f"uni3d_{size}")
+    config = peers.model_config(kind, **fixed)
+    shapes = jax.eval_shape(lambda k: peers.init_variables(config, k), jax.random.key(0))
+    state = {}
+    for path, leaf in traverse_util.flatten_dict(shapes["params"]).items():
+        shape = leaf.shape[::-1] if path[-1] == "kernel" else leaf.shape  # torch [out, in]
+        state[_torch_key(kind, list(path[:-1]), path[-1])] = tuple(shape)
+    depth, some = UNI3D_BLOCKS[size]
+    blocks = {k.split(".")[3] for k in state if k.startswith("point_encoder.visual.blocks.")}
+    assert blocks == {str(i) for i in range(depth)}
+    block0 = {
+        k[len("point_encoder.visual.blocks.0.") :]: v
+        for k, v in state.items()
+        if k.startswith("point_encoder.visual.blocks.0.")
+    }
+    attention = "fused" if "attn.qkv.weight" in block0 else "separate"
+    mlp = "swiglu" if "mlp.fc1_g.weight" in block0 else "glu"
+    norms = {f"{n}.{p}" for n in ("norm1", "norm2") for p in ("weight", "bias")}
+    proj = {"attn.proj.weight", "attn.proj.bias"}
+    assert set(block0) == norms | proj | UNI3D_LAYOUTS[attention] | UNI3D_LAYOUTS[mlp]
+    assert attention == ("separate" if size in ("base", "large") else "fused")
+    for key, shape in some.items():
+        assert block0[key] == shape, (key, block0[key])
+    if size == "giant":  # timm Mlp with GELU: fc1 is not a packed gate
+        assert block0["mlp.fc2.weight"] == (1408, 6144)
+    assert state["point_encoder.trans2embed.weight"] == (1024, config.width)
+
+
 def test_malformed_stand_ins_are_refused_in_one_line(converted, tmp_path, capsys):
     """A checkpoint of another Uni3D size, a truncated file, a missing key and text features of
     another width: each one line naming the problem, and no run folder."""
@@ -741,3 +806,29 @@ def test_classify_with_a_converted_run_and_text_features(converted, tmp_path, ca
     cos = (feat / np.linalg.norm(feat)) @ (table / np.linalg.norm(table, axis=1, keepdims=True)).T
     scores = {r["label"]: r["score"] for r in result["ranking"]}
     np.testing.assert_allclose([scores["lamp"], scores["table"]], cos[0], rtol=1e-4, atol=1e-5)
+    # A converted ULIP with its own text-features files: the labels are found in the file that
+    # names them; the cloud is read as the model's own input (256 of its 400 points, by FPS).
+    labels = SYNTHETIC_TEXTS[:2]
+    capsys.readouterr()
+    assert (
+        main.run_command(
+            [
+                "--config=configs/classify.py",
+                f"--config.checkpoint={converted / 'ulip_pointbert'}",
+                f"--config.input={tmp_path / 'cloud.npy'}",
+                f"--config.labels={','.join(labels)}",
+            ]
+        )
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model = baselines.load(converted / "ulip_pointbert")
+    points = classify.load_cloud(
+        tmp_path / "cloud.npy", npoints=256, point_all=0, need=16, mesh_points=8192, seed=0
+    )
+    assert points.shape == (1, 256, 3)
+    feat = model.features(points)["pc_embed"][0]
+    table = np.load(converted / "ulip_pointbert" / "text_features" / "synthetic.npy")[:2]
+    cos = table @ feat / np.linalg.norm(table, axis=1) / np.linalg.norm(feat)
+    scores = {r["label"]: r["score"] for r in result["ranking"]}
+    np.testing.assert_allclose([scores[label] for label in labels], cos, rtol=1e-4, atol=1e-5)

@@ -250,6 +250,7 @@ def test_the_plans_follow_the_issue_order(sizes, tmp_path):
         "trainer_e2e",
         "bench_zeroshot",
         "bench_attacks",
+        "bench_attacks_uni3d",
         "bench_kernels",
         "bench_compile",
         "kernel_tests",

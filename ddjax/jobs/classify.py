@@ -125,7 +125,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     config_checks.check_keys(config, KEYS)
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
-    if not config.text_features and not run_config["resolved"].get("teacher", "x"):
+    if not config.text_features and not run_config.get("resolved", {}).get("teacher", "x"):
         # a converted peer: its own text-features file that names the labels
         config.text_features = evaluation.run_text_features_with(config.checkpoint, labels)
     names = evaluation.check_text_source(config, run_config)
