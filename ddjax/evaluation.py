@@ -266,44 +266,34 @@ def load_evaluation(config, out) -> Evaluation:
     model = registry.inference(model_config)
     builder = open_eval_dataset(config.dataset, config.data_dir)
     names = classnames_for(config.dataset, builder, config.scan_spelling)
+    text_features, source = class_text_features(config, run_config, names, out)
+    return Evaluation(model_config, model, variables, step, builder, names, text_features, source)
+
+
+def class_text_features(config, run_config: dict, names: list[str], out) -> tuple[np.ndarray, str]:
+    """(f32[C, D] class text features of `names`, their source): --config.text_features, else a
+    converted run's own file for these classes, else the run's teacher (computed once per
+    teacher, prompts and classes, cached in `out`)."""
+    dim = run_config["model"]["teacher_dim"]
     if config.get("text_features"):
-        text_features, given = read_text_features(config.text_features, model_config.teacher_dim)
+        text_features, given = read_text_features(config.text_features, dim)
         if len(given) != len(names):
             raise errors.ConfigError(
                 "text_features",
                 f"{len(given)} classes in the file, {len(names)} in {config.dataset}",
                 "make the features for this dataset's classes",
             )
-        return Evaluation(
-            model_config,
-            model,
-            variables,
-            step,
-            builder,
-            names,
-            text_features,
-            f"text features {pathlib.Path(config.text_features).expanduser().resolve()}",
-        )
+        path = pathlib.Path(config.text_features).expanduser().resolve()
+        return text_features, f"text features {path}"
     if not run_config["resolved"]["teacher"]:  # a converted peer: its own text-features files
-        text_features, source = pick_run_text_features(
-            config.checkpoint, names, model_config.teacher_dim
-        )
-        return Evaluation(
-            model_config,
-            model,
-            variables,
-            step,
-            builder,
-            names,
-            text_features,
-            f"text features {source}",
-        )
+        text_features, path = pick_run_text_features(config.checkpoint, names, dim)
+        return text_features, f"text features {path}"
     teacher = clip.load(run_config["resolved"]["teacher"])
-    if teacher.dim != model_config.teacher_dim:
+    if teacher.dim != dim:
         raise errors.CheckpointError(
             config.checkpoint,
             f"its teacher {teacher.source} embeds text in "
-            f"{teacher.dim} dimensions, the model's features have {model_config.teacher_dim}",
+            f"{teacher.dim} dimensions, the model's features have {dim}",
             "convert it with the right --config.teacher, or pass --config.text_features",
         )
     digest = hashlib.sha1(
@@ -321,6 +311,4 @@ def load_evaluation(config, out) -> Evaluation:
     if text_features is None or text_features.shape != (len(names), teacher.dim):
         text_features = scoring.class_text_features(teacher, names, config.template)
         run_folder.save_npy(cache_file, text_features)
-    return Evaluation(
-        model_config, model, variables, step, builder, names, text_features, teacher.source
-    )
+    return text_features, teacher.source
