@@ -16,9 +16,9 @@ lists the missing and unexpected keys. The architecture (depth, width, mini-Poin
 embedding width) is read from the shapes; heads and tokenization come from the config (Uni3D: from
 its size). ULIP's and ULIP-2's text and image towers, and the parts of Uni3D that its point encoder
 never reads (`logit_scale`, the EVA model's image path and head), are not ported: they are counted
-and dropped. RUN_DIR then holds config.json (the model,
-its teacher or none, and the source's SHA-256) and an orbax checkpoint (step 0) that the zero-shot,
-attack and classify jobs read with `--config.checkpoint=RUN_DIR`.
+and dropped. RUN_DIR then holds config.json (the model, its teacher or none, and the source's
+SHA-256) and an orbax checkpoint (step 0) that the zero-shot, attack and classify jobs read with
+`--config.checkpoint=RUN_DIR`.
 """
 
 from __future__ import annotations

@@ -98,7 +98,6 @@ def check_config(config, workdir: str | None = None) -> dict:
             [1],
             [0],
         )
-
     timesteps = run_config["model"]["num_timesteps"]
     for field, pairs in (
         ("settings", parsed["settings"]),
