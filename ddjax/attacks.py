@@ -19,8 +19,9 @@ with M = 1 is the paper mode.
 Success is judged robustly, never by the single noisy pass that computes a gradient: an iterate
 counts as having reached the target when the target wins a strict majority of `success_draws`
 (default 8) forward passes with fresh keys of their own (`reaches_target`). PGD and IFGM return, per
-cloud, the last iterate that passed this check (else the final iterate); C&W judges every iterate
-after its update (never the starting point) by the same check.
+cloud, the last iterate that passed this check (else the final iterate), verifying only the
+iterates their gradient passes already saw on target, from the last backwards; C&W judges every
+iterate after its update (never the starting point) by the same check.
 
 All loops are `lax` loops over the whole batch; `pgd` takes a traced epsilon, so several epsilons
 run in one call under `jax.vmap`.
@@ -165,23 +166,24 @@ def _pgd_step(
     *,
     eps,
     step_size,
-    steps,
     mode,
     eot_samples,
     draws_per_step,
-    success_draws,
+    keep_iterates,
 ):
-    """PGD's loop body (i, (x, best, reached)) -> the same: a signed gradient step, the projection
-    onto the ball, and the success check of the new iterate (keys: `pgd`'s docstring)."""
-    check_key = jax.random.fold_in(key, steps + 1)
+    """PGD's loop body (i, (x, iterates, gates)) -> the same: a signed gradient step from x =
+    iterate i and the projection onto the ball. With `keep_iterates`, iterate i + 1 is stored in
+    iterates[i] f32[steps, B, N, 3], and gates[i - 1] bool[steps, B] records whether the gradient
+    pass's own logits on iterate i already put the target on top (the start, iterate 0, is never a
+    candidate); else both stay None."""
 
     def loss_fn(x, k):
         logits = logits_fn(x, k)
         return targeted_cross_entropy(logits, target), logits
 
     def step(i, state):
-        x, best, reached = state  # (B, N, 3), (B, N, 3), (B,)
-        g, _ = gradient(
+        x, iterates, gates = state  # (B, N, 3), (steps, B, N, 3), (steps, B)
+        g, logits = gradient(
             loss_fn,
             x,
             jax.random.fold_in(key, i + 1),
@@ -191,20 +193,45 @@ def _pgd_step(
         )
         x = x - step_size * jnp.sign(g)
         x = points + jnp.clip(x - points, -eps, eps)  # projection onto the ball
-        if success_draws:
-            ok = reaches_target(
-                logits_fn,
-                x,
-                target,
-                jax.random.fold_in(check_key, i),
-                success_draws,
-                draws_per_step,
-            )
-            best = jnp.where(ok[:, None, None], x, best)
-            reached = reached | ok
-        return x, best, reached
+        if keep_iterates:
+            hit = jnp.argmax(logits, axis=1) == target  # (B,): the pass's own view of iterate i
+            gates = jnp.where(i > 0, gates.at[i - 1].set(hit), gates)
+            iterates = iterates.at[i].set(x)
+        return x, iterates, gates
 
     return step
+
+
+def _last_verified(logits_fn, iterates, gates, target, key, draws, draws_per_step):
+    """(best f32[B, N, 3], reached bool[B], rounds int32[]): per cloud, the last iterate among its
+    candidates (gates, bool[steps, B]) that `reaches_target` over `draws` fresh draws, searched from
+    the last candidate backwards (round r draws fold_in(key, r)); reached False where none passes.
+    Every round checks the batch's next candidates at once, until every cloud is decided."""
+    steps, b = gates.shape
+    rows = jnp.arange(b)
+
+    def undecided(state):
+        r, _, _, active = state
+        return (r < steps) & jnp.any(active)
+
+    def verify(state):
+        r, remaining, best_idx, active = state
+        idx = steps - 1 - jnp.argmax(remaining[::-1], axis=0)  # (B,): the last unverified one
+        ok = reaches_target(
+            logits_fn,
+            iterates[idx, rows],  # (B, N, 3)
+            target,
+            jax.random.fold_in(key, r),
+            draws,
+            draws_per_step,
+        )
+        best_idx = jnp.where(active & ok, idx, best_idx)
+        remaining = remaining.at[idx, rows].set(remaining[idx, rows] & ~active)
+        return r + 1, remaining, best_idx, active & ~ok & jnp.any(remaining, axis=0)
+
+    init = (jnp.int32(0), gates, jnp.full((b,), -1), jnp.any(gates, axis=0))
+    rounds, _, best_idx, _ = jax.lax.while_loop(undecided, verify, init)
+    return iterates[jnp.maximum(best_idx, 0), rows], best_idx >= 0, rounds
 
 
 def pgd(
@@ -232,14 +259,18 @@ def pgd(
     (vmap over eps), and so may random_start. Step i draws its gradient noise from fold_in(key, i +
     1) (key 0 is the random start). No clipping beyond the ball.
 
-    The iterates swing in and out of the target, so after every step the new iterate is checked with
-    `reaches_target` over `success_draws` draws of fold_in(fold_in(key, steps + 1), i), keys no
-    gradient pass uses; per cloud the last iterate that passed is returned, else the final iterate
-    (the starting point is never a candidate). `success_draws=0` skips the check and returns the
-    final iterate.
+    The iterates swing in and out of the target, so the one returned per cloud is the last iterate
+    that passes `reaches_target` over `success_draws` fresh draws, else the final iterate (the
+    starting point is never a candidate). The candidates are the iterates on which the gradient
+    pass's own logits (made anyway; for the final iterate one forward draw of fold_in(key, steps +
+    2)) already put the target on top; they are verified from the last backwards, round r with
+    draws of fold_in(fold_in(key, steps + 1), r), until each cloud has a verified iterate or none
+    is left: usually one or two rounds, so the check costs a few forward passes per attack instead
+    of `success_draws` per step. `success_draws=0` skips the check and returns the final iterate.
 
     Returns (adversarial clouds f32[B, N, 3], info) with info = {'reached': bool[B] (some iterate
-    passed the check), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for
+    passed the check), 'check_rounds': int32[] (verification rounds of `success_draws` draws each
+    the check took), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for
     the current iterate at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
     """
     _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key)
@@ -256,29 +287,50 @@ def pgd(
         key,
         eps=eps,
         step_size=step_size,
-        steps=steps,
         mode=mode,
         eot_samples=eot_samples,
         draws_per_step=draws_per_step,
-        success_draws=success_draws,
+        keep_iterates=bool(success_draws),
     )
-    state = (x0, x0, jnp.zeros(points.shape[:1], bool))
-    finish = lambda x, best, reached: jnp.where(reached[:, None, None], best, x)
+    b = points.shape[0]
+    state = (
+        (x0, jnp.zeros((steps, *points.shape), points.dtype), jnp.zeros((steps, b), bool))
+        if success_draws
+        else (x0, None, None)
+    )
+
+    def finish(x, iterates, gates):
+        if not success_draws:
+            return x, {"reached": jnp.zeros((b,), bool), "check_rounds": jnp.int32(0)}
+        final = jnp.argmax(logits_fn(x, jax.random.fold_in(key, steps + 2)), axis=1) == target
+        gates = gates.at[steps - 1].set(final)
+        best, reached, rounds = _last_verified(
+            logits_fn,
+            iterates,
+            gates,
+            target,
+            jax.random.fold_in(key, steps + 1),
+            success_draws,
+            draws_per_step,
+        )
+        return jnp.where(reached[:, None, None], best, x), {
+            "reached": reached,
+            "check_rounds": rounds,
+        }
+
     if not curve_every:
-        x, best, reached = jax.lax.fori_loop(0, steps, step, state)
-        return finish(x, best, reached), {"reached": reached, "curve": None}
+        adversarial, info = finish(*jax.lax.fori_loop(0, steps, step, state))
+        return adversarial, {**info, "curve": None}
     predict = lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1).astype(jnp.int32)
 
-    def block(state, b):
-        state = jax.lax.fori_loop(b * curve_every, (b + 1) * curve_every, step, state)
+    def block(state, k):
+        state = jax.lax.fori_loop(k * curve_every, (k + 1) * curve_every, step, state)
         return state, predict(state[0])
 
     # (steps // k, B)
-    (x, best, reached), preds = jax.lax.scan(block, state, jnp.arange(steps // curve_every))
-    return finish(x, best, reached), {
-        "reached": reached,
-        "curve": jnp.concatenate([predict(x0)[None], preds], axis=0),
-    }
+    state, preds = jax.lax.scan(block, state, jnp.arange(steps // curve_every))
+    adversarial, info = finish(*state)
+    return adversarial, {**info, "curve": jnp.concatenate([predict(x0)[None], preds], axis=0)}
 
 
 def cw(
