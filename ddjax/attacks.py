@@ -19,9 +19,10 @@ with M = 1 is the paper mode.
 Success is judged robustly, never by the single noisy pass that computes a gradient: an iterate
 counts as having reached the target when the target wins a strict majority of `success_draws`
 (default 8) forward passes with fresh keys of their own (`reaches_target`). PGD and IFGM return, per
-cloud, the last iterate that passed this check (else the final iterate), verifying only the
-iterates their gradient passes already saw on target, from the last backwards; C&W judges every
-iterate after its update (never the starting point) by the same check.
+cloud, an iterate that passed this check (else the final iterate), verifying only the iterates
+their gradient passes already saw on target, the most confident first, at most two per cloud; C&W
+judges the iterates after their update (never the starting point) by the same check, where it can
+change what C&W keeps.
 
 All loops are `lax` loops over the whole batch; `pgd` takes a traced epsilon, so several epsilons
 run in one call under `jax.vmap`.
@@ -58,10 +59,7 @@ def targeted_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
 def cw_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
     """C&W's targeted margin max(max_{i != target} Z_i - Z_target, 0), f32[B]: 0 once the target
     leads."""
-    is_target = jax.nn.one_hot(target, logits.shape[1], dtype=bool)  # (B, C)
-    picked = jnp.sum(jnp.where(is_target, logits, 0.0), axis=1)
-    other = jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=1)
-    return jnp.maximum(other - picked, 0.0)
+    return jnp.maximum(cw_margin_signed(logits, target), 0.0)
 
 
 def l2_norm(delta: jax.Array) -> jax.Array:
@@ -173,8 +171,8 @@ def _pgd_step(
 ):
     """PGD's loop body (i, (x, iterates, gates)) -> the same: a signed gradient step from x =
     iterate i and the projection onto the ball. With `keep_iterates`, iterate i + 1 is stored in
-    iterates[i] f32[steps, B, N, 3], and gates[i - 1] bool[steps, B] records whether the gradient
-    pass's own logits on iterate i already put the target on top (the start, iterate 0, is never a
+    iterates[i] f32[steps, B, N, 3], and gates[i - 1] f32[steps, B] records the target's margin in
+    the gradient pass's own logits on iterate i (`target_margin`; the start, iterate 0, is never a
     candidate); else both stay None."""
 
     def loss_fn(x, k):
@@ -194,29 +192,44 @@ def _pgd_step(
         x = x - step_size * jnp.sign(g)
         x = points + jnp.clip(x - points, -eps, eps)  # projection onto the ball
         if keep_iterates:
-            hit = jnp.argmax(logits, axis=1) == target  # (B,): the pass's own view of iterate i
-            gates = jnp.where(i > 0, gates.at[i - 1].set(hit), gates)
+            # (B,): the pass's own view of iterate i (the start, i = 0, is never a candidate)
+            margin = jnp.where(i > 0, target_margin(logits, target), -jnp.inf)
+            gates = jnp.where(i > 0, gates.at[i - 1].set(margin), gates)
             iterates = iterates.at[i].set(x)
         return x, iterates, gates
 
     return step
 
 
-def _last_verified(logits_fn, iterates, gates, target, key, draws, draws_per_step):
-    """(best f32[B, N, 3], reached bool[B], rounds int32[]): per cloud, the last iterate among its
-    candidates (gates, bool[steps, B]) that `reaches_target` over `draws` fresh draws, searched from
-    the last candidate backwards (round r draws fold_in(key, r)); reached False where none passes.
-    Every round checks the batch's next candidates at once, until every cloud is decided."""
-    steps, b = gates.shape
+def target_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """The target's logit minus the best other one, f32[B]: > 0 where the target is on top."""
+    return -cw_margin_signed(logits, target)
+
+
+def cw_margin_signed(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """max_{i != target} Z_i - Z_target, f32[B] (C&W's margin before its clamp at 0)."""
+    is_target = jax.nn.one_hot(target, logits.shape[1], dtype=bool)  # (B, C)
+    picked = jnp.sum(jnp.where(is_target, logits, 0.0), axis=1)
+    return jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=1) - picked
+
+
+def _verified(logits_fn, iterates, margins, target, key, draws, draws_per_step, rounds):
+    """(best f32[B, N, 3], reached bool[B], rounds used int32[]): per cloud, a candidate iterate
+    (margin f32[steps, B] > 0: its gradient pass saw the target on top) that `reaches_target` over
+    `draws` fresh draws. Candidates are tried most confident first (largest margin; ties to the
+    later iterate), round r with fold_in(key, r), at most `rounds` per cloud, all clouds of the
+    batch at once; reached False where none passed."""
+    steps, b = margins.shape
     rows = jnp.arange(b)
 
     def undecided(state):
         r, _, _, active = state
-        return (r < steps) & jnp.any(active)
+        return (r < rounds) & jnp.any(active)
 
     def verify(state):
         r, remaining, best_idx, active = state
-        idx = steps - 1 - jnp.argmax(remaining[::-1], axis=0)  # (B,): the last unverified one
+        # (B,): the most confident unverified candidate, the later one on a tie
+        idx = steps - 1 - jnp.argmax(jnp.where(remaining, margins, -jnp.inf)[::-1], axis=0)
         ok = reaches_target(
             logits_fn,
             iterates[idx, rows],  # (B, N, 3)
@@ -229,9 +242,10 @@ def _last_verified(logits_fn, iterates, gates, target, key, draws, draws_per_ste
         remaining = remaining.at[idx, rows].set(remaining[idx, rows] & ~active)
         return r + 1, remaining, best_idx, active & ~ok & jnp.any(remaining, axis=0)
 
-    init = (jnp.int32(0), gates, jnp.full((b,), -1), jnp.any(gates, axis=0))
-    rounds, _, best_idx, _ = jax.lax.while_loop(undecided, verify, init)
-    return iterates[jnp.maximum(best_idx, 0), rows], best_idx >= 0, rounds
+    candidates = margins > 0
+    init = (jnp.int32(0), candidates, jnp.full((b,), -1), jnp.any(candidates, axis=0))
+    used, _, best_idx, _ = jax.lax.while_loop(undecided, verify, init)
+    return iterates[jnp.maximum(best_idx, 0), rows], best_idx >= 0, used
 
 
 def pgd(
@@ -250,6 +264,7 @@ def pgd(
     curve_every: int = 0,
     eval_key: jax.Array | None = None,
     success_draws: int = 8,
+    check_rounds: int = 2,
 ):
     """Targeted L-infinity PGD (random_start=True, Madry et al.) or IFGM (random_start=False, from
     the clean cloud): x <- Proj_{||x - points||_inf <= eps}(x - step_size * sign(grad CE(logits(x),
@@ -259,21 +274,24 @@ def pgd(
     (vmap over eps), and so may random_start. Step i draws its gradient noise from fold_in(key, i +
     1) (key 0 is the random start). No clipping beyond the ball.
 
-    The iterates swing in and out of the target, so the one returned per cloud is the last iterate
-    that passes `reaches_target` over `success_draws` fresh draws, else the final iterate (the
-    starting point is never a candidate). The candidates are the iterates on which the gradient
-    pass's own logits (made anyway; for the final iterate one forward draw of fold_in(key, steps +
-    2)) already put the target on top; they are verified from the last backwards, round r with
-    draws of fold_in(fold_in(key, steps + 1), r), until each cloud has a verified iterate or none
-    is left: usually one or two rounds, so the check costs a few forward passes per attack instead
-    of `success_draws` per step. `success_draws=0` skips the check and returns the final iterate.
+    The iterates swing in and out of the target, so the one returned per cloud is an iterate that
+    passes `reaches_target` over `success_draws` fresh draws, else the final iterate (the starting
+    point is never a candidate). The candidates are the iterates on which the gradient pass's own
+    logits (made anyway; for the final iterate one forward draw of fold_in(key, steps + 2)) already
+    put the target on top; at most `check_rounds` of them per cloud are verified, the most confident
+    first (largest target margin; ties to the later iterate), round r with draws of
+    fold_in(fold_in(key, steps + 1), r). So the check costs at most check_rounds x success_draws
+    forward passes per attack instead of success_draws per step. `success_draws=0` skips the check
+    and returns the final iterate.
 
     Returns (adversarial clouds f32[B, N, 3], info) with info = {'reached': bool[B] (some iterate
-    passed the check), 'check_rounds': int32[] (verification rounds of `success_draws` draws each
+    passed the check), 'check_rounds': int32[] (the verification rounds of `success_draws` draws
     the check took), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for
     the current iterate at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
     """
     _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key)
+    if not isinstance(check_rounds, int) or check_rounds < 1:
+        raise ValueError(f"pgd: check_rounds must be a positive int, got {check_rounds!r}")
     eps = jnp.asarray(eps, points.dtype)
     step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
     start = (
@@ -294,7 +312,7 @@ def pgd(
     )
     b = points.shape[0]
     state = (
-        (x0, jnp.zeros((steps, *points.shape), points.dtype), jnp.zeros((steps, b), bool))
+        (x0, jnp.zeros((steps, *points.shape), points.dtype), jnp.zeros((steps, b), points.dtype))
         if success_draws
         else (x0, None, None)
     )
@@ -302,16 +320,16 @@ def pgd(
     def finish(x, iterates, gates):
         if not success_draws:
             return x, {"reached": jnp.zeros((b,), bool), "check_rounds": jnp.int32(0)}
-        final = jnp.argmax(logits_fn(x, jax.random.fold_in(key, steps + 2)), axis=1) == target
-        gates = gates.at[steps - 1].set(final)
-        best, reached, rounds = _last_verified(
+        final = target_margin(logits_fn(x, jax.random.fold_in(key, steps + 2)), target)
+        best, reached, rounds = _verified(
             logits_fn,
             iterates,
-            gates,
+            gates.at[steps - 1].set(final),
             target,
             jax.random.fold_in(key, steps + 1),
             success_draws,
             draws_per_step,
+            check_rounds,
         )
         return jnp.where(reached[:, None, None], best, x), {
             "reached": reached,
