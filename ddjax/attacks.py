@@ -213,13 +213,13 @@ def cw_margin_signed(logits: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=1) - picked
 
 
-def _verified(logits_fn, iterates, margins, target, key, draws, draws_per_step, rounds):
-    """(best f32[B, N, 3], reached bool[B], rounds used int32[]): per cloud, a candidate iterate
-    (margin f32[steps, B] > 0: its gradient pass saw the target on top) that `reaches_target` over
-    `draws` fresh draws. Candidates are tried most confident first (largest margin; ties to the
-    later iterate), round r with fold_in(key, r), at most `rounds` per cloud, all clouds of the
-    batch at once; reached False where none passed."""
-    steps, b = margins.shape
+def _verified(logits_fn, iterates, scores, candidates, target, key, draws, draws_per_step, rounds):
+    """(index int[B], reached bool[B], rounds used int32[]): per cloud, the index in K of a
+    candidate (iterates f32[K, B, N, 3], candidates bool[K, B]) that `reaches_target` over `draws`
+    fresh draws. Candidates are tried best score first (scores f32[K, B]; ties to the later one),
+    round r with fold_in(key, r), at most `rounds` per cloud, all clouds of the batch at once;
+    reached False where none passed."""
+    steps, b = scores.shape
     rows = jnp.arange(b)
 
     def undecided(state):
@@ -228,8 +228,8 @@ def _verified(logits_fn, iterates, margins, target, key, draws, draws_per_step, 
 
     def verify(state):
         r, remaining, best_idx, active = state
-        # (B,): the most confident unverified candidate, the later one on a tie
-        idx = steps - 1 - jnp.argmax(jnp.where(remaining, margins, -jnp.inf)[::-1], axis=0)
+        # (B,): the best unverified candidate, the later one on a tie
+        idx = steps - 1 - jnp.argmax(jnp.where(remaining, scores, -jnp.inf)[::-1], axis=0)
         ok = reaches_target(
             logits_fn,
             iterates[idx, rows],  # (B, N, 3)
@@ -242,10 +242,9 @@ def _verified(logits_fn, iterates, margins, target, key, draws, draws_per_step, 
         remaining = remaining.at[idx, rows].set(remaining[idx, rows] & ~active)
         return r + 1, remaining, best_idx, active & ~ok & jnp.any(remaining, axis=0)
 
-    candidates = margins > 0
     init = (jnp.int32(0), candidates, jnp.full((b,), -1), jnp.any(candidates, axis=0))
     used, _, best_idx, _ = jax.lax.while_loop(undecided, verify, init)
-    return iterates[jnp.maximum(best_idx, 0), rows], best_idx >= 0, used
+    return jnp.maximum(best_idx, 0), best_idx >= 0, used
 
 
 def pgd(
@@ -321,16 +320,19 @@ def pgd(
         if not success_draws:
             return x, {"reached": jnp.zeros((b,), bool), "check_rounds": jnp.int32(0)}
         final = target_margin(logits_fn(x, jax.random.fold_in(key, steps + 2)), target)
-        best, reached, rounds = _verified(
+        margins = gates.at[steps - 1].set(final)  # (steps, B)
+        idx, reached, rounds = _verified(
             logits_fn,
             iterates,
-            gates.at[steps - 1].set(final),
+            margins,
+            margins > 0,
             target,
             jax.random.fold_in(key, steps + 1),
             success_draws,
             draws_per_step,
             check_rounds,
         )
+        best = iterates[idx, jnp.arange(b)]  # (B, N, 3)
         return jnp.where(reached[:, None, None], best, x), {
             "reached": reached,
             "check_rounds": rounds,
@@ -367,6 +369,7 @@ def cw(
     draws_per_step: int | None = None,
     init_scale: float = 1e-7,
     success_draws: int = 8,
+    check_rounds: int = 2,
 ):
     """C&W perturbation attack as Xiang et al. (CVPR 2019) run it (github.com/xiangchong1/3d-adv-pc,
     perturbation.py, `attack_one_batch`): per cloud, minimise
@@ -379,13 +382,15 @@ def cw(
     the best, within the search step and overall. A search step counts as a success when it found
     one and its best is the best overall (`bestdist <= o_bestdist`): then lower = max(lower,
     lambda), else upper = min(upper, lambda); next lambda = (lower + upper) / 2. The one change:
-    "reaches the target" is `reaches_target` over `success_draws` fresh draws (fold_in(fold_in(key,
-    s), iterations + 1 + i) for the iterate after update i), not the single noisy pass that computed
-    the gradient. The draws are spent only where they can matter: on an iterate whose next gradient
-    pass (for the last iterate, one forward draw) already put the target on top and whose L2 is
-    below the search step's best so far (no other iterate can change the bookkeeping), and not at
-    all in an iteration where no cloud has such an iterate. (`success_draws=0` judges every iterate
-    by one fresh draw.)
+    "reaches the target" is `reaches_target` over `success_draws` fresh draws, not the single noisy
+    pass that computed the gradient, and to keep its cost that of a few forward passes per search
+    step it is spent on few iterates: an iterate is a candidate when its next gradient pass (for
+    the last iterate, one forward draw of fold_in(fold_in(key, s), 2 * iterations + 1)) already put
+    the target on top; the `check_rounds` smallest-L2 candidates of the step are kept, and at the
+    step's end verified smallest first, round r with draws of fold_in(fold_in(fold_in(key, s),
+    2 * iterations + 2), r), until one passes: the step's best is that one. (`success_draws=0`
+    judges every iterate by one fresh draw, fold_in(fold_in(key, s), iterations + 1 + i) after
+    update i.)
 
     Returns (adversarial f32[B, N, 3], history): the best iterate, or the clean cloud where none
     succeeded (Xiang et al. leave those entries unset); history = {'lambda': f32[S, B] (the lambda
@@ -394,7 +399,14 @@ def cw(
     step's smallest successful L2, inf if none)}.
     """
     _check_cw(
-        mode, eot_samples, success_draws, search_steps, iterations, initial_lambda, lambda_bounds
+        mode,
+        eot_samples,
+        success_draws,
+        search_steps,
+        iterations,
+        initial_lambda,
+        lambda_bounds,
+        check_rounds,
     )
     lower0, upper0 = lambda_bounds
     b = points.shape[0]
@@ -410,6 +422,7 @@ def cw(
         draws_per_step=draws_per_step,
         init_scale=init_scale,
         success_draws=success_draws,
+        check_rounds=check_rounds,
     )
     full = lambda v: jnp.full((b,), v, points.dtype)
     carry = (full(initial_lambda), full(lower0), full(upper0), points, full(jnp.inf))
@@ -418,9 +431,18 @@ def cw(
 
 
 def _check_cw(
-    mode, eot_samples, success_draws, search_steps, iterations, initial_lambda, lambda_bounds
+    mode,
+    eot_samples,
+    success_draws,
+    search_steps,
+    iterations,
+    initial_lambda,
+    lambda_bounds,
+    check_rounds,
 ) -> None:
     check_mode(mode, eot_samples)
+    if not isinstance(check_rounds, int) or check_rounds < 1:
+        raise ValueError(f"cw: check_rounds must be a positive int, got {check_rounds!r}")
     check_success_draws(success_draws)
     if not (
         isinstance(search_steps, int)
@@ -452,6 +474,7 @@ def _cw_search_step(
     draws_per_step,
     init_scale,
     success_draws,
+    check_rounds,
 ):
     """C&W's binary-search step (carry (lambda, lower, upper, best_adv, best_l2), s) -> (carry,
     history row): `iterations` Adam updates from a fresh delta, then the lambda bounds (`cw`)."""
@@ -479,17 +502,16 @@ def _cw_search_step(
         best_adv = jnp.where(better[:, None, None], points + delta, best_adv)
         return best_adv, jnp.where(better, dist, best_l2), step_best
 
-    def verify(delta, hit, k, best_adv, best_l2, step_best):
-        """Judges points + delta where its gradient pass (`hit`) saw the target on top and it could
-        lower the step's best L2 (nothing else can change the bookkeeping); the draws run only
-        when some cloud needs them."""
-        need = hit & (l2_norm(delta) < step_best)
-        success = jax.lax.cond(
-            jnp.any(need),
-            lambda: need & judge(delta, k),
-            lambda: jnp.zeros_like(need),
-        )
-        return record(delta, success, best_adv, best_l2, step_best)
+    def keep(delta, hit, kept, kept_l2):
+        """Puts delta f32[B, N, 3] among the kept candidates f32[K, B, N, 3] (their L2 f32[K, B],
+        inf for an empty slot) where its gradient pass saw the target (`hit`) and its L2 is below
+        the largest kept one, in that one's slot: the K smallest-L2 hits of the step stay."""
+        dist = l2_norm(delta)  # (B,)
+        slot = jnp.argmax(kept_l2, axis=0)  # (B,)
+        put = hit & (dist < jnp.max(kept_l2, axis=0))
+        at = (jnp.arange(check_rounds)[:, None] == slot) & put  # (K, B)
+        kept = jnp.where(at[:, :, None, None], delta, kept)
+        return kept, jnp.where(at, dist, kept_l2)
 
     def search_step(carry, s):
         lam, lower, upper, best_adv, best_l2 = carry
@@ -498,11 +520,9 @@ def _cw_search_step(
             jax.random.fold_in(k_search, 0), points.shape, points.dtype
         )
         fn = loss_fn(lam)
-        # the key that judges the iterate after update i
-        judge_key = lambda i: jax.random.fold_in(k_search, iterations + 1 + i)
 
         def iteration(i, state):
-            delta, opt_state, best_adv, best_l2, step_best = state
+            delta, opt_state, best_adv, best_l2, step_best, kept, kept_l2 = state
             g, logits = gradient(
                 fn,
                 delta,
@@ -511,17 +531,15 @@ def _cw_search_step(
                 eot_samples=eot_samples,
                 draws_per_step=draws_per_step,
             )
-            if success_draws:  # judge the previous iterate, the one this pass just saw
+            if success_draws:  # the previous iterate, the one this pass just saw, may be kept
                 hit = (jnp.argmax(logits, axis=1) == target) & (i > 0)
-                best_adv, best_l2, step_best = verify(
-                    delta, hit, judge_key(i - 1), best_adv, best_l2, step_best
-                )
+                kept, kept_l2 = keep(delta, hit, kept, kept_l2)
             updates, opt_state = optimizer.update(g, opt_state, delta)
             delta = optax.apply_updates(delta, updates)  # judged after the update
             if not success_draws:
-                success = judge(delta, judge_key(i))  # (B,)
+                success = judge(delta, jax.random.fold_in(k_search, iterations + 1 + i))  # (B,)
                 best_adv, best_l2, step_best = record(delta, success, best_adv, best_l2, step_best)
-            return delta, opt_state, best_adv, best_l2, step_best
+            return delta, opt_state, best_adv, best_l2, step_best, kept, kept_l2
 
         init = (
             delta,
@@ -529,18 +547,29 @@ def _cw_search_step(
             best_adv,
             best_l2,
             jnp.full((b,), jnp.inf, points.dtype),
+            jnp.zeros((check_rounds, *points.shape), points.dtype),
+            jnp.full((check_rounds, b), jnp.inf, points.dtype),
         )
-        delta, _, best_adv, best_l2, step_best = jax.lax.fori_loop(0, iterations, iteration, init)
-        if success_draws:  # the last iterate: one forward draw stands in for a gradient pass
+        state = jax.lax.fori_loop(0, iterations, iteration, init)
+        delta, _, best_adv, best_l2, step_best, kept, kept_l2 = state
+        if success_draws:
+            # the last iterate: one forward draw stands in for a gradient pass
             last = logits_fn(points + delta, jax.random.fold_in(k_search, 2 * iterations + 1))
-            best_adv, best_l2, step_best = verify(
-                delta,
-                jnp.argmax(last, axis=1) == target,
-                judge_key(iterations - 1),
-                best_adv,
-                best_l2,
-                step_best,
+            kept, kept_l2 = keep(delta, jnp.argmax(last, axis=1) == target, kept, kept_l2)
+            # the smallest-L2 kept candidate that passes the check is the step's best
+            idx, reached, _ = _verified(
+                logits_fn,
+                points + kept,  # (K, B, N, 3)
+                -kept_l2,
+                jnp.isfinite(kept_l2),
+                target,
+                jax.random.fold_in(k_search, 2 * iterations + 2),
+                success_draws,
+                draws_per_step,
+                check_rounds,
             )
+            found = kept[idx, jnp.arange(b)]  # (B, N, 3)
+            best_adv, best_l2, step_best = record(found, reached, best_adv, best_l2, step_best)
         reached = jnp.isfinite(step_best)
         success = reached & (step_best <= best_l2)
         lower = jnp.where(success, jnp.maximum(lower, lam), lower)
