@@ -24,8 +24,9 @@ Where ReCon's CUDA extensions are not built (always on CPU) plain-torch equivale
 Per row: median, min and max over the rounds of each process's median call, peak memory (RSS of the
 process on CPU; the allocators' peaks on a GPU) and parameter counts; ratios ddjax / ReCon in
 float32. With --json one JSON document {"rows": [...], "ratios": {...}, "machine": {...}} on stdout;
-progress goes to stderr. Exits 2 with one line on a bad --recon-dir or a --torch-python without
-torch, 1 when a measurement fails.
+progress goes to stderr. `--remat` (auto: on for CPU, off on a GPU) is ddjax's
+--config.model.remat for its train step. Exits 2 with one line on a bad --recon-dir or a
+--torch-python without torch, 1 when a measurement fails.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def worker_command(args, impl: str, what: str, dtype: str, batch: int) -> list[s
         script = os.path.join(HERE, "peers_recon.py")
         return [args.torch_python, script, "--recon-dir", args.recon_dir, *common]
     script = os.path.join(HERE, "peers_ddjax.py")
-    return [sys.executable, script, "--variant", args.variant, *common]
+    remat = ["--remat"] if args.remat == "on" else []
+    return [sys.executable, script, "--variant", args.variant, *remat, *common]
 
 
 def disturbed(times: list[float], limit: float) -> bool:
@@ -143,6 +145,7 @@ def summarise(results: list[dict]) -> list[dict]:
                 "impl": impl,
                 "device": rs[0]["device"],
                 "dtype": dtype,
+                "remat": rs[0].get("remat"),
                 "batch": rs[0]["batch"],
                 "median_s": statistics.median(medians),
                 "min_s": min(medians),
@@ -197,6 +200,7 @@ def table(rows: list[dict], ratio: dict, machine: dict) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items() if v is not None)
     )
     lines.append("substituted in ReCon's code: " + ", ".join(machine["substituted"]))
+    lines.append(f"ddjax with remat: {machine['ddjax_remat']}")
     return "\n".join(lines)
 
 
@@ -232,6 +236,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, help="train step batch (32 on CPU, 128 on a GPU)")
     parser.add_argument("--zeroshot-batch", type=int, default=64)
     parser.add_argument("--variant", default="base", help="ddjax's model size")
+    parser.add_argument(
+        "--remat",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="ddjax's --config.model.remat; auto: on for CPU (the same step time, a third less "
+        "memory, measured), off on a GPU (the model's default)",
+    )
     parser.add_argument("--disturbed", type=float, default=1.5)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per process")
     parser.add_argument("--json", action="store_true")
@@ -242,6 +253,8 @@ def main(argv=None) -> int:
         args.recon_dir = check_recon_dir(args.recon_dir)
         probe = probe_torch(args.torch_python)
         args.batch = args.batch or (128 if probe["cuda"] else 32)
+        if args.remat == "auto":
+            args.remat = "off" if probe["cuda"] else "on"
         results = measure(args, probe["cuda"])
     except Refusal as e:
         print(f"peers: {e}", file=sys.stderr)
@@ -259,6 +272,7 @@ def main(argv=None) -> int:
         "torch_threads": recon["threads"],
         "jax": next(r for r in results if r["impl"] == "ddjax")["jax"],
         "substituted": recon["substituted"],
+        "ddjax_remat": args.remat == "on",
         "rounds": args.rounds,
         "repeats": args.repeats,
     }

@@ -8,8 +8,9 @@ train_step: the Dual Denoising train step with cached teacher features (`benchma
 step: tokenization, model, losses, backward, AdamW), the state donated and carried from step to
 step as the trainer does; 1024 points, 64 x 32 groups, the encoder on all 64 tokens.
 zeroshot_n1 / zeroshot_n8_t0 / zeroshot_n8_t600: jitted parallel noise inference at N paths and
-timestep t, as the zeroshot job runs it. Random weights and clouds (the speed does not depend on
-them); the first call (compilation) is not timed and is reported as `first_call_s`.
+timestep t, as the zeroshot job runs it. `--remat` recomputes each block's activations in the
+backward pass (the model's `remat`; the same values). Random weights and clouds (the speed does
+not depend on them); the first call (compilation) is not timed and is reported as `first_call_s`.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--remat", action="store_true", help="--config.model.remat=True")
     args = parser.parse_args()
-    config = dd.model_config(args.variant, dtype=args.dtype)
+    config = dd.model_config(args.variant, dtype=args.dtype, remat=args.remat)
     if args.what == "train_step":
         run, first = train_step(config, args.batch)
     else:
@@ -100,6 +102,7 @@ def main() -> int:
         "impl": "ddjax",
         "device": jax.devices()[0].device_kind,
         "dtype": args.dtype,
+        "remat": args.remat,
         "batch": args.batch,
         "times_s": times,
         "first_call_s": first,

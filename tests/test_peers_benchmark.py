@@ -254,6 +254,8 @@ def test_harness_on_a_stand_in_checkout(torch_python, tmp_path):
     for r in result["rows"]:
         assert r["processes"] == 2 and r["dtype"] == "float32" and r["device"] == "cpu"
         assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"] and r["peak_bytes"] > 2**20
+    # on CPU ddjax's train step runs with remat (peers.py --remat=auto)
+    assert result["machine"]["ddjax_remat"] is True and rows[("train_step", "ddjax")]["remat"]
     assert rows[("train_step", "recon")]["params"] == STAND_IN_TRAIN_PARAMS
     assert rows[("zeroshot_n1", "recon")]["params"] == STAND_IN_ZEROSHOT_PARAMS
     ratio = result["ratios"]
