@@ -30,6 +30,7 @@ run in one call under `jax.vmap`.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -145,7 +146,9 @@ def gradient(
     return jnp.mean(grads, axis=0), jnp.mean(logits, axis=0)
 
 
-def _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key) -> None:
+def _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key, check_rounds):
+    if not isinstance(check_rounds, int) or check_rounds < 1:
+        raise ValueError(f"pgd: check_rounds must be a positive int, got {check_rounds!r}")
     check_mode(mode, eot_samples)
     check_success_draws(success_draws)
     if not isinstance(steps, int) or steps < 1:
@@ -247,6 +250,37 @@ def _verified(logits_fn, iterates, scores, candidates, target, key, draws, draws
     return jnp.maximum(best_idx, 0), best_idx >= 0, used
 
 
+def _uniform_start(points, key, eps):
+    """PGD's random start f32[B, N, 3], uniform in the L-inf ball of radius eps (key 0)."""
+    u = jax.random.uniform(jax.random.fold_in(key, 0), points.shape, points.dtype, -1.0, 1.0)
+    return u * eps
+
+
+def _pgd_finish(
+    logits_fn, target, key, steps, success_draws, draws_per_step, check_rounds, x, iterates, gates
+):
+    """PGD's result (adversarial f32[B, N, 3], info) from its final iterate x, the kept iterates
+    f32[steps, B, N, 3] and their gradient passes' target margins f32[steps, B] (`pgd`)."""
+    b = x.shape[0]
+    if not success_draws:
+        return x, {"reached": jnp.zeros((b,), bool), "check_rounds": jnp.int32(0)}
+    final = target_margin(logits_fn(x, jax.random.fold_in(key, steps + 2)), target)
+    margins = gates.at[steps - 1].set(final)  # (steps, B)
+    idx, reached, rounds = _verified(
+        logits_fn,
+        iterates,
+        margins,
+        margins > 0,
+        target,
+        jax.random.fold_in(key, steps + 1),
+        success_draws,
+        draws_per_step,
+        check_rounds,
+    )
+    best = iterates[idx, jnp.arange(b)]  # (B, N, 3)
+    return jnp.where(reached[:, None, None], best, x), {"reached": reached, "check_rounds": rounds}
+
+
 def pgd(
     logits_fn: LogitsFn,
     points: jax.Array,
@@ -288,15 +322,10 @@ def pgd(
     the check took), 'curve': int32[steps // k + 1, B] predictions of logits_fn(x, eval_key) for
     the current iterate at steps 0, k, 2k, ..., steps with curve_every = k > 0, else None}.
     """
-    _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key)
-    if not isinstance(check_rounds, int) or check_rounds < 1:
-        raise ValueError(f"pgd: check_rounds must be a positive int, got {check_rounds!r}")
+    _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key, check_rounds)
     eps = jnp.asarray(eps, points.dtype)
     step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
-    start = (
-        jax.random.uniform(jax.random.fold_in(key, 0), points.shape, points.dtype, -1.0, 1.0) * eps
-    )
-    x0 = points + jnp.where(random_start, start, 0.0)
+    x0 = points + jnp.where(random_start, _uniform_start(points, key, eps), 0.0)
     step = _pgd_step(
         logits_fn,
         points,
@@ -309,34 +338,13 @@ def pgd(
         draws_per_step=draws_per_step,
         keep_iterates=bool(success_draws),
     )
-    b = points.shape[0]
-    state = (
-        (x0, jnp.zeros((steps, *points.shape), points.dtype), jnp.zeros((steps, b), points.dtype))
-        if success_draws
-        else (x0, None, None)
-    )
+    # the iterate f32[B, N, 3]; kept iterates f32[steps, B, N, 3] and their margins f32[steps, B]
+    kept = (jnp.zeros((steps, *points.shape)), jnp.zeros((steps, points.shape[0])))
+    state = (x0, *(x.astype(points.dtype) for x in kept)) if success_draws else (x0, None, None)
 
-    def finish(x, iterates, gates):
-        if not success_draws:
-            return x, {"reached": jnp.zeros((b,), bool), "check_rounds": jnp.int32(0)}
-        final = target_margin(logits_fn(x, jax.random.fold_in(key, steps + 2)), target)
-        margins = gates.at[steps - 1].set(final)  # (steps, B)
-        idx, reached, rounds = _verified(
-            logits_fn,
-            iterates,
-            margins,
-            margins > 0,
-            target,
-            jax.random.fold_in(key, steps + 1),
-            success_draws,
-            draws_per_step,
-            check_rounds,
-        )
-        best = iterates[idx, jnp.arange(b)]  # (B, N, 3)
-        return jnp.where(reached[:, None, None], best, x), {
-            "reached": reached,
-            "check_rounds": rounds,
-        }
+    finish = functools.partial(
+        _pgd_finish, logits_fn, target, key, steps, success_draws, draws_per_step, check_rounds
+    )
 
     if not curve_every:
         adversarial, info = finish(*jax.lax.fori_loop(0, steps, step, state))
@@ -461,6 +469,68 @@ def _check_cw(
         )
 
 
+def _cw_record(points, delta, success, best_adv, best_l2, step_best):
+    """C&W's bookkeeping of one judged iterate points + delta (success bool[B]): (best_adv
+    f32[B, N, 3], best_l2 f32[B], step_best f32[B])."""
+    dist = l2_norm(delta)
+    step_best = jnp.where(success, jnp.minimum(step_best, dist), step_best)
+    better = success & (dist < best_l2)
+    best_adv = jnp.where(better[:, None, None], points + delta, best_adv)
+    return best_adv, jnp.where(better, dist, best_l2), step_best
+
+
+def _cw_keep(delta, hit, kept, kept_l2):
+    """Puts delta f32[B, N, 3] among the kept candidates f32[K, B, N, 3] (their L2 f32[K, B], inf
+    for an empty slot) where its gradient pass saw the target (`hit`) and its L2 is below the
+    largest kept one, in that one's slot: the K smallest-L2 hits of the step stay."""
+    dist = l2_norm(delta)  # (B,)
+    slot = jnp.argmax(kept_l2, axis=0)  # (B,)
+    put = hit & (dist < jnp.max(kept_l2, axis=0))
+    at = (jnp.arange(kept_l2.shape[0])[:, None] == slot) & put  # (K, B)
+    kept = jnp.where(at[:, :, None, None], delta, kept)
+    return kept, jnp.where(at, dist, kept_l2)
+
+
+def _cw_loss(logits_fn, points, target, lam, delta, key):
+    """(C&W's objective f32[B], logits f32[B, C]) at points + delta: margin + lambda * L2."""
+    logits = logits_fn(points + delta, key)
+    return cw_margin(logits, target) + lam * l2_norm(delta), logits
+
+
+def _cw_bounds(step_best, best_l2, lam, lower, upper):
+    """Xiang et al.'s lambda search after a step: (next lambda, lower, upper, history row)."""
+    reached = jnp.isfinite(step_best)
+    success = reached & (step_best <= best_l2)
+    lower = jnp.where(success, jnp.maximum(lower, lam), lower)
+    upper = jnp.where(success, upper, jnp.minimum(upper, lam))
+    history = {"lambda": lam, "success": success, "reached": reached, "best_l2": step_best}
+    return 0.5 * (lower + upper), lower, upper, history
+
+
+def _cw_verify_kept(
+    logits_fn, points, target, delta, kept, kept_l2, last_key, check_key, *, draws, draws_per_step
+):
+    """(found f32[B, N, 3], reached bool[B]): the end of a C&W search step. The last iterate
+    points + delta joins the kept candidates (deltas f32[K, B, N, 3], L2 f32[K, B]) where one
+    forward draw of `last_key` (standing in for a gradient pass) puts the target on top; then the
+    kept ones are verified smallest L2 first over `draws` draws of fold_in(check_key, r), at most K
+    rounds."""
+    last = logits_fn(points + delta, last_key)
+    kept, kept_l2 = _cw_keep(delta, jnp.argmax(last, axis=1) == target, kept, kept_l2)
+    idx, reached, _ = _verified(
+        logits_fn,
+        points + kept,  # (K, B, N, 3)
+        -kept_l2,
+        jnp.isfinite(kept_l2),
+        target,
+        check_key,
+        draws,
+        draws_per_step,
+        kept_l2.shape[0],
+    )
+    return kept[idx, jnp.arange(points.shape[0])], reached  # (B, N, 3), (B,)
+
+
 def _cw_search_step(
     logits_fn,
     points,
@@ -480,38 +550,18 @@ def _cw_search_step(
     history row): `iterations` Adam updates from a fresh delta, then the lambda bounds (`cw`)."""
     b = points.shape[0]
 
-    def loss_fn(lam):
-        def fn(delta, k):
-            logits = logits_fn(points + delta, k)
-            return cw_margin(logits, target) + lam * l2_norm(delta), logits
-
-        return fn
-
-    def judge(delta, k):  # bool[B]: does points + delta reach the target?
-        if success_draws:
-            return reaches_target(
-                logits_fn, points + delta, target, k, success_draws, draws_per_step
-            )
+    def judge(delta, k):  # bool[B]: does points + delta reach the target? (success_draws=0)
         return jnp.argmax(logits_fn(points + delta, k), axis=1) == target
 
-    def record(delta, success, best_adv, best_l2, step_best):
-        """The bookkeeping of one judged iterate points + delta (success bool[B])."""
-        dist = l2_norm(delta)
-        step_best = jnp.where(success, jnp.minimum(step_best, dist), step_best)
-        better = success & (dist < best_l2)
-        best_adv = jnp.where(better[:, None, None], points + delta, best_adv)
-        return best_adv, jnp.where(better, dist, best_l2), step_best
-
-    def keep(delta, hit, kept, kept_l2):
-        """Puts delta f32[B, N, 3] among the kept candidates f32[K, B, N, 3] (their L2 f32[K, B],
-        inf for an empty slot) where its gradient pass saw the target (`hit`) and its L2 is below
-        the largest kept one, in that one's slot: the K smallest-L2 hits of the step stay."""
-        dist = l2_norm(delta)  # (B,)
-        slot = jnp.argmax(kept_l2, axis=0)  # (B,)
-        put = hit & (dist < jnp.max(kept_l2, axis=0))
-        at = (jnp.arange(check_rounds)[:, None] == slot) & put  # (K, B)
-        kept = jnp.where(at[:, :, None, None], delta, kept)
-        return kept, jnp.where(at, dist, kept_l2)
+    record = functools.partial(_cw_record, points)
+    verify_kept = functools.partial(
+        _cw_verify_kept,
+        logits_fn,
+        points,
+        target,
+        draws=success_draws,
+        draws_per_step=draws_per_step,
+    )
 
     def search_step(carry, s):
         lam, lower, upper, best_adv, best_l2 = carry
@@ -519,7 +569,7 @@ def _cw_search_step(
         delta = init_scale * jax.random.normal(
             jax.random.fold_in(k_search, 0), points.shape, points.dtype
         )
-        fn = loss_fn(lam)
+        fn = functools.partial(_cw_loss, logits_fn, points, target, lam)
 
         def iteration(i, state):
             delta, opt_state, best_adv, best_l2, step_best, kept, kept_l2 = state
@@ -533,7 +583,7 @@ def _cw_search_step(
             )
             if success_draws:  # the previous iterate, the one this pass just saw, may be kept
                 hit = (jnp.argmax(logits, axis=1) == target) & (i > 0)
-                kept, kept_l2 = keep(delta, hit, kept, kept_l2)
+                kept, kept_l2 = _cw_keep(delta, hit, kept, kept_l2)
             updates, opt_state = optimizer.update(g, opt_state, delta)
             delta = optax.apply_updates(delta, updates)  # judged after the update
             if not success_draws:
@@ -541,41 +591,20 @@ def _cw_search_step(
                 best_adv, best_l2, step_best = record(delta, success, best_adv, best_l2, step_best)
             return delta, opt_state, best_adv, best_l2, step_best, kept, kept_l2
 
-        init = (
-            delta,
-            optimizer.init(delta),
-            best_adv,
-            best_l2,
-            jnp.full((b,), jnp.inf, points.dtype),
-            jnp.zeros((check_rounds, *points.shape), points.dtype),
-            jnp.full((check_rounds, b), jnp.inf, points.dtype),
+        # step_best f32[B], kept deltas f32[K, B, N, 3], their L2 f32[K, B]: none yet
+        empty = (jnp.full((b,), jnp.inf), jnp.zeros((check_rounds, *points.shape)))
+        empty = tuple(
+            x.astype(points.dtype) for x in (*empty, jnp.full((check_rounds, b), jnp.inf))
         )
+        init = (delta, optimizer.init(delta), best_adv, best_l2, *empty)
         state = jax.lax.fori_loop(0, iterations, iteration, init)
         delta, _, best_adv, best_l2, step_best, kept, kept_l2 = state
-        if success_draws:
-            # the last iterate: one forward draw stands in for a gradient pass
-            last = logits_fn(points + delta, jax.random.fold_in(k_search, 2 * iterations + 1))
-            kept, kept_l2 = keep(delta, jnp.argmax(last, axis=1) == target, kept, kept_l2)
-            # the smallest-L2 kept candidate that passes the check is the step's best
-            idx, reached, _ = _verified(
-                logits_fn,
-                points + kept,  # (K, B, N, 3)
-                -kept_l2,
-                jnp.isfinite(kept_l2),
-                target,
-                jax.random.fold_in(k_search, 2 * iterations + 2),
-                success_draws,
-                draws_per_step,
-                check_rounds,
-            )
-            found = kept[idx, jnp.arange(b)]  # (B, N, 3)
+        if success_draws:  # the smallest-L2 kept candidate that passes the check
+            last_key, check_key = (jax.random.fold_in(k_search, 2 * iterations + j) for j in (1, 2))
+            found, reached = verify_kept(delta, kept, kept_l2, last_key, check_key)
             best_adv, best_l2, step_best = record(found, reached, best_adv, best_l2, step_best)
-        reached = jnp.isfinite(step_best)
-        success = reached & (step_best <= best_l2)
-        lower = jnp.where(success, jnp.maximum(lower, lam), lower)
-        upper = jnp.where(success, upper, jnp.minimum(upper, lam))
-        history = {"lambda": lam, "success": success, "reached": reached, "best_l2": step_best}
-        return (0.5 * (lower + upper), lower, upper, best_adv, best_l2), history
+        lam, lower, upper, history = _cw_bounds(step_best, best_l2, lam, lower, upper)
+        return (lam, lower, upper, best_adv, best_l2), history
 
     return search_step
 
