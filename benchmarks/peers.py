@@ -22,11 +22,12 @@ Where ReCon's CUDA extensions are not built (always on CPU) plain-torch equivale
 `benchmarks/torch_substitutes.py` run in their place; the output names them.
 
 Per row: median, min and max over the rounds of each process's median call, peak memory (RSS of the
-process on CPU; the allocators' peaks on a GPU) and parameter counts; ratios ddjax / ReCon in
-float32. With --json one JSON document {"rows": [...], "ratios": {...}, "machine": {...}} on stdout;
-progress goes to stderr. `--remat` (auto: on for CPU, off on a GPU) is ddjax's
---config.model.remat for its train step. Exits 2 with one line on a bad --recon-dir or a
---torch-python without torch, 1 when a measurement fails.
+process on CPU; the allocators' peaks on a GPU), parameter counts, the matrix-multiply FLOPs of one
+call (torch's FlopCounterMode; ddjax's jaxpr count) and the FLOP/s achieved at the median; ratios
+ddjax / ReCon in float32. With --json one JSON document {"rows": [...], "ratios": {...},
+"machine": {...}} on stdout; progress goes to stderr. `--remat` (auto: on for CPU, off on a GPU)
+is ddjax's --config.model.remat for its train step. Exits 2 with one line on a bad --recon-dir or
+a --torch-python without torch, 1 when a measurement fails.
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ def summarise(results: list[dict]) -> list[dict]:
                 "max_s": max(medians),
                 "peak_bytes": max(r["peak_bytes"] for r in rs),
                 "params": rs[0]["params"],
+                "flops": rs[0].get("flops"),
+                "achieved_flops_per_s": rs[0]["flops"] / statistics.median(medians)
+                if rs[0].get("flops")
+                else None,
                 "processes": len(rs),
             }
         )
@@ -187,13 +192,14 @@ def table(rows: list[dict], ratio: dict, machine: dict) -> str:
         f"ddjax vs ReCon on {machine['device']} ({machine['processor']}, "
         f"{machine['cpu_count']} CPUs), torch {machine['torch']}",
         f"{'what':18s} {'impl':6s} {'dtype':9s} {'batch':>5s} {'median s':>9s} {'min s':>8s} "
-        f"{'max s':>8s} {'peak GiB':>9s} {'params M':>9s}",
+        f"{'max s':>8s} {'peak GiB':>9s} {'params M':>9s} {'GFLOP':>7s} {'GFLOP/s':>8s}",
     ]
     for r in rows:
         lines.append(
             f"{r['what']:18s} {r['impl']:6s} {r['dtype']:9s} {r['batch']:5d} "
             f"{r['median_s']:9.3f} {r['min_s']:8.3f} {r['max_s']:8.3f} "
-            f"{r['peak_bytes'] / 2**30:9.2f} {r['params'] / 1e6:9.1f}"
+            f"{r['peak_bytes'] / 2**30:9.2f} {r['params'] / 1e6:9.1f} "
+            f"{(r['flops'] or 0) / 1e9:7.1f} {(r['achieved_flops_per_s'] or 0) / 1e9:8.1f}"
         )
     lines.append(
         "ratios ddjax/ReCon: "

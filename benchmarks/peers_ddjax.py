@@ -11,6 +11,8 @@ zeroshot_n1 / zeroshot_n8_t0 / zeroshot_n8_t600: jitted parallel noise inference
 timestep t, as the zeroshot job runs it. `--remat` recomputes each block's activations in the
 backward pass (the model's `remat`; the same values). Random weights and clouds (the speed does
 not depend on them); the first call (compilation) is not timed and is reported as `first_call_s`.
+`flops`: the matrix multiplies one call executes (`common.matmul_flops`, recomputed blocks
+included).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import common  # noqa: E402
 from benchmarks import train as train_benchmark  # noqa: E402
 from ddjax.models import dual_denoising as dd  # noqa: E402
 
@@ -41,10 +44,12 @@ def clouds(batch: int, points: int) -> jax.Array:
 
 
 def train_step(config, batch: int):
-    """(a function running one step and blocking on it, the first call's seconds)."""
-    step, _, make_args = train_benchmark.build_step(
+    """(a function running one step and blocking on it, the first call's seconds, its matmul
+    FLOPs)."""
+    step, abstract, make_args = train_benchmark.build_step(
         config, batch, 1024, online=False, clip="base", donate=True
     )
+    flops = common.matmul_flops(step, *abstract)
     state = list(make_args())
 
     def run():
@@ -54,19 +59,19 @@ def train_step(config, batch: int):
 
     start = time.perf_counter()
     run()
-    return run, time.perf_counter() - start
+    return run, time.perf_counter() - start, flops
 
 
 def zeroshot(config, batch: int, num_paths: int, t: int):
     variables = jax.jit(lambda k: dd.init_variables(config, k))(jax.random.key(0))
     infer = jax.jit(dd.make_inference(config).infer, static_argnames=("t", "num_paths"))
     points = clouds(batch, 1024)
-    run = lambda: jax.block_until_ready(
-        infer(variables, points, jax.random.key(1), t=t, num_paths=num_paths)
-    )
+    call = lambda v, p: infer(v, p, jax.random.key(1), t=t, num_paths=num_paths)
+    flops = common.matmul_flops(call, variables, points)
+    run = lambda: jax.block_until_ready(call(variables, points))
     start = time.perf_counter()
     run()
-    return run, time.perf_counter() - start
+    return run, time.perf_counter() - start, flops
 
 
 def peak_bytes() -> int:
@@ -89,9 +94,9 @@ def main() -> int:
     args = parser.parse_args()
     config = dd.model_config(args.variant, dtype=args.dtype, remat=args.remat)
     if args.what == "train_step":
-        run, first = train_step(config, args.batch)
+        run, first, flops = train_step(config, args.batch)
     else:
-        run, first = zeroshot(config, args.batch, *ZEROSHOT[args.what])
+        run, first, flops = zeroshot(config, args.batch, *ZEROSHOT[args.what])
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -108,6 +113,7 @@ def main() -> int:
         "first_call_s": first,
         "peak_bytes": peak_bytes(),
         "params": dd.parameter_counts(config)["total"],
+        "flops": flops,
         "jax": jax.__version__,
     }
     print(json.dumps(row), flush=True)

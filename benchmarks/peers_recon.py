@@ -13,7 +13,8 @@ encoder sees 63 of the 64 tokens: at ratio 0 ReCon's reconstruction target is em
 fails), `--mask-ratio 0.6` gives its own setting. zeroshot_n1: its zero-shot encoder
 (`models.transformer.PointTransformerZeroShot`, cfgs/zeroshot/modelnet40.yaml) forward under
 no_grad. CUDA-only modules and the teachers are replaced by `torch_substitutes` (named in the
-output). `--dtype bfloat16` runs under torch.autocast.
+output). `--dtype bfloat16` runs under torch.autocast. `flops`: torch's FlopCounterMode over one
+more call (matrix multiplies and convolutions, the backward included).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 
 import torch
 import yaml
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,6 +146,8 @@ def main() -> int:
     else:
         fn, params = zeroshot(args.recon_dir, args.batch, device, args.dtype)
     times = times_of(fn, args.repeats, device)
+    with FlopCounterMode(display=False) as counter:  # one more call, counted, not timed
+        fn()
     row = {
         "what": args.what,
         "impl": "recon",
@@ -153,6 +157,7 @@ def main() -> int:
         "times_s": times,
         "peak_bytes": peak_bytes(device),
         "params": params,
+        "flops": float(counter.get_total_flops()),
         "substituted": substituted,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -258,6 +258,12 @@ def test_harness_on_a_stand_in_checkout(torch_python, tmp_path):
     assert result["machine"]["ddjax_remat"] is True and rows[("train_step", "ddjax")]["remat"]
     assert rows[("train_step", "recon")]["params"] == STAND_IN_TRAIN_PARAMS
     assert rows[("zeroshot_n1", "recon")]["params"] == STAND_IN_ZEROSHOT_PARAMS
+    # the stand-in's zero-shot forward at batch 2: Linear(3, 16) on 2 x 16 centers, then two
+    # Linear(16, 512) on 2 pooled tokens, 2 FLOPs per multiply-add
+    assert rows[("zeroshot_n1", "recon")]["flops"] == 2 * (32 * 3 * 16 + 2 * 2 * 16 * 512)
+    for r in result["rows"]:
+        assert r["flops"] > 0
+        assert r["achieved_flops_per_s"] == pytest.approx(r["flops"] / r["median_s"])
     ratio = result["ratios"]
     for what in ("train_step", "zeroshot_n1"):
         want = rows[(what, "ddjax")]["median_s"] / rows[(what, "recon")]["median_s"]
