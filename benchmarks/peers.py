@@ -16,7 +16,8 @@ alternates by round), `--rounds` rounds of `--repeats` timed calls after an unti
                     CPU, 128 on a GPU
   zeroshot_n1       ReCon's zero-shot encoder forward vs ddjax's inference at N = 1, t = 0; batch 64
   zeroshot_n8_t0, zeroshot_n8_t600   ddjax's inference at N = 8 (no ReCon counterpart)
-On a GPU both run in float32 and in bfloat16 (ReCon under torch.autocast). A process whose slowest
+On a GPU both run in float32 and in bfloat16 (ReCon under torch.autocast; `--dtypes` picks, also on
+CPU, where the GPU half can be dry-run). A process whose slowest
 timed call is over `--disturbed` x its fastest was disturbed: it is dropped and run once more.
 Where ReCon's CUDA extensions are not built (always on CPU) plain-torch equivalents from
 `benchmarks/torch_substitutes.py` run in their place; the output names them.
@@ -103,10 +104,9 @@ def run_worker(command: list[str], label: str, timeout_s: float) -> dict:
     return json.loads(lines[-1])
 
 
-def plan(cuda: bool, rounds: int) -> list[tuple[int, str, str, str]]:
+def plan(dtypes: tuple[str, ...], rounds: int) -> list[tuple[int, str, str, str]]:
     """(round, what, impl, dtype) in running order: ReCon and ddjax alternate, who goes first
     alternating by round."""
-    dtypes = ("float32", "bfloat16") if cuda else ("float32",)
     order = []
     for r in range(rounds):
         impls = ("recon", "ddjax") if r % 2 == 0 else ("ddjax", "recon")
@@ -210,8 +210,8 @@ def table(rows: list[dict], ratio: dict, machine: dict) -> str:
     return "\n".join(lines)
 
 
-def measure(args, cuda: bool) -> list[dict]:
-    order = plan(cuda, args.rounds)
+def measure(args) -> list[dict]:
+    order = plan(args.dtypes, args.rounds)
     results = []
     for n, (r, what, impl, dtype) in enumerate(order, 1):
         batch = args.batch if what == "train_step" else args.zeroshot_batch
@@ -241,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, help="train step batch (32 on CPU, 128 on a GPU)")
     parser.add_argument("--zeroshot-batch", type=int, default=64)
+    parser.add_argument(
+        "--dtypes", help="float32 and/or bfloat16 (default float32 on CPU, both on a GPU)"
+    )
     parser.add_argument("--variant", default="base", help="ddjax's model size")
     parser.add_argument(
         "--remat",
@@ -256,12 +259,17 @@ def main(argv=None) -> int:
     try:
         if args.rounds < 1 or args.repeats < 1:
             raise Refusal("--rounds and --repeats must be at least 1")
+        if args.dtypes and not set(args.dtypes.split(",")) <= {"float32", "bfloat16"}:
+            raise Refusal(f"--dtypes {args.dtypes}: float32 and/or bfloat16, comma-separated")
         args.recon_dir = check_recon_dir(args.recon_dir)
         probe = probe_torch(args.torch_python)
         args.batch = args.batch or (128 if probe["cuda"] else 32)
         if args.remat == "auto":
             args.remat = "off" if probe["cuda"] else "on"
-        results = measure(args, probe["cuda"])
+        args.dtypes = tuple(
+            (args.dtypes or ("float32,bfloat16" if probe["cuda"] else "float32")).split(",")
+        )
+        results = measure(args)
     except Refusal as e:
         print(f"peers: {e}", file=sys.stderr)
         return 2

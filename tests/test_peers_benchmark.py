@@ -284,6 +284,9 @@ def test_refusals_are_one_line(tmp_path):
     run = lambda *args: subprocess.run(
         [sys.executable, PEERS, *args], capture_output=True, text=True, timeout=300
     )
+    out = run("--recon-dir", str(tmp_path), "--dtypes", "float16")
+    assert out.returncode == 2 and "--dtypes float16" in out.stderr, out.stderr
+    assert out.stderr.count("\n") == 1
     out = run("--recon-dir", str(tmp_path / "nowhere"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "no such folder" in out.stderr and not out.stdout
@@ -298,3 +301,50 @@ def test_refusals_are_one_line(tmp_path):
         assert out.stderr.count("\n") == 1
     out = run("--recon-dir", recon, "--torch-python", str(tmp_path / "no-python"))
     assert out.returncode == 2 and "cannot run it" in out.stderr, out.stderr
+
+
+def _peers_module():
+    spec = importlib.util.spec_from_file_location("peers_benchmark", PEERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_plan_and_ratios():
+    # The GPU half, dry: both dtypes in the plan, each alternating; the bfloat16 ratio against
+    # ReCon's better dtype, the float32 ratios from float32 rows only.
+    peers = _peers_module()
+    order = peers.plan(("float32", "bfloat16"), 2)
+    assert len(order) == 2 * 2 * (2 * 2 + 2)
+    assert order[:2] == [
+        (0, "train_step", "recon", "float32"),
+        (0, "train_step", "ddjax", "float32"),
+    ]
+    assert (0, "train_step", "recon", "bfloat16") in order[6:8]
+    assert order[12:14] == [
+        (1, "train_step", "ddjax", "float32"),
+        (1, "train_step", "recon", "float32"),
+    ]
+    row = lambda what, impl, dtype, s, peak=1: {
+        "what": what,
+        "impl": impl,
+        "dtype": dtype,
+        "median_s": s,
+        "peak_bytes": peak,
+    }
+    rows = [
+        row("train_step", "recon", "float32", 4.0, 100),
+        row("train_step", "recon", "bfloat16", 2.0),
+        row("train_step", "ddjax", "float32", 3.0, 50),
+        row("train_step", "ddjax", "bfloat16", 1.0),
+        row("zeroshot_n1", "recon", "float32", 2.0),
+        row("zeroshot_n1", "ddjax", "float32", 1.0),
+        row("zeroshot_n8_t0", "ddjax", "float32", 1.1),
+    ]
+    assert peers.ratios(rows) == {
+        "train_step": 0.75,
+        "zeroshot_n1": 0.5,
+        "train_peak_bytes": 0.5,
+        "zeroshot_n8_t0_over_n1": pytest.approx(1.1),
+        "train_step_bf16_over_recon_best": 0.5,
+    }
