@@ -25,6 +25,8 @@ WHEELS ?= device_wheels
 OUT ?=
 BACKEND ?= gpu
 BUDGET_S ?= 480
+TORCH_VENV := .venv-torch
+TORCH_STAMP := $(TORCH_VENV)/.installed
 IMAGE_VENV := .venv-gpu-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed
 # What the twin runs: every test of the kernels, model, training, zero-shot and attacks, and of the device tooling
@@ -41,7 +43,7 @@ GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.
 GPU_IMAGE_SKIP := not on_the_smoke_run and not sigkill and not smoke_run_through_main and not combined_ablation \
 	and not attack_sweep
 
-.PHONY: setup run test lint bench clean device-wheels device-check test-gpu-image
+.PHONY: setup run test lint bench clean device-wheels device-check test-gpu-image torch-env
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -52,6 +54,15 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# torch and ReCon's small requirements for benchmarks/peers.py, apart from ddjax's environment.
+$(TORCH_STAMP): requirements-torch.txt
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(TORCH_VENV)/bin/pip install --quiet -r requirements-torch.txt
+	@touch $(TORCH_STAMP)
+
+torch-env: $(TORCH_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python main.py --config=configs/pretrain.py:smoke --workdir=$(WORKDIR)
@@ -91,4 +102,4 @@ test-gpu-image: $(IMAGE_STAMP) device-wheels
 	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu
 
 clean:
-	rm -rf $(VENV) $(IMAGE_VENV) $(WHEELS) *.egg-info
+	rm -rf $(VENV) $(IMAGE_VENV) $(TORCH_VENV) $(WHEELS) *.egg-info

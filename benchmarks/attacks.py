@@ -56,6 +56,52 @@ def model_under_attack(args):
     return config, registry.inference(config), 1, 0, "paper"
 
 
+def time_pgd(args, logits_fn, points, keys, eps, cw, mode, m, draws, batch) -> dict:
+    """One measurement row: PGD-50 (or the --quick estimate) in `mode` with `draws` success
+    draws (0: no check), compiled ahead of time."""
+    times, compile_s = {}, 0.0
+    for steps in (5, 10) if args.quick else (50,):
+        fn = robustness.make_attack_step(
+            logits_fn,
+            "pgd",
+            mode=mode,
+            eot_samples=m,
+            draws_per_step=dd.default_paths_per_step(),
+            steps=steps,
+            curve_every=0,
+            cw_config=cw,
+            success_draws=draws,
+        )
+        start = time.perf_counter()
+        compiled = fn.lower(points, *keys, eps).compile()
+        compile_s += time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(points, *keys, eps))
+        times[steps] = time.perf_counter() - start
+        print(
+            f"{mode}, {draws} success draws: {steps} steps in {times[steps]:.1f} s (compiling "
+            f"{compile_s:.0f} s so far)",
+            file=sys.stderr,
+            flush=True,
+        )  # long on a CPU: what is done so far
+    row = {
+        "mode": mode,
+        "eot_samples": m,
+        "success_draws": draws,
+        "measured": times,
+        "compile_s": compile_s,
+        "estimated": args.quick,
+    }
+    if args.quick:
+        per_step = (times[10] - times[5]) / 5
+        row.update(per_step_s=per_step, fixed_s=times[5] - 5 * per_step)
+        row["seconds_50_steps"] = row["fixed_s"] + 50 * per_step
+    else:
+        row["seconds_50_steps"] = times[50]
+    row["shapes_per_s"] = batch / row["seconds_50_steps"]
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,6 +117,11 @@ def main() -> int:
         "--quick", action="store_true", help="estimate 50 steps from 5- and 10-step runs"
     )
     parser.add_argument("--success-draws", type=int, default=8)
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the same attack without the success check (its cost ratio)",
+    )
     parser.add_argument("--modes", default="paper,eot", help="paper (M = 1) and/or eot (M = 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -107,51 +158,28 @@ def main() -> int:
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"paper", "eot"}:
         parser.error(f"--modes={args.modes!r}: a comma-separated subset of paper,eot")
+    measure = lambda mode, m, draws: time_pgd(
+        args, logits_fn, points, keys, eps, cw, mode, m, draws, batch
+    )
     for mode, m in (("paper", 1), ("eot", 2)):
         if mode not in modes:
             continue
-        times, compile_s = {}, 0.0
-        for steps in (5, 10) if args.quick else (50,):
-            fn = robustness.make_attack_step(
-                logits_fn,
-                "pgd",
-                mode=mode,
-                eot_samples=m,
-                draws_per_step=dd.default_paths_per_step(),
-                steps=steps,
-                curve_every=0,
-                cw_config=cw,
-                success_draws=args.success_draws,
-            )
-            start = time.perf_counter()
-            compiled = fn.lower(points, *keys, eps).compile()
-            compile_s += time.perf_counter() - start
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(points, *keys, eps))
-            times[steps] = time.perf_counter() - start
-            print(
-                f"{mode}: {steps} steps in {times[steps]:.1f} s (compiling {compile_s:.0f} s so "
-                "far)",
-                file=sys.stderr,
-                flush=True,
-            )  # long on a CPU: what is done so far
-        row = {
-            "mode": mode,
-            "eot_samples": m,
-            "success_draws": args.success_draws,
-            "measured": times,
-            "compile_s": compile_s,
-            "estimated": args.quick,
-        }
-        if args.quick:
-            per_step = (times[10] - times[5]) / 5
-            row.update(per_step_s=per_step, fixed_s=times[5] - 5 * per_step)
-            row["seconds_50_steps"] = row["fixed_s"] + 50 * per_step
-        else:
-            row["seconds_50_steps"] = times[50]
-        row["shapes_per_s"] = batch / row["seconds_50_steps"]
-        rows.append(row)
-        common.emit(row, args.json)
+        with_check = measure(mode, m, args.success_draws)
+        rows.append(with_check)
+        common.emit(with_check, args.json)
+        if args.success_draws and not args.no_baseline:
+            # the same attack without the success check: what the check costs
+            without = measure(mode, m, 0)
+            rows.append(without)
+            common.emit(without, args.json)
+            share = {
+                "mode": mode,
+                "success_draws": args.success_draws,
+                "check_cost_ratio": with_check["seconds_50_steps"] / without["seconds_50_steps"]
+                - 1.0,
+            }
+            rows.append(share)
+            common.emit(share, args.json)
     info = {
         **common.machine(),
         "model": args.model,
@@ -171,15 +199,21 @@ def main() -> int:
         f"{args.points} points, {info}"
     )
     for r in rows:
+        if "check_cost_ratio" in r:
+            print(
+                f"  {r['mode']:5s} the success check ({r['success_draws']} draws) costs "
+                f"{100 * r['check_cost_ratio']:.1f}% of the attack without it"
+            )
+            continue
         how = (
             f"estimated: fixed {r['fixed_s']:.1f} s + 50 x {r['per_step_s']:.2f} s per step"
             if r["estimated"]
             else "measured"
         )
         print(
-            f"  {r['mode']:5s} (M={r['eot_samples']}): {r['shapes_per_s']:.3f} shapes/s, "
-            f"{r['seconds_50_steps']:.0f} s per batch of {batch} ({how}; compiling took "
-            f"{r['compile_s']:.0f} s)"
+            f"  {r['mode']:5s} (M={r['eot_samples']}, {r['success_draws']} success draws): "
+            f"{r['shapes_per_s']:.3f} shapes/s, {r['seconds_50_steps']:.0f} s per batch of "
+            f"{batch} ({how}; compiling took {r['compile_s']:.0f} s)"
         )
     return 0
 

@@ -17,7 +17,7 @@ with its own time limit, in order of value:
                        with its tiny CLIP teacher; a checkpoint, a resumed run, the zero-shot job;
                        time to first step, cold and with the warm compilation cache
    4. bench_zeroshot   shapes/s at N in {1, 8} x t in {0, 600}
-   5. bench_attacks    PGD-50 shapes/s (paper mode, N = 8)
+   5. bench_attacks    PGD-50 shapes/s (paper mode, N = 8), with and without the success check
       bench_attacks_uni3d  PGD-50 shapes/s of Uni3D-tiny (10,000 points; Table 2's Uni3D column)
    6. bench_kernels    FPS/kNN/grouping, every implementation and the default combination
    7. bench_compile    lower/compile seconds and StableHLO size of the train step and zero-shot
@@ -200,13 +200,13 @@ def plan(sizes: str, python: str) -> list[Item]:
             Item(
                 "bench_zeroshot", "c", 30, lambda c, s: START_S + 2 * c + 16 * s, bench("zeroshot")
             ),
-            # one PGD-50 program (about C) and one run: 50 steps of 8 paths x 32 shapes (about 2 S
-            # each).
+            # two PGD-50 programs (with and without the success check, about C each) and their
+            # runs: 50 steps of 8 paths x 32 shapes (about 2 S each), the check a few more passes.
             Item(
                 "bench_attacks",
                 "c",
                 30,
-                lambda c, s: START_S + c + 100 * s,
+                lambda c, s: START_S + 2 * c + 220 * s,
                 bench("attacks", "--modes=paper"),
             ),
             # Table 2's Uni3D column: one PGD-50 program of Uni3D-tiny (a smaller model than the
@@ -216,7 +216,7 @@ def plan(sizes: str, python: str) -> list[Item]:
                 "c",
                 30,
                 lambda c, s: START_S + c + 50 * s,
-                bench("attacks", "--model=uni3d_tiny"),
+                bench("attacks", "--model=uni3d_tiny", "--no-baseline"),
             ),
             # 33 s on the first H200 run
             Item("bench_kernels", "c", 15, lambda c, s: 40, bench("kernels")),
@@ -279,7 +279,7 @@ def plan(sizes: str, python: str) -> list[Item]:
             "bench_attacks",
             "c",
             10,
-            lambda c, s: 80,
+            lambda c, s: 120,
             bench(
                 "attacks",
                 "--variant=tiny",
@@ -294,7 +294,7 @@ def plan(sizes: str, python: str) -> list[Item]:
             "c",
             10,
             lambda c, s: 80,
-            bench("attacks", "--model=uni3d_tiny", "--batch=1", "--points=600"),
+            bench("attacks", "--model=uni3d_tiny", "--batch=1", "--points=600", "--no-baseline"),
         ),
         Item(
             "bench_kernels",
@@ -713,9 +713,13 @@ def figures(items: dict) -> dict:
         if "compile_s" in r:
             f[f"zeroshot_compile_s_t{r['t']}_N{r['num_paths']}"] = r["compile_s"]
     for r in rows("bench_attacks"):
-        f[f"attack_pgd50_{r['mode']}_shapes_per_s"] = r["shapes_per_s"]
-        f[f"attack_pgd50_{r['mode']}_seconds_per_batch"] = r["seconds_50_steps"]
-        f[f"attack_pgd50_{r['mode']}_compile_s"] = r.get("compile_s")
+        key = f"attack_pgd50_{r['mode']}" + ("_no_check" if r.get("success_draws") == 0 else "")
+        if "check_cost_ratio" in r:  # the success check's cost against the attack without it
+            f[f"attack_pgd50_{r['mode']}_check_cost_ratio"] = r["check_cost_ratio"]
+            continue
+        f[f"{key}_shapes_per_s"] = r["shapes_per_s"]
+        f[f"{key}_seconds_per_batch"] = r["seconds_50_steps"]
+        f[f"{key}_compile_s"] = r.get("compile_s")
     for r in rows("bench_attacks_uni3d"):
         f["attack_pgd50_uni3d_tiny_shapes_per_s"] = r["shapes_per_s"]
         f["attack_pgd50_uni3d_tiny_seconds_per_batch"] = r["seconds_50_steps"]

@@ -66,11 +66,12 @@ def clip_tower(kind: str, projection_dim: int):
     )
 
 
-def build_step(config, batch_size: int, points: int, online: bool, clip: str):
+def build_step(config, batch_size: int, points: int, online: bool, clip: str, donate: bool = False):
     """(jitted train step, its arguments as shapes, a function that makes them) for the model
     `config`: (params, batch_stats, opt_state, batch, clip_params, key) -> (params, batch_stats,
     opt_state, loss). The shapes lower and compile the step without allocating anything;
     `make_args()` allocates the arguments (random weights and data: speed does not depend on them).
+    `donate` donates the state (params, batch_stats, opt_state) as the trainer does.
     """
     loss_fn = dd.make_train_loss(config)
     tx = optim.adamw(
@@ -117,7 +118,8 @@ def build_step(config, batch_size: int, points: int, online: bool, clip: str):
         return params, stats, opt_state, loss
 
     abstract = jax.eval_shape(make, jax.random.key(0))
-    return jax.jit(step), abstract, lambda: jax.jit(make)(jax.random.key(0))
+    jitted = jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
+    return jitted, abstract, lambda: jax.jit(make)(jax.random.key(0))
 
 
 def compile_config(

@@ -356,6 +356,9 @@ def test_pgd50_on_a_fixed_noise_model_keeps_every_success():
         ever = (curve == np.asarray(target)).any(axis=0)
         np.testing.assert_array_equal(predict(adv) == np.asarray(target), ever)
         np.testing.assert_array_equal(np.asarray(info["reached"]), ever)
+        # The check verifies the gradient passes' candidates from the last backwards: on a
+        # deterministic model the last candidate always passes, so one round of draws decides all.
+        assert int(info["check_rounds"]) == 1
         last, _ = run(0)
         lost = ever & (predict(last) != np.asarray(target))
         assert ever.sum() >= 4 and lost.any(), (random_start, ever.sum(), lost.sum())
@@ -424,6 +427,32 @@ def test_cw_never_returns_a_near_clean_cloud_as_a_success():
         l2 = np.linalg.norm((np.asarray(adv) - np.asarray(points)).reshape(12, -1), axis=1)
         assert found.any() and (l2[found] > 1e-4).all(), (draws, l2[found])
         np.testing.assert_array_equal(l2[~found], 0.0)
+
+
+def test_cw_capped_check_is_exact_on_a_deterministic_model():
+    # On a deterministic model the gradient pass that flags a candidate and the check's draws agree,
+    # so keeping the two smallest-L2 candidates of a search step and verifying the smallest must
+    # give exactly the bookkeeping of judging every iterate (success_draws=0).
+    logits_fn = attacks.fixed_noise(noisy_mlp(num_classes=3), jax.random.key(9))
+    points = jax.random.normal(jax.random.key(6), (12, 32, 3)) * 0.2
+    target = attacks.second_best(logits_fn(points, None))
+    run = jax.jit(
+        lambda draws: attacks.cw(
+            logits_fn,
+            points,
+            target,
+            jax.random.key(8),
+            search_steps=3,
+            iterations=15,
+            success_draws=draws,
+        ),
+        static_argnums=0,
+    )
+    (capped, h_capped), (every, h_every) = run(8), run(0)
+    assert np.asarray(h_every["success"]).any() and not np.asarray(h_every["success"]).all()
+    for name in ("lambda", "success", "reached", "best_l2"):
+        np.testing.assert_array_equal(np.asarray(h_capped[name]), np.asarray(h_every[name]), name)
+    np.testing.assert_array_equal(np.asarray(capped), np.asarray(every))
 
 
 def test_fixed_noise_ignores_the_key():

@@ -25,6 +25,8 @@ CONVERTIBLE = ("recon", "ulip_pointbert", "ulip2_pointbert") + tuple(
 _POINT_BERT = dict(
     width=384, depth=12, num_heads=6, encoder_dims=256, num_groups=512, group_size=32
 )
+# ULIP, ULIP-2 and Uni3D: one point feature, their own input (see own_tokenization below)
+_OWN_INPUT = dict(ratio=0.0, feature_types=["point"], own_tokenization=True)
 # Per model: architecture (inferred again from a checkpoint's shapes where they show), input,
 # tokenization and evaluation defaults (ReCon's cfgs/zeroshot/modelnet40.yaml; ULIP's
 # PointTransformer_8192point.yaml; ULIP-2's ULIP_2_PointBERT_10k_colored_pointclouds.yaml; Uni3D's
@@ -49,9 +51,7 @@ DEFAULTS = {
         _POINT_BERT,
         embed_dim=512,
         npoints=8192,
-        ratio=0.0,
-        feature_types=["point"],
-        own_tokenization=True,
+        **_OWN_INPUT,
     ),
     "ulip2_pointbert": dict(
         _POINT_BERT,
@@ -59,9 +59,7 @@ DEFAULTS = {
         embed_dim=1280,
         npoints=10000,
         colour=0.4,
-        ratio=0.0,
-        feature_types=["point"],
-        own_tokenization=True,
+        **_OWN_INPUT,
     ),
     "uni3d": dict(
         uni3d.SIZES["tiny"],
@@ -72,9 +70,7 @@ DEFAULTS = {
         group_size=64,
         npoints=10000,
         colour=0.4,
-        ratio=0.0,
-        feature_types=["point"],
-        own_tokenization=True,
+        **_OWN_INPUT,
     ),
 }
 # own_tokenization: ULIP, ULIP-2 and Uni3D always read their own input (npoints per cloud, as
