@@ -96,6 +96,12 @@ def define_flags(flag_values: flags.FlagValues):
             "Several processes: this one's index, 0..N-1.",
             flag_values=flag_values,
         ),
+        "startup_timeout": flags.DEFINE_integer(
+            "startup_timeout",
+            300,
+            "Several processes: seconds to wait for all of them to join before giving up.",
+            flag_values=flag_values,
+        ),
     }
     cache = {
         "enabled": flags.DEFINE_boolean(

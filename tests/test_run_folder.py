@@ -161,7 +161,9 @@ def test_main_refuses_to_retrain_a_run_with_another_width(run_dir, tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # the lock file aside: every writing job records itself there (`run_folder.held`)
+    files = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    snapshot = files()
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=python_path())
     proc = subprocess.run(
         [
@@ -184,7 +186,7 @@ def test_main_refuses_to_retrain_a_run_with_another_width(run_dir, tmp_path):
         and "model.width: 32 -> 64" in last
         and "another --workdir" in last
     )
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+    assert files() == snapshot
 
 
 # One writer per run folder (`run_folder.held`) and operating-system faults as one line.
