@@ -16,6 +16,7 @@ one line `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag o
 (one line); 70 a bug in ddjax (its traceback, then a line saying where to report it).
 """
 
+import contextlib
 import difflib
 import importlib.util
 import os
@@ -28,7 +29,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ddjax import compilation_cache, distributed, errors
+from ddjax import compilation_cache, distributed, errors, run_folder
 from ddjax.jobs import (
     attack,
     certify,
@@ -58,6 +59,7 @@ JOBS = {
 }
 # every process takes part; the others run in process 0 alone
 SPLIT_JOBS = ("pretrain", "zeroshot", "attack")
+UNLOCKED = ("convert",)  # jobs that take no run-folder lock (`run_folder.held`)
 EXIT_USER_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 
@@ -92,6 +94,12 @@ def define_flags(flag_values: flags.FlagValues):
             "process_id",
             None,
             "Several processes: this one's index, 0..N-1.",
+            flag_values=flag_values,
+        ),
+        "startup_timeout": flags.DEFINE_integer(
+            "startup_timeout",
+            300,
+            "Several processes: seconds to wait for all of them to join before giving up.",
             flag_values=flag_values,
         ),
     }
@@ -248,17 +256,21 @@ def run_job(
         distributed.initialize(config, **(launch or {}))
         if jax.process_index() > 0:
             sys.stdout = open(os.devnull, "w")  # process 0 prints the progress and the results
-        if config.job in SPLIT_JOBS or jax.process_count() == 1:
-            JOBS[config.job].run(config, workdir)
-        else:
-            try:
-                if distributed.is_writer():
-                    JOBS[config.job].run(config, workdir)
-            finally:  # the others wait for process 0, also when it fails
-                distributed.barrier(f"ddjax:{config.job} done")
-    except errors.UserError as e:
+        # one writer per run folder; convert builds its folder whole and renames it into place
+        lock = workdir is not None and config.job not in UNLOCKED
+        with run_folder.held(workdir) if lock else contextlib.nullcontext():
+            if config.job in SPLIT_JOBS or jax.process_count() == 1:
+                JOBS[config.job].run(config, workdir)
+            else:
+                try:
+                    if distributed.is_writer():
+                        JOBS[config.job].run(config, workdir)
+                finally:  # the others wait for process 0, also when it fails
+                    distributed.barrier(f"ddjax:{config.job} done")
+    except (errors.UserError, OSError) as e:
         sys.stdout.flush()
-        sys.stderr.write(f"error: {e}\n")
+        error = errors.from_os_error(e) if isinstance(e, OSError) else e
+        sys.stderr.write(f"error: {error}\n")
         sys.exit(EXIT_USER_ERROR)
     except Exception as e:  # noqa: BLE001 - a bug: the traceback, then where to report it
         sys.stdout.flush()

@@ -21,8 +21,13 @@ def _value(config, key: str):
     return value
 
 
+INT32 = (-(2**31), 2**31 - 1)  # steps, counts and sizes are int32 where they are used
+FLOAT32_MAX = 3.4028234663852886e38  # model-side numbers are float32 where they are used
+
+
 def check_int(config, key: str, low: int | None = None, high: int | None = None) -> int:
-    """config.<key> as an int in [low, high]; ConfigError naming the key otherwise."""
+    """config.<key> as an int in [low, high], and within int32 (as it is used); ConfigError naming
+    the key otherwise."""
     value = _value(config, key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(key, f"must be an integer, got {value!r}")
@@ -32,13 +37,23 @@ def check_int(config, key: str, low: int | None = None, high: int | None = None)
             f"must be in [{low if low is not None else '-inf'}, "
             f"{high if high is not None else 'inf'}], got {value}",
         )
+    if not INT32[0] <= value <= INT32[1]:
+        raise ConfigError(
+            key, f"{value} does not fit in int32 (how it is used): at most {INT32[1]}"
+        )
     return value
+
+
+def check_seed(config, key: str = "seed") -> int:
+    """A seed: an int in [0, 2^31 - 1], what numpy and JAX both take."""
+    return check_int(config, key, 0, INT32[1])
 
 
 def check_number(
     config, key: str, low: float | None = None, high: float | None = None, *, low_open: bool = False
 ) -> float:
-    """config.<key> as a finite number in [low, high] ((low, high] with low_open)."""
+    """config.<key> as a finite number in [low, high] ((low, high] with low_open), and finite in
+    float32 (as the model uses it)."""
     value = _value(config, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(key, f"must be a finite number, got {value!r}")
@@ -46,6 +61,8 @@ def check_number(
         raise ConfigError(key, f"must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and value > high:
         raise ConfigError(key, f"must be <= {high}, got {value}")
+    if abs(value) > FLOAT32_MAX:
+        raise ConfigError(key, f"{value} overflows float32 (how the model uses it)")
     return float(value)
 
 
@@ -92,6 +109,19 @@ def check_run_dir(config, key: str = "checkpoint") -> str:
 def require_workdir(workdir: str | None, job: str, writes: str) -> None:
     if not workdir:
         raise ConfigError("--workdir", f"the {job} job writes {writes}", "pass --workdir=DIR")
+
+
+def refuse_run_folder(workdir: str, job: str) -> None:
+    """An evaluation job never writes into a pretraining or conversion run folder (one holding
+    config.json, e.g. the checkpoint's own): that run's results (its zeroshot.json) would be
+    overwritten."""
+    if os.path.isfile(os.path.join(os.path.expanduser(workdir), "config.json")):
+        raise ConfigError(
+            "--workdir",
+            f"{workdir} is the run folder of a pretraining or conversion (it holds config.json); "
+            f"the {job} job would overwrite that run's results",
+            f"pass another --workdir, e.g. {os.path.join(workdir, job)}",
+        )
 
 
 def check_keys(config, known: dict[str, Iterable[str]], extra: Iterable[str] = ()) -> None:

@@ -22,6 +22,8 @@ system all processes see (orbax's checkpoints need that too).
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import Callable
 
 import jax
@@ -56,6 +58,26 @@ def detected_cluster() -> str | None:
         if not env.opt_in_only_method and env.is_env_present():
             return env.__name__
     return None
+
+
+def _give_up(error: errors.UserError) -> None:
+    """The start-up watchdog's end: main.py's one line and exit status 1, from any thread."""
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {error}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def waiting_line(address, num_processes, process_id, timeout: int) -> str:
+    """What a starting process prints while it waits for the others."""
+    if address is None:  # JAX's cluster detection or its environment variables
+        address = next((os.environ[v] for v in COORDINATOR_VARIABLES if v in os.environ), None)
+        address = address or f"the coordinator {detected_cluster() or 'of this cluster'} names"
+    who = f"process {process_id} of {num_processes}" if num_processes else "this process"
+    return (
+        f"{who}: waiting for all processes to join at {address} "
+        f"(up to {timeout} s, --startup_timeout)"
+    )
 
 
 def check_launch(
@@ -100,10 +122,14 @@ def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    startup_timeout: int = INITIALIZATION_TIMEOUT_S,
 ) -> str:
     """Joins the other processes (explicit flags, else JAX's cluster detection or its environment
     variables, unless `config.distributed` is False), then prints and returns one line: JAX version,
     backend, device kind and count, processes, and the FPS/kNN implementations chosen.
+
+    While it waits for the others, each process says so on stderr (whom it waits for, its own
+    index); after `startup_timeout` seconds without all of them it gives up with one line.
 
     Call it once per process before any other JAX work; main.py does, for every job.
     """
@@ -126,8 +152,27 @@ def initialize(
             if explicit
             else {}
         )
+        if not isinstance(startup_timeout, int) or startup_timeout < 1:
+            raise LaunchError("--startup_timeout", f"{startup_timeout!r} is not a positive number")
+        print(
+            waiting_line(coordinator_address, num_processes, process_id, startup_timeout),
+            file=sys.stderr,
+            flush=True,
+        )
+        # JAX aborts the process (a C++ fatal error, with a stack dump) when its own timeout
+        # expires; a watchdog that fires first gives the one line and exit status 1 instead.
+        failed = LaunchError(
+            "--startup_timeout",
+            f"not all {num_processes or 'the'} processes joined within {startup_timeout} s "
+            f"at {coordinator_address or 'the detected coordinator'}",
+            "start every process with the same --coordinator_address and --num_processes (each "
+            "its own --process_id), or wait longer with --startup_timeout=SECONDS",
+        )
+        watchdog = threading.Timer(startup_timeout, _give_up, (failed,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            jax.distributed.initialize(initialization_timeout=INITIALIZATION_TIMEOUT_S, **kwargs)
+            jax.distributed.initialize(initialization_timeout=startup_timeout + 60, **kwargs)
         except (RuntimeError, ValueError) as e:  # unreachable coordinator, a timeout, a taken port
             where = (
                 f"--coordinator_address={coordinator_address}"
@@ -135,8 +180,14 @@ def initialize(
                 else (detected_cluster() or "env")
             )
             raise LaunchError(
-                where, f"jax.distributed.initialize failed: {errors.one_line(e)[:300]}"
+                where,
+                f"the processes did not all join within {startup_timeout} s, or the coordinator is "
+                f"unreachable (jax.distributed.initialize: {errors.one_line(e)[:200]})",
+                "start every process with the same --coordinator_address and --num_processes "
+                "(each its own --process_id), or wait longer with --startup_timeout=SECONDS",
             ) from None
+        finally:
+            watchdog.cancel()
     line = backend.describe()
     if jax.process_index() == 0:
         print(line, flush=True)

@@ -8,6 +8,7 @@ values that raise `ConfigError` live in ddjax/config_checks.py.
 
 from __future__ import annotations
 
+import errno
 import os
 
 REPORT_BUGS = "ddjax's issue tracker"  # where main.py's bug line sends the user
@@ -48,3 +49,36 @@ class CheckpointError(UserError):
         "pass --config.checkpoint=RUN_DIR of a finished configs/pretrain.py run (or resume that "
         "run)"
     )
+
+
+class FileSystemError(UserError):
+    """An operating-system fault on a file or folder (`from_os_error`)."""
+
+    what = "cannot read or write"
+    todo = "check the path, its permissions and the disk"
+
+
+# errno -> what to do about it
+_OS_ADVICE = {
+    errno.ENOSPC: "free space on that disk, or pass a --workdir on another one",
+    errno.EDQUOT: "free space within your disk quota, or pass a --workdir elsewhere",
+    errno.EROFS: "that file system is read-only: pass a --workdir on a writable one",
+    errno.EACCES: "you lack the permission: change it, or pass a --workdir you own",
+    errno.EPERM: "the operation is not permitted there: pass a --workdir you own",
+    errno.EEXIST: "a file is in the way: remove it, or pass another --workdir",
+    errno.ENOTDIR: "a file stands where a folder must be: pass another --workdir",
+    errno.EISDIR: "a folder stands where a file must be: pass another path",
+    errno.EFBIG: "a file grew past the file-size limit (ulimit -f): raise it",
+    errno.ELOOP: "the path has a symbolic-link loop: fix the link",
+    errno.ENAMETOOLONG: "shorten the path",
+    errno.ENOENT: "check the path",
+}
+
+
+def from_os_error(e: OSError) -> FileSystemError:
+    """The one line for an OSError: the file it names, the system's reason and what to do."""
+    where = e.filename if e.filename is not None else "the operating system"
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    reason = e.strerror or type(e).__name__
+    return FileSystemError(where, f"{reason} [errno {e.errno}]", _OS_ADVICE.get(e.errno))

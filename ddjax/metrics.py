@@ -49,11 +49,14 @@ class MetricWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
+            features = "".join(
+                f"{short} {record[key]:.4f}  "
+                for key, short in (("loss_image", "img"), ("loss_text", "txt"))
+                if key in record
+            )
             self.echo(
                 f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  rec "
-                f"{record['loss_rec']:.4f}  "
-                f"img {record['loss_image']:.4f}  txt {record['loss_text']:.4f}  lr "
-                f"{record['lr']:.2e}  "
+                f"{record['loss_rec']:.4f}  {features}lr {record['lr']:.2e}  "
                 f"{steps_per_sec:.2f} steps/s  ETA {eta / 60:.1f} min"
             )
         return record

@@ -16,13 +16,23 @@ are no-ops.
 
 A job that works unit by unit (attack, certify) records each finished unit (`FinishedUnits`), so a
 killed job run again with the same config continues where it stopped.
+
+One writer at a time: every job that writes into a run folder holds an advisory lock (`held`,
+`flock` on the folder's `.lock` file, which records the holder's process id, host and start time)
+for as long as it runs. A second writer is refused at once with one line naming the holder. The
+operating system releases the lock when its process ends, killed or not, so a lock file left behind
+never blocks the next run. Readers (a job evaluating another run's checkpoint) take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
 import pathlib
+import socket
 import tempfile
 
 import numpy as np
@@ -49,6 +59,7 @@ FREE = (
 # Keys a run may continue under a new value when the command names them in --config.allow_changes.
 CONTINUABLE = ("total_steps", "epochs")
 RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
+LOCK = ".lock"  # the run folder's lock file (`held`)
 
 
 class RunFolderError(errors.UserError):
@@ -57,6 +68,74 @@ class RunFolderError(errors.UserError):
 
     what = "refused to write into the run folder"
     todo = "start a new run with another --workdir"
+
+
+class RunFolderInUse(errors.UserError):
+    what = "the run folder is in use"
+    todo = "wait for that process to finish (or stop it), or pass another --workdir"
+
+
+def _first_missing(path: pathlib.Path) -> pathlib.Path | None:
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_created(path: pathlib.Path, top: pathlib.Path) -> None:
+    """Removes the folders from `path` up to `top` that a refused or failed job created and left
+    holding nothing but the lock file."""
+    with contextlib.suppress(OSError):
+        (path / LOCK).unlink()
+        for folder in (path, *path.parents):
+            folder.rmdir()  # only empty folders go
+            if folder == top:
+                break
+
+
+@contextlib.contextmanager
+def held(workdir):
+    """Holds the run folder `workdir` (created if missing) for one writer while the block runs:
+    RunFolderInUse (one line, naming the holder) if another process holds it. A folder this call
+    created is removed again if the block fails and left nothing in it. Only process 0 locks; the
+    others write nothing (see `_atomic`). OSErrors (a file in the way, no permission, a read-only
+    disk) propagate for main.py's one line."""
+    path = pathlib.Path(workdir).expanduser().absolute()
+    if not distributed.is_writer():
+        yield
+        return
+    top = _first_missing(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(path, "exists and is not a folder", "pass another --workdir")
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        if top is not None:
+            _remove_created(path, top)
+        raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise RunFolderInUse(path, f"another ddjax job writes into it ({holder})") from None
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"process {os.getpid()} on {socket.gethostname()}, started {started}".encode(), 0
+        )
+        try:
+            yield
+        except BaseException:
+            if top is not None:
+                _remove_created(path, top)
+            raise
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _umask() -> int:
@@ -75,9 +154,11 @@ def _atomic(path, write) -> None:
             write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # what open() would have given, not mkstemp's 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # name the file being written
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from e
         raise
 
 

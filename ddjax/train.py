@@ -270,8 +270,8 @@ def train_step(
     metrics = {
         "loss": loss,
         "loss_rec": metrics["loss_recon"],
-        "loss_image": metrics["loss_image"],
-        "loss_text": metrics["loss_text"],
+        # one entry per feature type the model has (an ablation may have one)
+        **{k: metrics[k] for k in ("loss_image", "loss_text") if k in metrics},
         "chamfer": metrics["chamfer"],
         "lr": schedule(step),
         "grad_norm": _norm(grads),

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 import main
+from ddjax import run_folder
 
 ERROR_LINE = re.compile(r"^error: [^()]+ \((?P<where>[^)]*)\): (?P<why>.+); (?P<todo>.+)$")
 
 
 def snapshot(folder: pathlib.Path) -> dict:
-    """Every file of `folder` with its size, mtime and (small files) content."""
+    """Every file of `folder` with its size, mtime and (small files) content; the run-folder lock
+    aside (every writing job, refused or not, records itself there: `run_folder.held`)."""
     return {
         str(p.relative_to(folder)): (
             p.stat().st_size,
@@ -28,7 +30,7 @@ def snapshot(folder: pathlib.Path) -> dict:
             p.read_bytes() if p.stat().st_size < 1 << 20 else b"",
         )
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != run_folder.LOCK
     }
 
 
@@ -256,6 +258,8 @@ CERTIFY = [
     "--config.data_dir={tmp}/no_data",
 ]
 CONFIG_CASES = [
+    (ZEROSHOT, ["--config.ratio=1e39"], "config.ratio"),
+    (ZEROSHOT, ["--workdir={run}"], "--workdir"),  # the checkpoint's own run folder (issue 28)
     *[
         (PRETRAIN, [f"--config.{k}={v}"], f"config.{k}")
         for k, v in [
@@ -277,6 +281,11 @@ CONFIG_CASES = [
             ("eval.t", -1),
             ("eval.num_paths", 0),
             ("eval.ratio", -1),
+            ("eval.ratio", 1e39),  # finite in float64, not in float32 (issue 28)
+            ("seed", -1),
+            ("seed", 2**63),
+            ("eval.seed", 2**31),
+            ("total_steps", 2**40),
             ("eval.point_all", 10),
             ("eval.npoints", 0),
             ("eval.batch_size", 0),

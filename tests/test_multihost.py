@@ -329,3 +329,37 @@ def test_other_jobs_run_in_process_zero(tmp_path):
         line for line in out1.splitlines() if line.strip() and not line.startswith("[Gloo]")
     ], out1
     assert (tmp_path / "tfds" / "synthetic_shapes" / "tiny" / "1.0.0").is_dir()
+
+
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_missing_partner_ends_in_one_line_within_the_startup_timeout(process_id, tmp_path):
+    # process 0 waits for a partner that never starts; process 1 for a coordinator that is absent.
+    # Each says whom it waits for, then gives up with one line and exit 1 (JAX's own timeout would
+    # abort the process with a stack dump).
+    port = free_port()
+    argv = [
+        sys.executable,
+        "main.py",
+        "--config=configs/kernels_demo.py:smoke",
+        f"--workdir={tmp_path / 'run'}",
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+        f"--process_id={process_id}",
+        "--startup_timeout=3",
+        "--nocompilation_cache",
+    ]
+    start = time.monotonic()
+    out = subprocess.run(argv, cwd=ROOT, env=env(1), capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - start
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert lines == [
+        f"process {process_id} of 2: waiting for all processes to join at localhost:{port} "
+        "(up to 3 s, --startup_timeout)",
+        f"error: cannot start the processes (--startup_timeout): not all 2 processes joined "
+        f"within 3 s at localhost:{port}; start every process with the same "
+        "--coordinator_address and --num_processes (each its own --process_id), or wait longer "
+        "with --startup_timeout=SECONDS",
+    ], lines
+    assert elapsed < 60, elapsed
+    assert not (tmp_path / "run").exists()

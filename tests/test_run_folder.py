@@ -2,14 +2,17 @@
 anything; atomic writes; paths inside the run stored relative to it so that a moved run still works.
 """
 
+import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from ddjax import run_folder
+from ddjax import errors, run_folder
 
 
 def _record(tmp_path, **changes):
@@ -158,7 +161,9 @@ def test_main_refuses_to_retrain_a_run_with_another_width(run_dir, tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
-    snapshot = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # the lock file aside: every writing job records itself there (`run_folder.held`)
+    files = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    snapshot = files()
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=python_path())
     proc = subprocess.run(
         [
@@ -181,4 +186,117 @@ def test_main_refuses_to_retrain_a_run_with_another_width(run_dir, tmp_path):
         and "model.width: 32 -> 64" in last
         and "another --workdir" in last
     )
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == snapshot
+    assert files() == snapshot
+
+
+# One writer per run folder (`run_folder.held`) and operating-system faults as one line.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOLD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from ddjax import run_folder
+with run_folder.held({folder!r}):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _demo(workdir, file_size_limit=None):
+    """The cheapest job that writes into its run folder, as a real process (with RLIMIT_FSIZE set
+    by the process itself before it becomes main.py: no fork of this JAX process)."""
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "main.py"),
+        "--config=configs/kernels_demo.py:smoke",
+    ]
+    command += [f"--workdir={workdir}", "--nocompilation_cache"]
+    if file_size_limit:
+        limit = (
+            "import os, resource, sys; "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit}, {file_size_limit})); "
+            "os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+        )
+        command = [sys.executable, "-c", limit, *command[1:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_blocks_nothing(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(root=ROOT, folder=str(folder))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = _demo(folder)
+        assert out.returncode == 1, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: the run folder is in use"), lines
+        assert f"process {holder.pid} on " in lines[0] and "started 20" in lines[0]
+        assert not (folder / "kernels_demo.json").exists()
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    assert (folder / run_folder.LOCK).exists()  # left behind, and harmless
+    out = _demo(folder)
+    assert out.returncode == 0, out.stderr
+    assert (folder / "kernels_demo.json").exists()
+
+
+def test_a_failed_job_leaves_no_folder_it_created(tmp_path):
+    folder = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError):
+        with run_folder.held(folder):
+            assert (folder / run_folder.LOCK).exists()
+            raise RuntimeError("the job failed")
+    assert not (tmp_path / "a").exists()
+    with run_folder.held(folder):  # success keeps it; the lock is free again afterwards
+        (folder / "result.json").write_text("{}")
+    with run_folder.held(folder):
+        pass
+    assert (folder / "result.json").exists()
+    # an existing folder is never removed, even when the job fails
+    with pytest.raises(RuntimeError):
+        with run_folder.held(folder):
+            raise RuntimeError("the job failed")
+    assert (folder / "result.json").exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    for workdir, expected in (
+        (tmp_path / "file", "exists and is not a folder"),
+        (tmp_path / "file" / "run", "Not a directory [errno 20]"),
+    ):
+        out = _demo(workdir)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert expected in lines[0] and str(tmp_path / "file") in lines[0], lines
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    # RLIMIT_FSIZE holds for root too; Python ignores SIGXFSZ, so the write fails with EFBIG
+    out = _demo(tmp_path / "run", file_size_limit=200)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert "kernels_demo.json): File too large [errno 27]; " in lines[0] and "ulimit -f" in lines[0]
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        (errno.ENOSPC, "free space"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission"),
+        (errno.EDQUOT, "quota"),
+        (errno.ELOOP, "symbolic-link loop"),
+    ],
+)
+def test_os_errors_read_as_one_line(code, advice):
+    e = errors.from_os_error(OSError(code, os.strerror(code), "/runs/x/metrics.jsonl"))
+    text = str(e)
+    assert "\n" not in text and text.startswith("cannot read or write (/runs/x/metrics.jsonl): ")
+    assert f"{os.strerror(code)} [errno {code}]; " in text and advice in text

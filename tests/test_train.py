@@ -206,6 +206,19 @@ def test_combined_ablation_variant_runs(synthetic_tiny, tmp_path):
     assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
 
 
+def test_one_feature_type_trains_and_logs_it(synthetic_tiny, tmp_path, capsys):
+    # The image-only ablation (`--config.model.feature_types=image`, which ml_collections reads as
+    # ('image',)): it used to compile, then fail on the missing text loss (issue 28).
+    config = tiny_run_config(data_root(synthetic_tiny), total_steps=2)
+    config.model.feature_types = ("image",)
+    out = pretrain_job.run(config, str(tmp_path))
+    assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_image" in r and "loss_text" not in r for r in records if "loss" in r)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("step ")]
+    assert lines and all(" img " in x and " txt " not in x for x in lines), lines
+
+
 def test_sigkill_then_the_same_command_finishes(synthetic_tiny, tmp_path):
     import signal
     import time

@@ -69,6 +69,7 @@ def check_config(config, workdir: str | None = None) -> dict:
     the lists as a dict. ConfigError names the key."""
     config_checks.check_keys(config, KEYS)
     config_checks.require_workdir(workdir, "attack", "attack.json, table2.md and figure8.png")
+    config_checks.refuse_run_folder(workdir, "attack")
     run_config = evaluation.check_evaluation(config)
     parsed = {
         "settings": robustness.parse_settings(config.settings),
@@ -118,7 +119,7 @@ def check_config(config, workdir: str | None = None) -> dict:
         config_checks.check_int(config, field, 1)
     for field in ("max_shapes", "curve_every", "draws_per_step", "success_draws"):
         config_checks.check_int(config, field, 0)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     config_checks.check_choice(config, "fixed_noise", (True, False))
     config_checks.check_choice(config, "sweep", (True, False))
     if config.curve_every and config.steps % config.curve_every:
@@ -544,6 +545,7 @@ def run_several(config, workdir: str | None, checkpoints: list[str]) -> dict:
     config_checks.require_workdir(
         workdir, "attack", "one folder per run, table2.md and attack.json"
     )
+    config_checks.refuse_run_folder(workdir, "attack")
     if config.sweep:
         raise errors.ConfigError(
             "sweep", "the sweep takes one run at a time", "pass one --config.checkpoint"

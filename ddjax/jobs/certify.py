@@ -64,6 +64,7 @@ def parse_ts(config, run_config: dict) -> list[int]:
 def check_config(config, workdir: str | None) -> tuple[dict, list[int]]:
     config_checks.check_keys(config, KEYS)
     config_checks.require_workdir(workdir, "certify", "certify.tsv, certify.json and certify.png")
+    config_checks.refuse_run_folder(workdir, "certify")
     run_config = evaluation.check_evaluation(config)
     if evaluation.inference(run_config).on_noisy is None:
         raise errors.ConfigError(
@@ -81,7 +82,7 @@ def check_config(config, workdir: str | None) -> tuple[dict, list[int]]:
     config_checks.check_int(config, "batch_shapes", 1)
     config_checks.check_int(config, "max_shapes", 0)
     config_checks.check_int(config, "skip", 1)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     return run_config, ts
 
 

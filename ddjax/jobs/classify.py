@@ -155,7 +155,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     evaluation.check_noise_setting(config, run_config)
     config_checks.check_number(config, "ratio", 0.0)
     config_checks.check_choice(config, "template", prompts.TEMPLATES)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     return labels, run_config, files
 
 

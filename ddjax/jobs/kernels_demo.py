@@ -66,7 +66,7 @@ def check_config(config, workdir: str | None = None) -> None:
     config_checks.check_int(config, "num_groups", 1, config.num_points)
     config_checks.check_int(config, "group_size", 1, config.num_points)
     config_checks.check_int(config, "interpret_batch_size", 1, config.batch_size)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     if config.data_dir and not os.path.isdir(os.path.expanduser(config.data_dir)):
         raise errors.ConfigError("data_dir", f"{config.data_dir} does not exist or is not a folder")
 

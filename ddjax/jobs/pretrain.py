@@ -111,8 +111,8 @@ def check_config(config, workdir: str | None = None) -> None:
         config_checks.check_int(config, key, 1)
     for key in ("total_steps", "warmup_epochs", "worker_count"):
         config_checks.check_int(config, key, 0)
-    config_checks.check_int(config, "seed")
-    config_checks.check_int(config, "eval.seed")
+    config_checks.check_seed(config)
+    config_checks.check_seed(config, "eval.seed")
     config_checks.check_int(config, "eval.t", 0, config.model.num_timesteps - 1)
     config_checks.check_int(config, "eval.point_all", config.eval.npoints)
     config_checks.check_number(config, "lr", 0.0, low_open=True)

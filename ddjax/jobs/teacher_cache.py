@@ -39,7 +39,7 @@ def check_config(config, workdir: str | None) -> None:
     config_checks.check_choice(config, "image_pipeline", image_augment.PIPELINES)
     config_checks.check_int(config, "views", 1)
     config_checks.check_int(config, "batch_size", 1)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
 
 
 def run(config, workdir: str | None) -> dict:

@@ -58,6 +58,7 @@ def check_config(config, workdir: str | None) -> dict:
     config_checks.require_workdir(
         workdir, "visualize", "fig3, noise_scales and timesteps (PNG and PDF)"
     )
+    config_checks.refuse_run_folder(workdir, "visualize")
     if config.input:
         path = pathlib.Path(config.input).expanduser()
         if not path.is_file():
@@ -80,7 +81,7 @@ def check_config(config, workdir: str | None) -> dict:
     config_checks.check_number(config, "noise_scale", 0.0)
     config_checks.check_int(config, "t", 0, config.num_timesteps - 1)
     config_checks.check_int(config, "mesh_points", config.num_points)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     timesteps = [int(t) for t in parse_floats(config, "timesteps")]
     if any(t >= config.num_timesteps for t in timesteps):
         raise errors.ConfigError(

@@ -36,10 +36,11 @@ def check_config(config, workdir: str | None) -> dict:
     record."""
     config_checks.check_keys(config, KEYS)
     config_checks.require_workdir(workdir, "zeroshot", "zeroshot.json and confusion.png")
+    config_checks.refuse_run_folder(workdir, "zeroshot")
     run_config = evaluation.check_evaluation(config)
     evaluation.check_noise_setting(config, run_config)
     config_checks.check_int(config, "batch_size", 1)
-    config_checks.check_int(config, "seed")
+    config_checks.check_seed(config)
     config_checks.check_choice(config, "sweep", (True, False))
     if config.sweep and evaluation.inference(run_config).deterministic:
         raise errors.ConfigError(
