@@ -88,6 +88,12 @@ def check_mode(mode: str, eot_samples: int) -> None:
         raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
 
 
+def check_check_rounds(attack: str, check_rounds: int) -> None:
+    """The candidates verified per cloud (PGD) or per search step (C&W): a positive int."""
+    if not isinstance(check_rounds, int) or check_rounds < 1:
+        raise ValueError(f"{attack}: check_rounds must be a positive int, got {check_rounds!r}")
+
+
 def check_success_draws(success_draws: int) -> None:
     if not isinstance(success_draws, int) or success_draws < 0:
         raise ValueError(
@@ -147,8 +153,7 @@ def gradient(
 
 
 def _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key, check_rounds):
-    if not isinstance(check_rounds, int) or check_rounds < 1:
-        raise ValueError(f"pgd: check_rounds must be a positive int, got {check_rounds!r}")
+    check_check_rounds("pgd", check_rounds)
     check_mode(mode, eot_samples)
     check_success_draws(success_draws)
     if not isinstance(steps, int) or steps < 1:
@@ -449,8 +454,7 @@ def _check_cw(
     check_rounds,
 ) -> None:
     check_mode(mode, eot_samples)
-    if not isinstance(check_rounds, int) or check_rounds < 1:
-        raise ValueError(f"cw: check_rounds must be a positive int, got {check_rounds!r}")
+    check_check_rounds("cw", check_rounds)
     check_success_draws(success_draws)
     if not (
         isinstance(search_steps, int)
