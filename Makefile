@@ -34,7 +34,7 @@ IMAGE_STAMP := $(IMAGE_VENV)/.installed
 GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.py tests/test_backend.py \
 	tests/test_gpu_lowering.py tests/test_validation.py tests/test_pointcloud.py tests/test_model.py \
 	tests/test_losses.py tests/test_optim.py tests/test_train.py tests/test_zeroshot.py tests/test_attacks.py \
-	tests/test_robustness.py tests/test_device_check.py tests/test_requirements.py
+	tests/test_robustness.py tests/test_device_check.py tests/test_memory.py tests/test_requirements.py
 # ... except the two attack tests on a 200-step smoke run (9 minutes of one worker; they exercise the same code
 # as the twin's other attack tests), and four whole-job tests whose code the twin's other tests and the device
 # check's trainer_e2e item (train, resume, zero-shot on jax 0.11.2) already run: the SIGKILL resume, the smoke run

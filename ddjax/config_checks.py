@@ -142,6 +142,15 @@ def check_keys(config, known: dict[str, Iterable[str]], extra: Iterable[str] = (
         )
 
 
+def refuse_repeats(key: str, values: list) -> list:
+    """`values` of config.<key>, unless one is listed twice (a repeated setting, attack or epsilon
+    would be run twice and reported as two rows of one result)."""
+    repeated = sorted({str(v) for i, v in enumerate(values) if v in values[:i]})
+    if repeated:
+        raise ConfigError(key, f"{', '.join(repeated)} listed more than once", "list each once")
+    return values
+
+
 def parse_list(
     config,
     key: str,
@@ -154,9 +163,9 @@ def parse_list(
 ) -> list:
     """config.<key>, a comma-separated string ('0,0.1,0.25'), as a list of `kind` (float, int, str
     or a parser raising ValueError); ConfigError naming the key for an item `kind` refuses, a
-    non-finite float, or an empty list (unless `allow_empty`; `finite=False` leaves non-finite
-    floats to the caller's own check). `what` names the items in the message (default: kind's name),
-    `example` is the advice."""
+    non-finite float, a repeated item (`refuse_repeats`) or an empty list (unless `allow_empty`;
+    `finite=False` leaves non-finite floats to the caller's own check). `what` names the items in
+    the message (default: kind's name), `example` is the advice."""
     text = str(_value(config, key))
     todo = f"e.g. --config.{key}={example}" if example else None
     try:
@@ -169,4 +178,4 @@ def parse_list(
         raise ConfigError(key, "empty list", todo)
     if finite and any(isinstance(v, float) and not math.isfinite(v) for v in values):
         raise ConfigError(key, f"{text!r} holds a non-finite number", todo)
-    return values
+    return refuse_repeats(key, values)

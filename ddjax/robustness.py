@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddjax import attacks, distributed, errors
+from ddjax import attacks, config_checks, distributed, errors
 from ddjax.data import pipelines
 from ddjax.models import registry
 
@@ -44,7 +44,7 @@ def parse_settings(text: str, field: str = "settings") -> list[tuple[int, int]]:
             raise errors.ConfigError(
                 field, f"{item!r} is not N:t", "e.g. --config.settings=8:100,16:500"
             ) from None
-    return settings
+    return config_checks.refuse_repeats(field, settings)
 
 
 def load_batches(builder, config) -> list[dict]:

@@ -260,6 +260,21 @@ CERTIFY = [
 CONFIG_CASES = [
     (ZEROSHOT, ["--config.ratio=1e39"], "config.ratio"),
     (ZEROSHOT, ["--workdir={run}"], "--workdir"),  # the checkpoint's own run folder (issue 28)
+    # more than any device holds, refused before compiling, with the estimate (issue 28)
+    (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=500"], "config.num_paths"),
+    (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=0"], "config.num_paths"),
+    (CLASSIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
+    (ATTACK, ["--config.settings=2000000000:100"], "config.settings"),
+    (CERTIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
+    (PRETRAIN, ["--config.eval.num_paths=2000000000"], "config.eval.num_paths"),
+    # repeated entries would run twice and report two rows of one result (issue 28)
+    (ATTACK, ["--config.settings=8:100,16:500,8:100"], "config.settings"),
+    (ATTACK, ["--config.eps=0.04,0.04"], "config.eps"),
+    (ATTACK, ["--config.attacks=pgd,ifgm,pgd"], "config.attacks"),
+    (ATTACK, ["--config.modes=paper,paper"], "config.modes"),
+    (CERTIFY, ["--config.t_values=300,300"], "config.t_values"),
+    (ZEROSHOT, ["--config.ratios=0.1,0.1"], "config.ratios"),
+    (PRETRAIN, ["--config.warmup_epochs=301"], "config.warmup_epochs"),
     *[
         (PRETRAIN, [f"--config.{k}={v}"], f"config.{k}")
         for k, v in [

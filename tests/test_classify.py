@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ddjax.data import readers
+from ddjax.jobs import classify
 from tests.conftest import SHARED_DATA
 
 MESH_DIR = SHARED_DATA / "meshes"
@@ -167,3 +168,57 @@ def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
             rtol=1e-5,
             atol=1e-6,
         )
+
+
+def test_a_damaged_label_cache_is_computed_again(run_dir, tmp_path, capsys):
+    """A cached label list of the wrong width (issue 28: a numpy error), of zeros or of the wrong
+    count is not used: the teacher computes the features again, the ranking is the fresh one and
+    the cache is written whole."""
+    import shutil
+
+    import main
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    np.save(tmp_path / "cloud.npy", np.random.default_rng(7).normal(size=(300, 3)))
+    args = [
+        "--config=configs/classify.py",
+        f"--config.checkpoint={run}",
+        "--config.labels=mug,bed,desk",
+        f"--config.input={tmp_path / 'cloud.npy'}",
+        "--config.npoints=256",
+        "--config.point_all=300",
+    ]
+
+    def ranking() -> list:
+        capsys.readouterr()
+        assert main.run_command(args) == 0
+        line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")][-1]
+        return json.loads(line)["ranking"]
+
+    fresh = ranking()
+    (cache,) = [p for p in run.glob("classify_text_*.npy")]
+    good = np.load(cache)
+    dim = good.shape[1]
+    for damaged in (np.ones((3, dim + 5), np.float32), np.zeros_like(good), good[:2]):
+        np.save(cache, damaged)
+        assert ranking() == fresh
+        np.testing.assert_array_equal(np.load(cache), good)
+
+
+def test_which_label_caches_are_used():
+    good = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    assert classify.usable_label_cache(good, 3, 8)
+    zero_row = good.copy()
+    zero_row[1] = 0
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    for bad, labels, dim in [
+        (good, 3, 16),  # another teacher's width
+        (good, 4, 8),  # another label count
+        (zero_row, 3, 8),
+        (nan, 3, 8),
+        (good.astype(np.int32), 3, 8),
+        (good[None], 3, 8),
+    ]:
+        assert not classify.usable_label_cache(bad, labels, dim)

@@ -99,6 +99,8 @@ def check_config(config, workdir: str | None = None) -> dict:
             [1],
             [0],
         )
+    for field in ("steps", "sweep_steps", "eot_samples", "seeds", "batch_size"):
+        config_checks.check_int(config, field, 1)
     timesteps = run_config["model"]["num_timesteps"]
     for field, pairs in (
         ("settings", parsed["settings"]),
@@ -112,11 +114,11 @@ def check_config(config, workdir: str | None = None) -> dict:
                 raise errors.ConfigError(
                     field, f"N={n}, t={t}: need N >= 1 and 0 <= t < {timesteps}"
                 )
+            key = "settings" if field == "settings" else "sweep_num_paths"
+            evaluation.check_memory(config, run_config, config.batch_size, n, t, key)
     if any(e < 0 for e in parsed["eps"]):
         raise errors.ConfigError("eps", f"must be >= 0, got {parsed['eps']}")
     config_checks.check_number(config, "sweep_eps", 0.0)
-    for field in ("steps", "sweep_steps", "eot_samples", "seeds", "batch_size"):
-        config_checks.check_int(config, field, 1)
     for field in ("max_shapes", "curve_every", "draws_per_step", "success_draws"):
         config_checks.check_int(config, field, 0)
     config_checks.check_seed(config)

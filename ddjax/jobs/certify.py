@@ -22,6 +22,7 @@ from ddjax import (
     errors,
     evaluation,
     figures,
+    memory,
     metrics,
     progress,
     run_folder,
@@ -83,6 +84,17 @@ def check_config(config, workdir: str | None) -> tuple[dict, list[int]]:
     config_checks.check_int(config, "max_shapes", 0)
     config_checks.check_int(config, "skip", 1)
     config_checks.check_seed(config)
+    # one step: batch_shapes x draws_per_step draws of num_paths noisy clouds each, together
+    draws = config.batch_shapes * config.draws_per_step
+    memory.check_fits(
+        "num_paths",
+        f"N={config.num_paths} noise paths for {config.draws_per_step} draws of "
+        f"{config.batch_shapes} shapes per step",
+        memory.inference_bytes(
+            run_config["model"], draws, config.num_paths, draws * config.num_paths
+        ),
+        "lower config.num_paths, config.draws_per_step or config.batch_shapes",
+    )
     return run_config, ts
 
 

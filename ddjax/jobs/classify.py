@@ -153,22 +153,35 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     evaluation.input_points(config, run_config["model"])
     config_checks.check_int(config, "mesh_points", 1)
     evaluation.check_noise_setting(config, run_config)
+    evaluation.check_memory(config, run_config, 1, config.num_paths, config.t)  # a cloud at a time
     config_checks.check_number(config, "ratio", 0.0)
     config_checks.check_choice(config, "template", prompts.TEMPLATES)
     config_checks.check_seed(config)
     return labels, run_config, files
 
 
+def usable_label_cache(features: np.ndarray, num_labels: int, dim: int) -> bool:
+    """A cached f32[L, D] is used only when its shape is (labels, the model's teacher_dim), its
+    values are finite and no row is zero (a zero row scores every cloud 0: a damaged write)."""
+    return (
+        features.dtype.kind == "f"
+        and features.shape == (num_labels, dim)
+        and bool(np.isfinite(features).all())
+        and bool((np.abs(features).max(axis=1) > 0).all())
+    )
+
+
 def label_features(
-    run_dir: pathlib.Path, stored_teacher: str, labels: list[str], template: str
+    run_dir: pathlib.Path, stored_teacher: str, labels: list[str], template: str, dim: int
 ) -> np.ndarray:
     """f32[L, D] text features of `labels`, cached in the run folder per (teacher, template,
-    labels): the teacher is loaded only when the cache has no entry (or a damaged one)."""
+    labels): the teacher is loaded only when the cache has no usable entry (absent, damaged, of
+    the wrong shape or zeros: `usable_label_cache`), which is then written again."""
     digest = hashlib.sha1(json.dumps([stored_teacher, template, labels]).encode()).hexdigest()[:16]
     path = run_dir / f"classify_text_{digest}.npy"
     try:
         features = np.load(path, allow_pickle=False)
-        if features.shape[0] == len(labels) and np.isfinite(features).all():
+        if usable_label_cache(features, len(labels), dim):
             return features
     except (OSError, ValueError, EOFError):
         pass  # absent or damaged: computed again
@@ -210,7 +223,13 @@ def run(config, workdir: str | None = None) -> list[dict]:
         text = jnp.asarray(table[[names.index(label) for label in labels]])  # (L, D)
     else:
         text = jnp.asarray(
-            label_features(run_dir, recorded["resolved"]["teacher"], labels, config.template)
+            label_features(
+                run_dir,
+                recorded["resolved"]["teacher"],
+                labels,
+                config.template,
+                model_config.teacher_dim,
+            )
         )
     inference = registry.inference(model_config)
     num_paths, t = inference.setting(config.num_paths, config.t)

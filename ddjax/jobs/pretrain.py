@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ddjax import config_checks, distributed, errors, progress, run_folder, train
+from ddjax import config_checks, distributed, errors, memory, progress, run_folder, train
 from ddjax import metrics as metrics_lib
 from ddjax.data import image_augment, prepare
 from ddjax.models import dual_denoising as dd
@@ -141,6 +141,28 @@ def check_config(config, workdir: str | None = None) -> None:
         raise errors.ConfigError("teacher", "empty", "pass a CLIP hub name or a local directory")
     if config.init_from:
         config_checks.check_run_dir(config, "init_from")
+    check_schedule_and_evaluation(config)
+
+
+def check_schedule_and_evaluation(config) -> None:
+    """The warm-up within the schedule, and the evaluation after training within one device's
+    memory (`memory.check_inference`, before anything compiles)."""
+    if config.warmup_epochs > config.epochs:
+        raise errors.ConfigError(
+            "warmup_epochs",
+            f"{config.warmup_epochs} is more than config.epochs={config.epochs}: the learning rate "
+            "would never reach config.lr",
+            "use at most config.epochs",
+        )
+    if config.eval.dataset:
+        memory.check_inference(
+            config.model.to_dict(),
+            batch=-(-config.eval.batch_size // jax.device_count()),
+            num_paths=config.eval.num_paths,
+            t=config.eval.t,
+            paths_per_step=dd.default_paths_per_step(),
+            keys=("eval.num_paths", "eval.batch_size"),
+        )
 
 
 def run(config, workdir: str) -> dict:
