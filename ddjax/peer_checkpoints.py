@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import io
+import json
 import pathlib
 import pickle
 import re
@@ -34,6 +35,7 @@ import jax
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from ddjax import errors
@@ -212,6 +214,45 @@ def read_pth(path) -> object:
             ) from None
 
 
+SAFETENSORS_HEADER_LIMIT = 100 << 20  # the format's own limit on its JSON header
+
+
+def read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """A .safetensors file's tensors; its header is checked first (an 8-byte little-endian length
+    within the file and the format's 100 MiB, then a JSON object), so a broken or oversized header
+    is one line naming the file, as is anything safetensors itself refuses."""
+    size = path.stat().st_size
+    todo = "the file is damaged or not .safetensors: export it again"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ConvertError(path, f"{size} bytes: too short for a .safetensors file", todo)
+        length = int.from_bytes(head, "little")
+        if length > min(size - 8, SAFETENSORS_HEADER_LIMIT):
+            raise ConvertError(
+                path,
+                f"its header claims {length} bytes; the file has {size - 8} after the length "
+                f"and the format allows at most {SAFETENSORS_HEADER_LIMIT >> 20} MiB",
+                todo,
+            )
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConvertError(
+                path, f"its header is not JSON: {errors.one_line(e)}", todo
+            ) from None
+    if not isinstance(header, dict):
+        raise ConvertError(
+            path, f"its header is a JSON {type(header).__name__}, not an object", todo
+        )
+    try:
+        return dict(load_file(str(path)))
+    except SafetensorError as e:
+        raise ConvertError(
+            path, f"unreadable .safetensors file: {errors.one_line(e)}", todo
+        ) from None
+
+
 def read_checkpoint(path) -> dict[str, np.ndarray]:
     """The checkpoint's tensors by key, as numpy arrays (.pth/.pt/.bin, .safetensors, .npz)."""
     path = pathlib.Path(path)
@@ -225,7 +266,7 @@ def read_checkpoint(path) -> dict[str, np.ndarray]:
                     return {n[len("param/") :]: z[n] for n in params}
                 return {n: z[n] for n in names}
         if suffix == ".safetensors":
-            return dict(load_file(str(path)))
+            return read_safetensors(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ConvertError(path, f"unreadable {suffix} file: {errors.one_line(e)}") from None
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
@@ -325,7 +366,7 @@ def to_variables(state: dict, shapes: dict) -> dict:
             for k, v in traverse_util.flatten_dict(shapes.get("batch_stats", {})).items()
         }
     )
-    filled, unexpected, bad_shape, seen = {}, [], [], set()
+    filled, unexpected, bad_shape, nonfinite, seen = {}, [], [], [], set()
     for key, value in state.items():
         path, leaf = _target(key)
         value = np.asarray(value)
@@ -350,15 +391,19 @@ def to_variables(state: dict, shapes: dict) -> dict:
         if tuple(value.shape) != tuple(want[dest].shape):
             bad_shape.append(f"{key} {tuple(value.shape)} vs {tuple(want[dest].shape)}")
             continue
-        filled[dest] = value.astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+            filled[dest] = value.astype(np.float32)
+        if not np.isfinite(filled[dest]).all():
+            nonfinite.append(key)
     missing = ["/".join(k) for k in sorted(set(want) - seen)]
-    if missing or unexpected or bad_shape:
+    if missing or unexpected or bad_shape or nonfinite:
         parts = [
             f"{len(v)} {name}: {', '.join(v[:8])}{' ...' if len(v) > 8 else ''}"
             for name, v in (
                 ("missing", missing),
                 ("unexpected", sorted(unexpected)),
                 ("of another shape", bad_shape),
+                ("not finite (NaN or inf, beyond float32 included)", sorted(nonfinite)),
             )
             if v
         ]

@@ -16,6 +16,7 @@ import pytest
 
 import main
 from ddjax import run_folder
+from tests.conftest import SHARED_DATA
 
 ERROR_LINE = re.compile(r"^error: [^()]+ \((?P<where>[^)]*)\): (?P<why>.+); (?P<todo>.+)$")
 
@@ -532,6 +533,72 @@ def test_config_values(capsys, tmp_path, fuzz_run, base, overrides, where):
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+# ---------------------------------------------------------------------------- peer checkpoints
+def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
+    return (len(header) if length is None else length).to_bytes(8, "little") + header + body
+
+
+_TENSOR = b'{"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}'
+# name -> (bytes, a part of the one line); each names the file (issue 28: .safetensors tracebacks)
+CHECKPOINT_FILES = {
+    "short.safetensors": (b"\x01\x02", "too short for a .safetensors file"),
+    "oversized.safetensors": (_safetensors(b"{}", length=2**62), "its header claims"),
+    "beyond.safetensors": (_safetensors(b"{}", length=4096), "its header claims 4096 bytes"),
+    "notjson.safetensors": (_safetensors(b"{not json"), "its header is not JSON"),
+    "binary.safetensors": (_safetensors(b"\xff\xfe\x00"), "its header is not JSON"),
+    "list.safetensors": (_safetensors(b"[1, 2]"), "a JSON list, not an object"),
+    "offsets.safetensors": (_safetensors(_TENSOR, b"\0" * 8), "unreadable .safetensors file"),
+    "dtype.safetensors": (
+        _safetensors(_TENSOR.replace(b"F32", b"Q99"), b"\0" * 64),
+        "unreadable .safetensors file",
+    ),
+    "empty.npz": (b"", "unreadable .npz file"),
+    "text.pth": (b"not a zip", "not a PyTorch zip checkpoint"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_FILES))
+def test_checkpoint_files(capsys, tmp_path, name):
+    content, message = CHECKPOINT_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    argv = ["--config=configs/convert.py", f"--config.source={path}", "--config.model=recon"]
+    line = run_refused(capsys, [*argv, f"--workdir={tmp_path / 'out'}"], str(path))
+    assert message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_parameter_is_refused_by_the_converter(capsys, tmp_path):
+    """A parameter that is all NaN, one with an inf and one beyond float32 (issue 28: converted
+    and written as a run folder): one line listing them, in .npz and in .safetensors alike."""
+    from safetensors.numpy import save_file
+
+    reference = SHARED_DATA / "peers" / "ulip_pointbert_seedA.npz"
+    if not reference.is_file():
+        pytest.skip(f"peer reference file not found at {reference} (it ships in ../shared/data)")
+    with np.load(reference, allow_pickle=False) as z:
+        state = {k[len("param/") :]: z[k] for k in z.files if k.startswith("param/")}
+    bad = {
+        "point_encoder.norm.bias": np.nan,
+        "point_encoder.reduce_dim.bias": np.inf,
+        "point_encoder.cls_token": 1e300,  # finite in float64, inf in float32
+    }
+    for key, value in bad.items():
+        state[key] = np.full(state[key].shape, value, np.float64 if value == 1e300 else np.float32)
+    np.savez(tmp_path / "nan.npz", **state)
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp_path / "nan.safetensors")
+    for source in ("nan.npz", "nan.safetensors"):
+        argv = [
+            "--config=configs/convert.py",
+            f"--config.source={tmp_path / source}",
+            "--config.model=ulip_pointbert",
+            f"--workdir={tmp_path / 'out'}",
+        ]
+        line = run_refused(capsys, argv, "state dict")
+        assert "3 not finite" in line and all(k in line for k in bad), line
+        assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------- run folders,
 # checkpoints
 def test_run_folder_cases(capsys, tmp_path, fuzz_run):
@@ -890,6 +957,8 @@ def test_a_bug_shows_its_traceback_and_says_so(capsys, monkeypatch):
 CASES = (
     len(POINT_FILES)
     + len(CONFIG_CASES)
+    + len(CHECKPOINT_FILES)
+    + 1
     + RUN_FOLDER_CASES
     + len(MODELNET_CASES)
     + len(SCANOBJECTNN_CASES)
