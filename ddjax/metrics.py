@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from typing import Callable
 
-from ddjax import distributed, run_folder
+from ddjax import distributed, errors, run_folder
 
 
 def write_json(path, obj) -> None:
@@ -27,14 +29,14 @@ class MetricWriter:
         self._last_time, self._last_step = time.time(), start_step
         self.enabled = distributed.is_writer()
         if self.enabled and os.path.exists(self.path):
-            # A resumed run replays the steps after its checkpoint: drop their old lines.
+            # A resumed run replays the steps after its checkpoint: drop their old lines. A damaged
+            # line stays as it is (its step is unknown), named once on stderr.
             kept = [
-                line for line in read_lines(self.path) if json.loads(line)["step"] <= start_step
+                raw
+                for raw, record in read_lines(self.path, warn=_note)
+                if record is None or record["step"] <= start_step
             ]
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                f.writelines(kept)
-            os.replace(tmp, self.path)
+            run_folder.write_bytes(self.path, b"".join(kept))
 
     def write(self, step: int, metrics: dict) -> dict:
         now = time.time()
@@ -62,14 +64,34 @@ class MetricWriter:
         return record
 
 
-def read_lines(path: str) -> list[str]:
-    """Complete lines only: a run killed mid-write may leave a partial last line."""
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    return lines
+def _note(line: str) -> None:
+    sys.stderr.write(f"note: {line}\n")
+
+
+def read_lines(path: str, warn: Callable[[str], None] = _note) -> list[tuple[bytes, dict | None]]:
+    """(raw line with its newline, record) for each complete line of a metrics.jsonl; the record is
+    None for a damaged line (not a JSON object with an integer step), which `warn` names with its
+    line number. A partial last line (a run killed mid-write) is left out silently."""
+    with open(path, "rb") as f:
+        *complete, _partial = f.read().split(b"\n")
+    out = []
+    for number, raw in enumerate(complete, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            why = (
+                None if isinstance(record, dict) and type(record.get("step")) is int else "no step"
+            )
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = errors.one_line(e)
+        if why:
+            warn(f"{path}:{number} is not a metrics record ({why}); it is skipped")
+        out.append((raw + b"\n", None if why else record))
+    return out
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    return [json.loads(line) for line in read_lines(os.path.join(workdir, "metrics.jsonl"))]
+    """The records of WORKDIR/metrics.jsonl in order; damaged lines are named and skipped."""
+    lines = read_lines(os.path.join(workdir, "metrics.jsonl"))
+    return [record for _, record in lines if record is not None]
