@@ -533,6 +533,35 @@ def test_config_values(capsys, tmp_path, fuzz_run, base, overrides, where):
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_a_bad_file_sorted_last_is_refused_before_any_file_is_read(
+    capsys, tmp_path, fuzz_run, monkeypatch
+):
+    """1,500 files with a damaged one sorted last (issue 28: about 9 minutes of reading first):
+    refused by the header check, the line names the file and its place, and no file was read."""
+    from ddjax.data import readers
+
+    folder = tmp_path / "clouds"
+    folder.mkdir()
+    text = "".join(f"{x} {y} {z}\n" for x, y, z in CLOUD)
+    for i in range(1499):
+        (folder / f"c{i:04d}.xyz").write_text(text)
+    with open(folder / "zz_sparse.xyz", "wb") as f:
+        f.truncate(3 << 30)  # 3 GB of NUL bytes, not stored on disk
+
+    def never(*args, **kwargs):
+        raise AssertionError("a file was read whole before every header was checked")
+
+    monkeypatch.setattr(readers, "read_points_file", never)
+    argv = [
+        "--config=configs/classify.py",
+        f"--config.checkpoint={fuzz_run}",
+        "--config.labels=chair,table",
+        f"--config.input={folder}/*.xyz",
+    ]
+    line = run_refused(capsys, argv, str(folder / "zz_sparse.xyz"), fuzz_run)
+    assert "not a text file (a NUL byte at offset 0)" in line and "file 1500 of 1500" in line
+
+
 # ---------------------------------------------------------------------------- peer checkpoints
 def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
     return (len(header) if length is None else length).to_bytes(8, "little") + header + body
@@ -958,7 +987,7 @@ CASES = (
     len(POINT_FILES)
     + len(CONFIG_CASES)
     + len(CHECKPOINT_FILES)
-    + 1
+    + 2
     + RUN_FOLDER_CASES
     + len(MODELNET_CASES)
     + len(SCANOBJECTNN_CASES)

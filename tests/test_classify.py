@@ -222,3 +222,32 @@ def test_which_label_caches_are_used():
         (good[None], 3, 8),
     ]:
         assert not classify.usable_label_cache(bad, labels, dim)
+
+
+def test_a_file_name_with_a_comma(run_dir, tmp_path, capsys):
+    """A comma in a file name (issue 28: it could not be passed): the whole text when it names a
+    file, or escaped as '\\,' in a list; both rank the same cloud the same."""
+    import main
+
+    rng = np.random.default_rng(3)
+    np.savetxt(tmp_path / "chair,1.xyz", rng.normal(size=(300, 3)))
+    np.savetxt(tmp_path / "plain.xyz", rng.normal(size=(300, 3)))
+    assert classify.split_inputs(f"{tmp_path}/chair,1.xyz") == [f"{tmp_path}/chair,1.xyz"]
+    assert classify.split_inputs("a\\,b.xyz, c.xyz,") == ["a,b.xyz", "c.xyz", ""]
+    base = [
+        "--config=configs/classify.py",
+        f"--config.checkpoint={run_dir}",
+        "--config.labels=chair,table",
+        "--config.npoints=256",
+        "--config.point_all=300",
+    ]
+
+    def rankings(inputs: str) -> list[dict]:
+        capsys.readouterr()
+        assert main.run_command([*base, f"--config.input={inputs}"]) == 0
+        return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+
+    (whole,) = rankings(f"{tmp_path}/chair,1.xyz")
+    listed = rankings(f"{tmp_path}/chair\\,1.xyz,{tmp_path}/plain.xyz")
+    assert [r["file"] for r in listed] == [f"{tmp_path}/chair,1.xyz", f"{tmp_path}/plain.xyz"]
+    assert listed[0]["ranking"] == whole["ranking"]

@@ -105,7 +105,7 @@ def _npy_with_header(path, header: dict, body: bytes = b""):
         (
             "face.off",
             "OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n",
-            r"face\.off\): OFF face 0 has 2 vertices",
+            r"face\.off:6\): OFF face 0 has 2 vertices",
         ),
         ("head.off", "OFF\nx y z\n", r"head\.off\): malformed OFF header"),
         ("v.obj", "v 0 0 0\nv 1 0\n", r"v\.obj:2\): a vertex needs x y z"),
@@ -235,3 +235,58 @@ def test_valid_files_the_old_reader_refused(tmp_path):
     np.testing.assert_array_equal(
         readers.read_points_file(tmp_path / "ints.npy")[0], np.arange(12).reshape(4, 3)
     )
+
+
+def test_off_files_with_colours_normals_and_face_colours(tmp_path):
+    """Per-vertex colours (issue 28: blamed as 'face 0 has 0 vertices'), COFF/NOFF keywords, face
+    colours and comments: the vertices are the first three values of each vertex line."""
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+    extra = ["255 0 0 255", "0.1 0.2 0.3", "", "0 0 1 0 255 255 0 255"]
+    faces = "3 0 1 2 255 0 0\n3 0 2 3\n"
+    for keyword, cols in [("OFF", extra[0]), ("COFF", extra[0]), ("NOFF", extra[1]), ("OFF", "")]:
+        body = "".join(f"{x:g} {y:g} {z:g} {cols}\n" for x, y, z in xyz)
+        path = tmp_path / f"{keyword.lower()}{len(cols)}.off"
+        path.write_text(f"{keyword}\n# a comment\n4 2 0\n{body}{faces}")
+        readers.check_header(path)
+        vertices, triangles = readers.read_points_file(path)
+        np.testing.assert_array_equal(vertices, xyz)
+        np.testing.assert_array_equal(triangles, [[0, 1, 2], [0, 2, 3]])
+    # ModelNet's glued header, and vertex data wrapped across lines (read as a token stream)
+    (tmp_path / "glued.off").write_text("OFF4 1 0\n0 0 0 1 0\n0 0 1 0\n0 0 1\n3 0 1 2\n")
+    vertices, triangles = readers.read_points_file(tmp_path / "glued.off")
+    np.testing.assert_array_equal(vertices, xyz)
+    np.testing.assert_array_equal(triangles, [[0, 1, 2]])
+    (tmp_path / "four.off").write_text("4OFF\n1 0 0\n0 0 0 1\n")
+    with pytest.raises(readers.PointFileError, match="only 3-D OFF variants"):
+        readers.read_points_file(tmp_path / "four.off")
+
+
+def test_the_cheap_check_reads_only_the_head(tmp_path):
+    """`check_header` refuses from a file's first 64 KiB what the whole read would refuse later:
+    a 3 GB sparse .xyz (NUL bytes, issue 28), a first line longer than 64 KiB, not OFF, a
+    truncated PLY header; a valid file passes. The streaming reader refuses a long line in the
+    middle as soon as it reaches it."""
+    sparse = tmp_path / "sparse.xyz"
+    with open(sparse, "wb") as f:
+        f.truncate(3 << 30)  # 3 GB of NUL bytes, not stored on disk
+    with pytest.raises(readers.PointFileError, match=r"sparse\.xyz\): not a text file \(a NUL"):
+        readers.check_header(sparse)
+    long = tmp_path / "long.txt"
+    long.write_text("1" * (200 << 10))
+    with pytest.raises(readers.PointFileError, match="first line is longer than 64 KiB"):
+        readers.check_header(long)
+    middle = tmp_path / "middle.xyz"
+    middle.write_text("0 0 0\n1 1 1\n" + "2 " * (40 << 10) + "\n3 3 3\n")
+    readers.check_header(middle)  # the head is fine
+    with pytest.raises(readers.PointFileError, match=r"middle\.xyz:3\): a line longer than 64 KiB"):
+        readers.read_points_file(middle)
+    (tmp_path / "not.off").write_text("PLY\n3 1 0\n")
+    with pytest.raises(readers.PointFileError, match="not an OFF file"):
+        readers.check_header(tmp_path / "not.off")
+    (tmp_path / "cut.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\n")
+    with pytest.raises(readers.PointFileError, match="no 'end_header'"):
+        readers.check_header(tmp_path / "cut.ply")
+    good = tmp_path / "good.xyz"
+    good.write_text("".join(f"{i} {i * i} {-i}\n" for i in range(20000)))  # beyond 64 KiB
+    readers.check_header(good)
+    assert len(readers.read_points_file(good)[0]) == 20000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from array import array
 
 import numpy as np
@@ -61,6 +62,8 @@ POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
 # Coordinates above this overflow the squares of the unit-ball normalisation (float64), below this
 # radius a cloud is one point: both are refused instead of silently normalised to zeros.
 MAX_ABS_COORDINATE = 1e150
+# The cheap check (`check_header`) reads this much of a file; a text point file's lines are shorter.
+HEAD_BYTES = MAX_LINE = 1 << 16
 MIN_RADIUS = 1e-12
 
 
@@ -84,9 +87,9 @@ def _strip_comments(text: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in lines if line]
 
 
-def _read_npy(path: str) -> np.ndarray:
-    """The first three columns of a numeric (N, >= 3) .npy array, read through a memory map so that
-    a header that claims more data than the file holds is refused instead of allocated."""
+def _open_npy(path: str) -> np.ndarray:
+    """A numeric (N, >= 3) .npy array as a memory map (nothing read but its header), so that a
+    header that claims more data than the file holds is refused instead of allocated."""
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic:
@@ -113,15 +116,26 @@ def _read_npy(path: str) -> np.ndarray:
         )
     if data.ndim != 2 or data.shape[1] < 3:
         raise PointFileError(path, f"expected an (N, >= 3) array of points, got shape {data.shape}")
-    return np.asarray(data[:, :3], np.float64)
+    return data
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """The first three columns of a numeric (N, >= 3) .npy array (`_open_npy`)."""
+    return np.asarray(_open_npy(path)[:, :3], np.float64)
 
 
 def _text_lines(path: str):
     """(line number, content) of a UTF-8 text file streamed line by line (a leading byte-order mark
-    dropped, '#' comments and blank lines skipped): the file is never held in memory whole."""
+    dropped, '#' comments and blank lines skipped): the file is never held in memory whole, and a
+    line longer than MAX_LINE characters (no point's line is) is refused as soon as it is seen."""
     try:
         with open(path, "r", encoding="utf-8-sig", newline=None) as f:
-            for line_no, line in enumerate(f, 1):
+            for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE), ""), 1):
+                if len(line) == MAX_LINE and not line.endswith("\n"):
+                    raise PointFileError(
+                        f"{path}:{line_no}",
+                        f"a line longer than {MAX_LINE // 1024} KiB: not a text point file",
+                    )
                 line = line.split("#", 1)[0].strip()
                 if line:
                     yield line_no, line
@@ -161,13 +175,23 @@ def _read_text_points(path: str) -> np.ndarray:
     return np.frombuffer(values, np.float64).reshape(-1, 3)  # shares the buffer: no copy
 
 
-def _read_off(path: str, text: str):
-    lines = _strip_comments(text)
-    tokens = [t for _, line in lines for t in line.split()]
-    if not tokens or not tokens[0].startswith("OFF"):
-        raise PointFileError(path, f"not an OFF file (first token {tokens[:1]})")
-    head = tokens[0][3:]  # ModelNet quirk: 'OFF490 518 0' with the counts glued to the keyword
-    rest = ([head] if head else []) + tokens[1:]
+# Geomview's OFF keywords: [ST][C][N][4][n]OFF (texture, colour, normal data on each vertex line)
+OFF_KEYWORD = re.compile(r"(ST)?C?N?4?n?OFF")
+
+
+def _off_counts(path: str, lines: list[tuple[int, str]]) -> tuple[int, int, int]:
+    """(vertex count, face count, index in `lines` of the first vertex line) of an OFF header: the
+    counts follow the keyword on its line (ModelNet glues them: 'OFF490 518 0') or fill the next."""
+    first = lines[0][1].split() if lines else []
+    keyword = OFF_KEYWORD.match(first[0]) if first else None
+    if keyword is None:
+        raise PointFileError(path, f"not an OFF file (first token {first[:1]})")
+    if "4" in keyword.group(0) or "nOFF" in keyword.group(0):
+        raise PointFileError(path, f"a {keyword.group(0)} file: only 3-D OFF variants are read")
+    glued = first[0][keyword.end() :]
+    rest, body = ([glued] if glued else []) + first[1:], 1
+    if not rest and len(lines) > 1:
+        rest, body = lines[1][1].split(), 2
     try:
         n_vertices, n_faces = int(rest[0]), int(rest[1])
     except (ValueError, IndexError):
@@ -180,7 +204,50 @@ def _read_off(path: str, text: str):
         raise PointFileError(
             path, f"negative count in the OFF header ({n_vertices} vertices, {n_faces} faces)"
         )
-    values = rest[3:]
+    return n_vertices, n_faces, body
+
+
+def _read_off(path: str, text: str):
+    """An OFF mesh: one vertex per line (x y z first; normals, colours or texture coordinates after
+    them are ignored), then one face per line (k, then k vertex indices; a colour after them is
+    ignored). A file whose vertex lines differ in width (its data wraps across lines) or that has
+    fewer lines than its counts is read as a token stream instead."""
+    lines = _strip_comments(text)
+    n_vertices, n_faces, body = _off_counts(path, lines)
+    vertex_lines = lines[body : body + n_vertices]
+    widths = {len(line.split()) for _, line in vertex_lines}
+    face_lines = lines[body + n_vertices : body + n_vertices + n_faces]
+    short = len(vertex_lines) < n_vertices or len(face_lines) < n_faces
+    if short or len(widths) > 1 or min(widths, default=3) < 3:
+        return _read_off_tokens(path, lines[body:], n_vertices, n_faces)
+    vertices = np.empty((n_vertices, 3), np.float64)
+    for i, (line_no, line) in enumerate(vertex_lines):
+        try:
+            vertices[i] = [float(v) for v in line.split()[:3]]
+        except ValueError:
+            raise PointFileError(f"{path}:{line_no}", f"not a vertex: {line[:60]!r}") from None
+    polygons = []
+    for face, (line_no, line) in enumerate(face_lines):
+        parts = line.split()
+        try:
+            k = int(parts[0])
+            polygons.append([int(v) for v in parts[1 : 1 + k]])
+        except ValueError:
+            raise PointFileError(
+                f"{path}:{line_no}", f"OFF face {face} is not 'k i1 ... ik': {line[:60]!r}"
+            ) from None
+        if k < 3 or len(polygons[-1]) < k:
+            raise PointFileError(
+                f"{path}:{line_no}",
+                f"OFF face {face} has {k} vertices"
+                + (" (a face needs 3)" if k < 3 else f" but lists {len(polygons[-1])}"),
+            )
+    return vertices, _fan_triangles(polygons)
+
+
+def _read_off_tokens(path: str, lines: list[tuple[int, str]], n_vertices: int, n_faces: int):
+    """The OFF body as one token stream (vertex data wrapped across lines)."""
+    values = [t for _, line in lines for t in line.split()]
     if len(values) < 3 * n_vertices:
         raise PointFileError(
             path,
@@ -384,6 +451,49 @@ def check_cloud(path: str, vertices: np.ndarray) -> None:
             f"a degenerate cloud, all {len(vertices)} points in one place (largest "
             f"distance from their centroid {radius:.3g})",
         )
+
+
+def check_header(path) -> None:
+    """The cheap check of a point file, made for every input before any is read whole: its type, and
+    what its first HEAD_BYTES say (an .npy header of a real (N, >= 3) array the file can hold; a
+    text format's UTF-8 without NUL bytes and a first line shorter than that; the OFF keyword; the
+    whole PLY header). PointFileError naming the file otherwise: a 3 GB file of NUL bytes named
+    .xyz is refused after reading 64 KiB of it."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in POINT_FILE_SUFFIXES:
+        raise PointFileError(
+            path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}"
+        )
+    try:
+        if suffix == ".npy":
+            _open_npy(path)
+            return
+        with open(path, "rb") as f:
+            head, size = f.read(HEAD_BYTES), os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise PointFileError(path, f"cannot read ({e.strerror or e})") from None
+    if not head:
+        raise PointFileError(path, "no points (empty file)")
+    if suffix == ".ply":
+        if b"end_header" not in head and size > HEAD_BYTES:
+            raise PointFileError(path, f"no PLY header within its first {HEAD_BYTES // 1024} KiB")
+        _ply_header(path, head)
+        return
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise PointFileError(path, f"not a text file (a NUL byte at offset {nul})")
+    if size > HEAD_BYTES and b"\n" not in head and b"\r" not in head:
+        raise PointFileError(
+            path, f"its first line is longer than {HEAD_BYTES // 1024} KiB: not a text point file"
+        )
+    if len(head) == HEAD_BYTES:  # whole lines only: a character may be cut at the end
+        head = head[: max(head.rfind(b"\n"), head.rfind(b"\r")) + 1]
+    text = _decode(path, head)
+    if suffix == ".off":
+        lines = _strip_comments(text)
+        if not lines or not OFF_KEYWORD.match(lines[0][1]):
+            raise PointFileError(path, f"not an OFF file (it starts {text.lstrip()[:12]!r})")
 
 
 def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -83,12 +85,22 @@ def load_cloud(
     return points[idx][choice][None]
 
 
+def split_inputs(text: str) -> list[str]:
+    """config.input's items: split at commas, except an escaped one ('a\\,b.xyz' is the file
+    'a,b.xyz'); the whole text is one item when it names an existing file."""
+    text = str(text).strip()
+    if text and os.path.isfile(os.path.expanduser(text)):
+        return [text]
+    items = re.split(r"(?<!\\),", text)  # ',' not after a backslash
+    return [item.replace("\\,", ",").strip() for item in items]
+
+
 def expand_inputs(text: str) -> list[pathlib.Path]:
-    """config.input: comma-separated files and glob patterns -> the files, in the order given (each
-    pattern's matches sorted); ConfigError for a missing file, a pattern that matches nothing, a
-    folder or an unsupported type."""
+    """config.input: comma-separated files and glob patterns (`split_inputs`) -> the files, in the
+    order given (each pattern's matches sorted); ConfigError for a missing file, a pattern that
+    matches nothing, a folder or an unsupported type."""
     files = []
-    for item in (part.strip() for part in str(text).split(",")):
+    for item in split_inputs(text):
         if not item:
             continue
         pattern = str(pathlib.Path(item).expanduser())
@@ -117,6 +129,19 @@ def expand_inputs(text: str) -> list[pathlib.Path]:
                 f"use one of {readers.POINT_FILE_SUFFIXES}",
             )
     return files
+
+
+def check_headers(files: list[pathlib.Path]) -> None:
+    """Every file's cheap check (`readers.check_header`) before any file is read whole: a bad file
+    sorted last is refused at once, its place among the files in the line."""
+    for i, path in enumerate(files, 1):
+        try:
+            readers.check_header(path)
+        except readers.PointFileError as e:
+            if len(files) == 1:
+                raise
+            place = f"file {i} of {len(files)}; every file's header is checked before any is read"
+            raise readers.PointFileError(e.where, f"{e.why} ({place})", e.todo) from None
 
 
 def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, list[pathlib.Path]]:
@@ -148,6 +173,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
             "labels", f"{repeated} listed more than once", "list each label once"
         )
     files = expand_inputs(config.input)
+    check_headers(files)
     config_checks.check_int(config, "npoints", 1)
     config_checks.check_int(config, "point_all", config.npoints)
     evaluation.input_points(config, run_config["model"])
