@@ -19,6 +19,7 @@ one line `error: <what> (<file or config key>): <why>; <what to do>`; 2 a flag o
 import contextlib
 import difflib
 import importlib.util
+import logging as std_logging
 import os
 import re
 import sys
@@ -202,12 +203,22 @@ def quiet_logs(verbose: bool) -> None:
     if verbose:
         return
     logging.set_verbosity(logging.WARNING)
+    # orbax logs what ddjax reports itself as one line (a damaged or stray checkpoint folder), or
+    # what does not matter to the result (a damaged _CHECKPOINT_METADATA, which holds no arrays)
+    absl_logger = std_logging.getLogger("absl")
+    if not any(f is drop_orbax_records for f in absl_logger.filters):
+        absl_logger.addFilter(drop_orbax_records)
     # read when transformers is first imported
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.set_verbosity_error()
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
+
+
+def drop_orbax_records(record) -> bool:
+    """A logging filter: False (dropped) for a record logged from orbax's code."""
+    return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def use_compilation_cache(enabled: bool = True, directory: str | None = None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,48 @@ import orbax.checkpoint as ocp
 from ddjax import distributed, errors, run_folder
 from ddjax.models import dual_denoising as dd
 from ddjax.models import registry
+
+
+def _note(line: str) -> None:
+    sys.stderr.write(f"note: {line}\n")
+
+
+def _step_folders(directory) -> list[pathlib.Path]:
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted((p for p in directory.iterdir() if p.name.isdigit() and p.is_dir()), key=str)
+
+
+def stray_steps(directory) -> list[pathlib.Path]:
+    """Folders of `directory` named like a step that hold no checkpoint (no `state` folder): an
+    empty `mkdir checkpoints/999`, a copy that lost its contents."""
+    return [p for p in _step_folders(directory) if not (p / "state").is_dir()]
+
+
+def latest_step(directory, note: Callable[[str], None] = _note) -> int | None:
+    """The latest step of `directory` that holds a checkpoint (orbax's own choice is the highest
+    step-named folder, a stray one included); each stray folder (`stray_steps`) is named and
+    skipped."""
+    for stray in stray_steps(directory):
+        note(f"{stray} holds no checkpoint (no state folder); it is skipped")
+    steps = [int(p.name) for p in _step_folders(directory) if (p / "state").is_dir()]
+    return max(steps, default=None)
+
+
+def clear_strays(directory, note: Callable[[str], None] = _note) -> None:
+    """Before a run writes checkpoints into `directory`: an empty stray step folder is removed
+    (orbax would save no step below it), a stray with files in it is refused (CheckpointError)."""
+    for stray in stray_steps(directory):
+        if any(stray.iterdir()):
+            raise errors.CheckpointError(
+                stray,
+                "a folder named like a checkpoint step that holds no checkpoint (no state "
+                "folder), with files in it; orbax would save no step below it",
+                "move it out of the run folder's checkpoints/",
+            )
+        stray.rmdir()
+        note(f"removed {stray}: an empty folder named like a checkpoint step")
 
 
 def restore(manager, step: int, args, directory):
@@ -132,7 +176,7 @@ def restore_run(run_dir: str) -> tuple[dict, dict, int]:
         )
     model_config = ml_collections.ConfigDict(run_config["model"])
     manager = ocp.CheckpointManager(root / "checkpoints")
-    step = manager.latest_step()
+    step = latest_step(root / "checkpoints")
     if step is None:
         raise errors.CheckpointError(
             root / "checkpoints", "no checkpoint (the run has not saved one yet)"

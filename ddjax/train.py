@@ -340,7 +340,7 @@ def restore_or_init(
     target = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, sharding
     )
-    start = manager.latest_step()
+    start = checkpoints.latest_step(directory)
     if start is not None:
         _check_process_count(directory / str(start))
         state = _restore_state(manager, start, directory, target, sharding, data_iter)
@@ -350,7 +350,7 @@ def restore_or_init(
     if config.init_from:
         other_dir = pathlib.Path(config.init_from).expanduser().resolve() / "checkpoints"
         other = ocp.CheckpointManager(other_dir)
-        step = other.latest_step()
+        step = checkpoints.latest_step(other_dir)
         if step is None:
             raise errors.ConfigError(
                 "init_from",

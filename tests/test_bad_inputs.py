@@ -7,9 +7,12 @@ counts these cases (`CASES`)."""
 
 import io
 import json
+import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -562,6 +565,56 @@ def test_a_bad_file_sorted_last_is_refused_before_any_file_is_read(
     assert "not a text file (a NUL byte at offset 0)" in line and "file 1500 of 1500" in line
 
 
+def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny, capsys):
+    """Issue 28: an empty stray checkpoints/999 blocked the valid checkpoints, and orbax's own error
+    line leaked for a damaged _CHECKPOINT_METADATA. Evaluation (a real process) skips the stray,
+    naming it, uses the latest real step and prints no orbax line; pretraining removes an empty
+    stray and refuses one with files in it, before any work."""
+    from ddjax import checkpoints, errors
+    from ddjax.jobs import pretrain
+    from tests.test_train import ROOT, data_root, tiny_run_config
+
+    run = tmp_path / "run"
+    shutil.copytree(fuzz_run, run)
+    step = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    (run / "checkpoints" / "999").mkdir()
+    (run / "checkpoints" / str(step) / "_CHECKPOINT_METADATA").write_text("{garbage")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "--config=configs/zeroshot.py:smoke",
+            f"--config.checkpoint={run}",
+            f"--workdir={tmp_path / 'zs'}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    noise = [ln for ln in proc.stderr.splitlines() if "batch" not in ln and "first step" not in ln]
+    assert noise == [
+        f"note: {run / 'checkpoints' / '999'} holds no checkpoint (no state folder); it is skipped"
+    ], proc.stderr[-3000:]
+    assert json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["checkpoint_step"] == step
+
+    config = tiny_run_config(data_root(synthetic_tiny), total_steps=step)
+    (run / "checkpoints" / "998").mkdir()
+    (run / "checkpoints" / "998" / "notes.txt").write_text("mine")
+    with pytest.raises(errors.CheckpointError, match="998.*with files in it"):
+        pretrain.run(config, str(run))
+    assert (run / "checkpoints" / "998" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(run / "checkpoints" / "998")
+    capsys.readouterr()
+    pretrain.run(config, str(run))
+    out = capsys.readouterr()
+    assert f"removed {run / 'checkpoints' / '999'}" in out.err
+    assert f"run already finished at step {step}" in out.out
+    assert checkpoints.stray_steps(run / "checkpoints") == []
+
+
 # ---------------------------------------------------------------------------- peer checkpoints
 def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) -> bytes:
     return (len(header) if length is None else length).to_bytes(8, "little") + header + body
@@ -987,7 +1040,7 @@ CASES = (
     len(POINT_FILES)
     + len(CONFIG_CASES)
     + len(CHECKPOINT_FILES)
-    + 2
+    + 3
     + RUN_FOLDER_CASES
     + len(MODELNET_CASES)
     + len(SCANOBJECTNN_CASES)

@@ -22,7 +22,16 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ddjax import config_checks, distributed, errors, memory, progress, run_folder, train
+from ddjax import (
+    checkpoints,
+    config_checks,
+    distributed,
+    errors,
+    memory,
+    progress,
+    run_folder,
+    train,
+)
 from ddjax import metrics as metrics_lib
 from ddjax.data import image_augment, prepare
 from ddjax.models import dual_denoising as dd
@@ -170,6 +179,8 @@ def run(config, workdir: str) -> dict:
     config.eval.dataset is set."""
     check_config(config, workdir)
     workdir, config_json = open_run_folder(config, workdir)
+    if distributed.is_writer():  # before any work: orbax would save no step below a stray
+        checkpoints.clear_strays(workdir / "checkpoints")
     # process-major: each process's rows of the global batch together
     mesh = jax.sharding.Mesh(np.array(distributed.workers()), ("data",))
     data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
