@@ -425,3 +425,22 @@ def test_remat_changes_memory_not_values(variables, batch):
     assert float(loss) == float(loss_r)
     for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_r)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_feature_types_are_checked_in_the_form_of_use():
+    """A string where a tuple of names belongs (issue 28: it trained a teacher and compiled for a
+    minute, then failed on the missing text loss) is refused at once, naming the field."""
+    import ml_collections
+
+    from ddjax import errors
+
+    def with_types(types):  # a config file may build the ConfigDict itself, with any types
+        return ml_collections.ConfigDict(
+            {**dd.model_config("tiny").to_dict(), "feature_types": types}
+        )
+
+    for bad in ("image", ("image", 3), (), ("image", "image"), ("depth",)):
+        with pytest.raises(errors.ConfigError, match=r"model\.feature_types"):
+            dd.validate_config(with_types(bad))
+    dd.validate_config(with_types(("text",)))
+    dd.validate_config(with_types(["image", "text"]))

@@ -149,6 +149,12 @@ def validate_config(config) -> None:
     )
     need(config.target_frame in TARGET_FRAMES, "target_frame", f"must be one of {TARGET_FRAMES}")
     need(0 <= config.mask_ratio < 1, "mask_ratio", "must be in [0, 1)")
+    need(
+        isinstance(config.feature_types, (tuple, list))
+        and all(isinstance(t, str) for t in config.feature_types),
+        "feature_types",
+        "must be a tuple of names such as ('image',), not a string",
+    )
     need(len(config.feature_types) >= 1, "feature_types", "must name at least one type")
     need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
     need(config.alpha >= 0, "alpha", "must be >= 0")
