@@ -228,9 +228,9 @@ def use_compilation_cache(enabled: bool = True, directory: str | None = None) ->
         compilation_cache.disable()
     elif compilation_cache.enable(directory) is None:
         where = directory or compilation_cache.default_dir()
-        sys.stderr.write(
-            f"note: compilation cache off ({where} cannot be created or written); pass "
-            "--compilation_cache_dir=DIR or --nocompilation_cache\n"
+        errors.note(
+            f"compilation cache off ({where} cannot be created or written); pass "
+            "--compilation_cache_dir=DIR or --nocompilation_cache"
         )
         compilation_cache.disable()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 from typing import Callable
 
 import jax
@@ -21,10 +20,6 @@ import orbax.checkpoint as ocp
 from ddjax import distributed, errors, run_folder
 from ddjax.models import dual_denoising as dd
 from ddjax.models import registry
-
-
-def _note(line: str) -> None:
-    sys.stderr.write(f"note: {line}\n")
 
 
 def _step_folders(directory) -> list[pathlib.Path]:
@@ -40,7 +35,7 @@ def stray_steps(directory) -> list[pathlib.Path]:
     return [p for p in _step_folders(directory) if not (p / "state").is_dir()]
 
 
-def latest_step(directory, note: Callable[[str], None] = _note) -> int | None:
+def latest_step(directory, note: Callable[[str], None] = errors.note) -> int | None:
     """The latest step of `directory` that holds a checkpoint (orbax's own choice is the highest
     step-named folder, a stray one included); each stray folder (`stray_steps`) is named and
     skipped."""
@@ -50,7 +45,7 @@ def latest_step(directory, note: Callable[[str], None] = _note) -> int | None:
     return max(steps, default=None)
 
 
-def clear_strays(directory, note: Callable[[str], None] = _note) -> None:
+def clear_strays(directory, note: Callable[[str], None] = errors.note) -> None:
     """Before a run writes checkpoints into `directory`: an empty stray step folder is removed
     (orbax would save no step below it), a stray with files in it is refused (CheckpointError)."""
     for stray in stray_steps(directory):

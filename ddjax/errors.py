@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 REPORT_BUGS = "ddjax's issue tracker"  # where main.py's bug line sends the user
 
@@ -17,6 +18,12 @@ REPORT_BUGS = "ddjax's issue tracker"  # where main.py's bug line sends the user
 def one_line(text) -> str:
     """`text` with its lines joined by '; ' (an exception's message can span lines)."""
     return "; ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
+
+
+def note(line: str) -> None:
+    """The other kind of line: a fault ddjax handled while the command goes on (a damaged log line
+    skipped, a stray folder removed), on stderr as `note: <line>`."""
+    sys.stderr.write(f"note: {line}\n")
 
 
 class UserError(ValueError):

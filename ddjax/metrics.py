@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Callable
 
@@ -33,7 +32,7 @@ class MetricWriter:
             # line stays as it is (its step is unknown), named once on stderr.
             kept = [
                 raw
-                for raw, record in read_lines(self.path, warn=_note)
+                for raw, record in read_lines(self.path)
                 if record is None or record["step"] <= start_step
             ]
             run_folder.write_bytes(self.path, b"".join(kept))
@@ -64,11 +63,9 @@ class MetricWriter:
         return record
 
 
-def _note(line: str) -> None:
-    sys.stderr.write(f"note: {line}\n")
-
-
-def read_lines(path: str, warn: Callable[[str], None] = _note) -> list[tuple[bytes, dict | None]]:
+def read_lines(
+    path: str, warn: Callable[[str], None] = errors.note
+) -> list[tuple[bytes, dict | None]]:
     """(raw line with its newline, record) for each complete line of a metrics.jsonl; the record is
     None for a damaged line (not a JSON object with an integer step), which `warn` names with its
     line number. A partial last line (a run killed mid-write) is left out silently."""
