@@ -565,6 +565,37 @@ def test_a_bad_file_sorted_last_is_refused_before_any_file_is_read(
     assert "not a text file (a NUL byte at offset 0)" in line and "file 1500 of 1500" in line
 
 
+@pytest.mark.parametrize("job", ["zeroshot", "pretrain", "attack", "certify"])
+def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
+    """Issue 28: `--workdir` naming an existing file ended these four jobs in a traceback (exit 70).
+    Now one line naming the file, exit 1, and the file untouched."""
+    from tests.test_train import ROOT
+
+    (tmp_path / "taken").write_text("mine")
+    config = {
+        "zeroshot": ["--config=configs/zeroshot.py:smoke"],
+        "pretrain": ["--config=configs/pretrain.py:smoke"],
+        "attack": ["--config=configs/attack.py:smoke"],
+        "certify": ["--config=configs/certify.py:smoke"],
+    }[job]
+    if job != "pretrain":
+        config.append(f"--config.checkpoint={fuzz_run}")
+    proc = subprocess.run(
+        [sys.executable, "main.py", *config, f"--workdir={tmp_path / 'taken'}"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    match = ERROR_LINE.match(lines[0])
+    assert match and match["where"] == str(tmp_path / "taken"), lines[0]
+    assert "exists and is not a folder" in lines[0]
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny, capsys):
     """Issue 28: an empty stray checkpoints/999 blocked the valid checkpoints, and orbax's own error
     line leaked for a damaged _CHECKPOINT_METADATA. Evaluation (a real process) skips the stray,
@@ -1041,6 +1072,7 @@ CASES = (
     + len(CONFIG_CASES)
     + len(CHECKPOINT_FILES)
     + 3
+    + 4  # a workdir that is a file, for four jobs
     + RUN_FOLDER_CASES
     + len(MODELNET_CASES)
     + len(SCANOBJECTNN_CASES)
