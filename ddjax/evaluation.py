@@ -12,13 +12,12 @@ import json
 import pathlib
 from typing import Any, NamedTuple
 
-import jax
 import ml_collections
 import numpy as np
 
 from ddjax import checkpoints, config_checks, distributed, errors, memory, run_folder, scoring
 from ddjax.data import classnames, prepare
-from ddjax.models import dual_denoising, registry
+from ddjax.models import registry
 from ddjax.models.interface import Inference
 from ddjax.teachers import cache, clip, prompts
 
@@ -224,20 +223,15 @@ def check_noise_setting(
 
 
 def check_memory(
-    config, run_config: dict, batch: int, num_paths: int, t: int, key: str = "num_paths"
+    run_config: dict, batch: int, num_paths: int, t: int, key: str = "num_paths"
 ) -> None:
     """Refuses, before compiling, a (num_paths, t) and `batch` clouds (the whole batch, dealt out
-    over every device) whose inference holds more than one device's memory (`memory.check_fits`);
-    a deterministic model runs one path at t = 0."""
+    over every device) whose inference holds more than one device's memory
+    (`memory.check_inference`); a deterministic model runs one path at t = 0."""
     if inference(run_config).deterministic:
         num_paths, t = 1, 0
     memory.check_inference(
-        run_config["model"],
-        batch=-(-batch // jax.device_count()),
-        num_paths=num_paths,
-        t=t,
-        paths_per_step=dual_denoising.default_paths_per_step(),
-        keys=(key, "batch_size"),
+        run_config["model"], batch=batch, num_paths=num_paths, t=t, keys=(key, "batch_size")
     )
 
 

@@ -18,6 +18,7 @@ import os
 import jax
 
 from ddjax.errors import ConfigError
+from ddjax.models import dual_denoising
 
 
 def value_bytes(model: dict) -> int:
@@ -79,17 +80,19 @@ def check_inference(
     batch: int,
     num_paths: int,
     t: int,
-    paths_per_step: int | None,
     keys: tuple[str, str] = ("num_paths", "batch_size"),
 ) -> None:
-    """check_fits for an inference of `batch` clouds per device at
-    (num_paths, t): at t = 0 the encoder runs once for every path (spec D8), else `paths_per_step`
-    paths (None: all) are evaluated together. `keys` name the config's path count and batch."""
+    """check_fits for an inference of `batch` clouds (the whole batch, dealt out over every
+    device) at (num_paths, t): at t = 0 the encoder runs once for every path (spec D8), else
+    `default_paths_per_step()` paths (None: all) are evaluated together. `keys` name the config's
+    path count and batch."""
+    per_device = -(-batch // jax.device_count())
+    paths_per_step = dual_denoising.default_paths_per_step()
     step = 1 if t == 0 else min(num_paths, paths_per_step or num_paths)
-    need = inference_bytes(model, batch, num_paths, batch * step)
+    need = inference_bytes(model, per_device, num_paths, per_device * step)
     check_fits(
         keys[0],
-        f"N={num_paths} noise paths at t={t} for {batch} clouds per device",
+        f"N={num_paths} noise paths at t={t} for {per_device} clouds per device",
         need,
         f"lower config.{keys[0]} or config.{keys[1]}",
     )

@@ -565,12 +565,22 @@ def test_a_bad_file_sorted_last_is_refused_before_any_file_is_read(
     assert "not a text file (a NUL byte at offset 0)" in line and "file 1500 of 1500" in line
 
 
+def _main_process(argv: list[str]) -> subprocess.CompletedProcess:
+    """main.py with `argv` as a real process (CPU, no hub), its output captured."""
+    return subprocess.run(
+        [sys.executable, "main.py", *argv],
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.parametrize("job", ["zeroshot", "pretrain", "attack", "certify"])
 def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
     """Issue 28: `--workdir` naming an existing file ended these four jobs in a traceback (exit 70).
     Now one line naming the file, exit 1, and the file untouched."""
-    from tests.test_train import ROOT
-
     (tmp_path / "taken").write_text("mine")
     config = {
         "zeroshot": ["--config=configs/zeroshot.py:smoke"],
@@ -580,14 +590,7 @@ def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
     }[job]
     if job != "pretrain":
         config.append(f"--config.checkpoint={fuzz_run}")
-    proc = subprocess.run(
-        [sys.executable, "main.py", *config, f"--workdir={tmp_path / 'taken'}"],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _main_process([*config, f"--workdir={tmp_path / 'taken'}"])
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
     match = ERROR_LINE.match(lines[0])
@@ -603,26 +606,19 @@ def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny
     stray and refuses one with files in it, before any work."""
     from ddjax import checkpoints, errors
     from ddjax.jobs import pretrain
-    from tests.test_train import ROOT, data_root, tiny_run_config
+    from tests.test_train import data_root, tiny_run_config
 
     run = tmp_path / "run"
     shutil.copytree(fuzz_run, run)
     step = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
     (run / "checkpoints" / "999").mkdir()
     (run / "checkpoints" / str(step) / "_CHECKPOINT_METADATA").write_text("{garbage")
-    proc = subprocess.run(
+    proc = _main_process(
         [
-            sys.executable,
-            "main.py",
             "--config=configs/zeroshot.py:smoke",
             f"--config.checkpoint={run}",
             f"--workdir={tmp_path / 'zs'}",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     noise = [ln for ln in proc.stderr.splitlines() if "batch" not in ln and "first step" not in ln]

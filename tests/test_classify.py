@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+import main
 from ddjax.data import readers
 from ddjax.jobs import classify
 from tests.conftest import SHARED_DATA
@@ -122,13 +123,19 @@ def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
         assert str(bad) in proc.stderr
 
 
+def _classified(capsys, argv: list[str]) -> list[dict]:
+    """The classify job run in-process with `argv` (exit 0 asserted): its JSON result lines."""
+    capsys.readouterr()
+    assert main.run_command(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
 def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
     """Three files (a list and a glob) in one call give the rankings of three single calls; the
     labels' text features are cached in the run folder and reused (no teacher needed: its folder is
     gone)."""
     import shutil
-
-    import main
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -149,10 +156,7 @@ def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
     ]
 
     def results(inputs: str) -> list[dict]:
-        capsys.readouterr()
-        assert main.run_command([*args, f"--config.input={inputs}"]) == 0
-        lines = capsys.readouterr().out.strip().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        return _classified(capsys, [*args, f"--config.input={inputs}"])
 
     single = [results(str(tmp_path / "in" / f"cloud{i}.npy"))[0] for i in range(3)]
     # computed once, then cached
@@ -176,8 +180,6 @@ def test_a_damaged_label_cache_is_computed_again(run_dir, tmp_path, capsys):
     the cache is written whole."""
     import shutil
 
-    import main
-
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     np.save(tmp_path / "cloud.npy", np.random.default_rng(7).normal(size=(300, 3)))
@@ -191,10 +193,7 @@ def test_a_damaged_label_cache_is_computed_again(run_dir, tmp_path, capsys):
     ]
 
     def ranking() -> list:
-        capsys.readouterr()
-        assert main.run_command(args) == 0
-        line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")][-1]
-        return json.loads(line)["ranking"]
+        return _classified(capsys, args)[-1]["ranking"]
 
     before = set(run.glob("classify_text_*.npy"))  # other tests' label lists may be cached
     fresh = ranking()
@@ -228,7 +227,6 @@ def test_which_label_caches_are_used():
 def test_a_file_name_with_a_comma(run_dir, tmp_path, capsys):
     """A comma in a file name (issue 28: it could not be passed): the whole text when it names a
     file, or escaped as '\\,' in a list; both rank the same cloud the same."""
-    import main
 
     rng = np.random.default_rng(3)
     np.savetxt(tmp_path / "chair,1.xyz", rng.normal(size=(300, 3)))
@@ -244,9 +242,7 @@ def test_a_file_name_with_a_comma(run_dir, tmp_path, capsys):
     ]
 
     def rankings(inputs: str) -> list[dict]:
-        capsys.readouterr()
-        assert main.run_command([*base, f"--config.input={inputs}"]) == 0
-        return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        return _classified(capsys, [*base, f"--config.input={inputs}"])
 
     (whole,) = rankings(f"{tmp_path}/chair,1.xyz")
     listed = rankings(f"{tmp_path}/chair\\,1.xyz,{tmp_path}/plain.xyz")

@@ -453,18 +453,24 @@ def check_cloud(path: str, vertices: np.ndarray) -> None:
         )
 
 
-def check_header(path) -> None:
-    """The cheap check of a point file, made for every input before any is read whole: its type, and
-    what its first HEAD_BYTES say (an .npy header of a real (N, >= 3) array the file can hold; a
-    text format's UTF-8 without NUL bytes and a first line shorter than that; the OFF keyword; the
-    whole PLY header). PointFileError naming the file otherwise: a 3 GB file of NUL bytes named
-    .xyz is refused after reading 64 KiB of it."""
+def _point_file_type(path) -> tuple[str, str]:
+    """(path as a string, its lower-case suffix); PointFileError for an unsupported type."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in POINT_FILE_SUFFIXES:
         raise PointFileError(
             path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}"
         )
+    return path, suffix
+
+
+def check_header(path) -> None:
+    """The cheap check of a point file, made for every input before any is read whole: its type, and
+    what its first HEAD_BYTES say (an .npy header of a real (N, >= 3) array the file can hold; a
+    text format's UTF-8 without NUL bytes and a first line shorter than that; the OFF keyword; the
+    whole PLY header). PointFileError naming the file otherwise: a 3 GB file of NUL bytes named
+    .xyz is refused after reading 64 KiB of it."""
+    path, suffix = _point_file_type(path)
     try:
         if suffix == ".npy":
             _open_npy(path)
@@ -504,12 +510,7 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     the line where there is one): wrong column counts, non-numeric, complex or non-finite
     values, empty files, degenerate clouds, coordinates too large to normalise, faces that refer
     to missing vertices."""
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in POINT_FILE_SUFFIXES:
-        raise PointFileError(
-            path, f"unsupported file type {suffix!r}", f"use one of {POINT_FILE_SUFFIXES}"
-        )
+    path, suffix = _point_file_type(path)
     try:
         if suffix == ".npy":
             vertices, faces = _read_npy(path), None

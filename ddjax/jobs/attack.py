@@ -115,7 +115,7 @@ def check_config(config, workdir: str | None = None) -> dict:
                     field, f"N={n}, t={t}: need N >= 1 and 0 <= t < {timesteps}"
                 )
             key = "settings" if field == "settings" else "sweep_num_paths"
-            evaluation.check_memory(config, run_config, config.batch_size, n, t, key)
+            evaluation.check_memory(run_config, config.batch_size, n, t, key)
     if any(e < 0 for e in parsed["eps"]):
         raise errors.ConfigError("eps", f"must be >= 0, got {parsed['eps']}")
     config_checks.check_number(config, "sweep_eps", 0.0)

@@ -179,7 +179,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     evaluation.input_points(config, run_config["model"])
     config_checks.check_int(config, "mesh_points", 1)
     evaluation.check_noise_setting(config, run_config)
-    evaluation.check_memory(config, run_config, 1, config.num_paths, config.t)  # a cloud at a time
+    evaluation.check_memory(run_config, 1, config.num_paths, config.t)  # a cloud at a time
     config_checks.check_number(config, "ratio", 0.0)
     config_checks.check_choice(config, "template", prompts.TEMPLATES)
     config_checks.check_seed(config)

@@ -166,10 +166,9 @@ def check_schedule_and_evaluation(config) -> None:
     if config.eval.dataset:
         memory.check_inference(
             config.model.to_dict(),
-            batch=-(-config.eval.batch_size // jax.device_count()),
+            batch=config.eval.batch_size,
             num_paths=config.eval.num_paths,
             t=config.eval.t,
-            paths_per_step=dd.default_paths_per_step(),
             keys=("eval.num_paths", "eval.batch_size"),
         )
 

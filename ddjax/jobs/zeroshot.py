@@ -52,7 +52,6 @@ def check_config(config, workdir: str | None) -> dict:
     parse_ratios(config)
     sweep = (max(scoring.SWEEP_N), max(scoring.SWEEP_T))
     evaluation.check_memory(
-        config,
         run_config,
         config.batch_size,
         *(sweep if config.sweep else (config.num_paths, config.t)),
