@@ -143,12 +143,13 @@ def test_teacher_cache_job_through_main(tiny_clip_dir, synthetic_tiny, tmp_path)
 
 
 def test_tiny_clip_fallback_tokenizer(tmp_path):
-    """Without the real tokenizer files the smoke teacher gets a character-level BPE vocabulary."""
+    """The character-level BPE vocabulary ("fallback": also what the smoke teacher gets where the
+    package's CLIP files are missing)."""
     from transformers import CLIPTokenizer
 
     from ddjax.teachers import tiny_clip
 
-    assert tiny_clip.write_tokenizer(tmp_path, tmp_path / "absent") == "fallback"
+    assert tiny_clip.write_tokenizer(tmp_path, "fallback") == "fallback"
     tok = CLIPTokenizer.from_pretrained(tmp_path)
     ids = tok("a cup.")["input_ids"]
     assert ids[0] == tok.convert_tokens_to_ids("<|startoftext|>") and ids[

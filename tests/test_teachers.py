@@ -2,8 +2,7 @@
 wrappers.
 
 The CLIP model here is a tiny random-weight one saved to a temporary directory (no downloads); the
-tokenizer is the real OpenAI CLIP BPE from ../shared/data/clip_tokenizer (tests needing it skip if
-absent).
+tokenizer is the real OpenAI CLIP BPE that ships in the package (ddjax/teachers/clip_tokenizer).
 """
 
 import os
@@ -11,17 +10,15 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pathlib
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ddjax.data import classnames
-from ddjax.teachers import clip, prompts
-from tests.conftest import CLIP_TOKENIZER_DIR, SHARED_DATA, TOKENIZER_FILES
+from ddjax.teachers import clip, prompts, tiny_clip
+from tests.conftest import reference_path
 
-LABELS_DIR = SHARED_DATA / "labels"
 CLASSES = ["airplane", "night_stand"]
 
 
@@ -84,6 +81,7 @@ def test_class_lists():
         classnames.scanobjectnn_classes("toilets")
 
 
+@pytest.mark.reference_data
 @pytest.mark.parametrize(
     "filename, expected",
     [
@@ -94,11 +92,7 @@ def test_class_lists():
     ],
 )
 def test_class_lists_match_official_files(filename, expected):
-    path = LABELS_DIR / filename
-    if not path.is_file():
-        pytest.skip(
-            f"official shape-names file not found at {path} (it ships in ../shared/data/labels)"
-        )
+    path = reference_path("labels", filename)
     assert classnames.read_names_file(path) == expected()
 
 
@@ -116,13 +110,12 @@ def test_read_names_file(tmp_path):
 
 
 def _copy_tokenizer(dst: pathlib.Path) -> None:
-    for name in TOKENIZER_FILES:
-        shutil.copy(CLIP_TOKENIZER_DIR / name, dst / name)
+    assert tiny_clip.write_tokenizer(dst) == "clip"
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_clip_dir):
-    """A local directory with a tiny random-weight Flax CLIP and the real tokenizer files
+    """A local directory with a tiny random-weight Flax CLIP and the package's CLIP tokenizer files
     (conftest)."""
     return tiny_clip_dir
 

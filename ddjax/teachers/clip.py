@@ -169,6 +169,30 @@ def _load_tokenizer(name_or_path: str) -> Any:
         ) from err
 
 
+def _check_pooling(name_or_path: str, eos_token_id: int, tokenizer) -> None:
+    """The text tower pools its feature at the first `eos_token_id` of a caption (at the largest
+    id, for configs from before transformers' fix, which say 2): TeacherLoadError unless that is
+    where the tokenizer ends a caption. Otherwise every caption's feature is its start token's, one
+    feature for every text."""
+    end = int(tokenizer.eos_token_id)
+    if eos_token_id == 2:  # argmax pooling: the end-of-text id must be the largest
+        largest = max(tokenizer.get_vocab().values())
+        if end == largest:
+            return
+        why = f"ends captions with id {end}, below its largest id {largest}"
+    elif eos_token_id == end:
+        return
+    else:
+        why = f"ends captions with id {end}"
+    raise TeacherLoadError(
+        name_or_path,
+        f"its text config pools the text feature at eos_token_id {eos_token_id}, but its "
+        f"tokenizer {why}: every caption would get its start token's feature, the same for all",
+        "save the model with text_config.eos_token_id equal to the tokenizer's eos_token_id "
+        "(a teacher trained by an older ddjax's smoke run: train a new one)",
+    )
+
+
 def load(
     name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, dtype: Any = jnp.float32
 ) -> Teacher:
@@ -182,6 +206,7 @@ def load(
     model, params = _load_model(name_or_path, dtype)
     tokenizer = _load_tokenizer(name_or_path)
     config = model.config
+    _check_pooling(name_or_path, int(config.text_config.eos_token_id), tokenizer)
     encode_text, encode_image = _make_encoders(model)
     return Teacher(
         model=model,

@@ -7,11 +7,17 @@ unaligned. So the smoke run first trains a tiny CLIP (two small towers) for a fe
 the synthetic train renders paired with ReCon-style prompts of their class text, then freezes and
 saves it in the run directory, where `clip.load` reads it like any other teacher.
 
-Tokenizer: the real CLIP BPE files (`tokenizer_dir`, by default ../shared/data/clip_tokenizer
-relative to the repository). Fallback when they are absent: a character-level BPE vocabulary written
-here (every byte symbol, no merges), which CLIPTokenizer loads like the real one; captions then
-become one token per character (they fit in 77 tokens). Text features then differ from a
-real-tokenizer teacher, which is fine for a self-contained smoke run.
+Tokenizer: OpenAI CLIP's BPE files, shipped in this package (`clip_tokenizer/`, MIT; its
+SOURCE.md), or another folder holding `vocab.json` and `merges.txt` (`tokenizer_dir`). `"fallback"`
+(also used, with a note, where the package's files are missing) is a character-level BPE vocabulary
+written here (every byte symbol, no merges), which CLIPTokenizer loads like the real one: captions
+become one token per character (they fit in 77 tokens). The text tower's special-token ids (start,
+end, pad) are always the tokenizer's own: the Flax CLIP text tower pools its feature at the first
+end-of-text id, and with an id the tokenizer never writes it would pool the start token, the same
+feature for every caption.
+
+The teacher's own zero-shot top-1 on its training renders is in `tiny_clip_report.json`;
+`check_report` refuses a teacher near chance before anything learns from it.
 """
 
 from __future__ import annotations
@@ -26,14 +32,29 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ddjax import progress
+from ddjax import errors, progress
 from ddjax.data import image_augment
-from ddjax.teachers import prompts
+from ddjax.teachers import prompts, sanity
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-DEFAULT_TOKENIZER_DIR = (
-    pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "clip_tokenizer"
-)
+TOKENIZER_FILES = ("vocab.json", "merges.txt")  # what a tokenizer folder must hold
+PACKAGED_TOKENIZER_DIR = pathlib.Path(__file__).resolve().parent / "clip_tokenizer"
+FALLBACK = "fallback"  # tokenizer_dir for the character-level vocabulary
+# CLIP's context and special tokens (the hub tokenizer's tokenizer_config.json); without it
+# CLIPTokenizer's model_max_length is unset and padding to 77 does nothing.
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "CLIPTokenizer",
+    "model_max_length": 77,
+    "bos_token": "<|startoftext|>",
+    "eos_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+    "errors": "replace",
+    "do_lower_case": True,
+    "add_prefix_space": False,
+}
+REPORT = "tiny_clip_report.json"
+# The teacher's own top-1 on its train renders must reach this many times chance (1 / classes).
+MIN_TOP1_OVER_CHANCE = 2.0
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -53,15 +74,33 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    return all((pathlib.Path(folder) / f).is_file() for f in TOKENIZER_FILES)
+
+
 def write_tokenizer(directory: pathlib.Path, tokenizer_dir: str | os.PathLike | None = None) -> str:
-    """Puts tokenizer files in `directory`: the real CLIP files if found, else the character-level
-    fallback. Returns 'clip' or 'fallback'."""
-    source = pathlib.Path(tokenizer_dir) if tokenizer_dir else DEFAULT_TOKENIZER_DIR
-    if all((source / f).is_file() for f in TOKENIZER_FILES[:2]):
-        for f in TOKENIZER_FILES:
-            if (source / f).is_file():
+    """Puts tokenizer files in `directory`: those of `tokenizer_dir` (default: the package's CLIP
+    BPE), or the character-level vocabulary for "fallback". Returns 'clip' or 'fallback'. A folder
+    without the files is a UserError; the package's own missing falls back with a note."""
+    directory = pathlib.Path(directory)
+    (directory / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
+    if tokenizer_dir and os.fspath(tokenizer_dir) != FALLBACK and not has_tokenizer(tokenizer_dir):
+        raise errors.UserError(
+            tokenizer_dir,
+            f"holds no CLIP tokenizer (needs {' and '.join(TOKENIZER_FILES)})",
+            f"pass a folder that has them, or leave it empty for the package's own (or "
+            f"'{FALLBACK}')",
+        )
+    source = pathlib.Path(tokenizer_dir or PACKAGED_TOKENIZER_DIR)
+    if os.fspath(tokenizer_dir or "") != FALLBACK:
+        if has_tokenizer(source):
+            for f in TOKENIZER_FILES:
                 shutil.copy(source / f, directory / f)
-        return "clip"
+            return "clip"
+        errors.note(
+            f"the package's CLIP tokenizer files are missing from {source}: the tiny teacher "
+            "uses a character-level vocabulary instead"
+        )
     symbols = list(_bytes_to_unicode().values())
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab["<|startoftext|>"] = len(vocab)
@@ -71,9 +110,27 @@ def write_tokenizer(directory: pathlib.Path, tokenizer_dir: str | os.PathLike | 
     return "fallback"
 
 
+def special_token_ids(tokenizer) -> dict:
+    """The text config's special-token ids, from the tokenizer that writes the captions."""
+    return dict(
+        bos_token_id=int(tokenizer.bos_token_id),
+        eos_token_id=int(tokenizer.eos_token_id),
+        pad_token_id=int(tokenizer.pad_token_id),
+    )
+
+
 def tiny_clip_config(
-    *, image_size: int, width: int, layers: int, projection_dim: int, vocab_size: int
+    *,
+    image_size: int,
+    width: int,
+    layers: int,
+    projection_dim: int,
+    vocab_size: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    pad_token_id: int,
 ):
+    """A small CLIPConfig; the special-token ids must be the tokenizer's (`special_token_ids`)."""
     from transformers import CLIPConfig  # noqa: PLC0415 - on first use (teachers/clip.py says why)
 
     # width 128 learns the synthetic classes in 400 steps; width 64 stalled
@@ -86,6 +143,9 @@ def tiny_clip_config(
             num_hidden_layers=layers,
             vocab_size=vocab_size,
             max_position_embeddings=77,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
         ),
         vision_config=dict(
             hidden_size=width,
@@ -135,6 +195,7 @@ def train(
         layers=layers,
         projection_dim=projection_dim,
         vocab_size=len(tokenizer),
+        **special_token_ids(tokenizer),
     )
     model = FlaxCLIPModel(config, seed=seed)
     images, labels, ids = _training_data(
@@ -167,6 +228,7 @@ def train(
         final_loss=float(loss),
         train_zero_shot_top1=accuracy,
         tokenizer=kind,
+        classes=len(class_texts),
         image_pipeline=image_pipeline,
         image_size=image_size,
     )
@@ -179,10 +241,35 @@ def train(
     return report
 
 
+def check_report(teacher_dir: str | os.PathLike) -> dict:
+    """The saved teacher's report; TeacherError when its own zero-shot top-1 on its train renders
+    stays below MIN_TOP1_OVER_CHANCE x chance (it learned nothing a student could use)."""
+    path = pathlib.Path(teacher_dir) / REPORT
+    try:
+        report = json.loads(path.read_text())
+        top1, classes = float(report["train_zero_shot_top1"]), int(report["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise sanity.TeacherError(
+            path,
+            f"the tiny teacher's report is missing or unreadable ({errors.one_line(e)})",
+            "train it again in a new --workdir",
+        ) from None
+    if top1 < MIN_TOP1_OVER_CHANCE / classes:
+        raise sanity.TeacherError(
+            f"the tiny teacher {teacher_dir}",
+            f"its own zero-shot top-1 on its {classes}-class train renders is {top1:.3f}, near "
+            f"chance ({1 / classes:.3f}; at least {MIN_TOP1_OVER_CHANCE / classes:.3f} needed) "
+            f"after {report.get('steps')} steps (tokenizer: {report.get('tokenizer')})",
+            "train it longer or wider in a new --workdir (--config.tiny_teacher.steps, "
+            "--config.tiny_teacher.width)",
+        )
+    return report
+
+
 def _save(model, report: dict, tmp: pathlib.Path, out: pathlib.Path) -> None:
     """The model and its report into `tmp`, then `tmp` renamed into place as `out`."""
     model.save_pretrained(tmp)
-    (tmp / "tiny_clip_report.json").write_text(json.dumps(report, indent=2))
+    (tmp / REPORT).write_text(json.dumps(report, indent=2))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
