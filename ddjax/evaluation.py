@@ -19,7 +19,7 @@ from ddjax import checkpoints, config_checks, distributed, errors, memory, run_f
 from ddjax.data import classnames, prepare
 from ddjax.models import registry
 from ddjax.models.interface import Inference
-from ddjax.teachers import cache, clip, prompts
+from ddjax.teachers import cache, clip, prompts, sanity
 
 SCAN_SPELLINGS = ("toile", "toilet")
 
@@ -271,7 +271,8 @@ class Evaluation(NamedTuple):
 
 def load_evaluation(config, out) -> Evaluation:
     """Restores config.checkpoint, opens config.dataset and computes (or reads from `out`, where it
-    is cached once per teacher, template and class list) the class text features."""
+    is cached once per teacher, template and class list) the class text features, which must tell
+    the classes apart (`sanity.check_class_features`, whatever their source)."""
     run_config, variables, step = checkpoints.restore_run(config.checkpoint)
     model_config = ml_collections.ConfigDict(run_config["model"])
     if config.num_groups and not model_config.get("own_tokenization", False):
@@ -280,6 +281,7 @@ def load_evaluation(config, out) -> Evaluation:
     builder = open_eval_dataset(config.dataset, config.data_dir)
     names = classnames_for(config.dataset, builder, config.scan_spelling)
     text_features, source = class_text_features(config, run_config, names, out)
+    sanity.check_class_features(text_features, names, source)
     return Evaluation(model_config, model, variables, step, builder, names, text_features, source)
 
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddjax import attacks, config_checks, distributed, errors
+from ddjax import attacks, config_checks, distributed, errors, scoring
 from ddjax.data import pipelines
 from ddjax.models import registry
 
@@ -80,7 +80,8 @@ def make_attack_step(
 
     Returns {'clean_pred', 'target': int[B], 'pred': int[E, B] (E = 1 for C&W), 'reached': bool[E,
     B] (the attack's own multi-draw verdict), 'linf', 'l2', 'chamfer': f32[E, B], 'curve': int[E, S,
-    B] predictions every curve_every steps (IFGM / PGD with curve_every)}.
+    B] predictions every curve_every steps (IFGM / PGD with curve_every), 'clean_finite': bool[B],
+    'adversarial_finite': bool[E, B] (the logits behind the predictions are finite)}.
     """
 
     def fn(points, eval_key, attack_key, eps):
@@ -124,11 +125,13 @@ def make_attack_step(
             )
             # (1, B, N, 3), (1, B)
             adv, reached = adv[None], jnp.any(history["reached"], axis=0)[None]
-        pred = jax.vmap(lambda x: jnp.argmax(logits_fn(x, eval_key), axis=1))(adv)  # (E, B)
+        adv_logits = jax.vmap(lambda x: logits_fn(x, eval_key))(adv)  # (E, B, C)
         out = {
+            "clean_finite": jnp.isfinite(clean_logits).all(axis=-1),
+            "adversarial_finite": jnp.isfinite(adv_logits).all(axis=-1),
             "clean_pred": jnp.argmax(clean_logits, axis=1),
             "target": target,
-            "pred": pred,
+            "pred": jnp.argmax(adv_logits, axis=-1),  # (E, B)
             "reached": reached,
             "adversarial": adv,
             **jax.vmap(lambda x: attacks.distortion(x, points))(adv),
@@ -196,6 +199,12 @@ def run_unit(
         label = cat["label"]
         correct = cat["clean_pred"] == label
         seed_result = {
+            # clouds whose predictions came from logits that are not numbers (`check_finite`)
+            "non_finite": {
+                "clean": int(np.sum(~cat["clean_finite"])),
+                "adversarial": int(np.sum(~cat["adversarial_finite"])),
+                "of": int(len(label)),
+            },
             "clean_acc": float(np.mean(correct)),
             # Of the clean-correct clouds, the share still correct (the targeted protocol also
             # "fixes" wrong predictions whose runner-up is the true label, which robust_acc counts
@@ -214,6 +223,24 @@ def run_unit(
             seed_result["curve"] = np.mean(cat["curve"] == label, axis=-1)  # (E, S)
         per_seed.append(seed_result)
     return per_seed
+
+
+def check_finite(per_seed: list[dict], unit: str, diagnose) -> None:
+    """NonFiniteError unless every prediction of `run_unit`'s output came from finite logits: the
+    clean ones explained by `diagnose()` (scoring.require_finite on the clean clouds, naming the
+    checkpoint or the ratio), the adversarial ones as the attack's."""
+    bad = [s["non_finite"] for s in per_seed]
+    if any(b["clean"] for b in bad):
+        diagnose()  # raises with the cause
+    if any(b["clean"] or b["adversarial"] for b in bad):
+        worst = max(bad, key=lambda b: (b["clean"], b["adversarial"]))
+        raise scoring.NonFiniteError(
+            f"attack unit {unit}",
+            f"the logits of {worst['clean']} clean and {worst['adversarial']} adversarial of "
+            f"{worst['of']} clouds (x eps) are NaN or infinite: the attack moved points where the "
+            "model's output is not a number",
+            "report it with the command: no robust accuracy is written from such clouds",
+        )
 
 
 NEAR_CLEAN_L2 = 1e-4

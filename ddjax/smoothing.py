@@ -31,6 +31,10 @@ from ddjax import scoring
 from ddjax.models import registry
 
 ABSTAIN = -1
+BAD_CODES = (
+    scoring.BAD_FEATURES,
+    scoring.BAD_ENSEMBLE,
+)  # the statuses a draw's vote is refused for
 # certified accuracy reported at 0, 0.05, ..., 2.0
 RADII = tuple(round(0.05 * i, 2) for i in range(41))
 
@@ -106,7 +110,8 @@ def make_counts_fn(
 ) -> Callable:
     """counts(points f32[B, N, 3], keys [B], num) -> int[B, C]: the base classifier's votes over
     `num` draws per shape, shape b's draws from keys[b] alone (so a shape's counts do not depend on
-    its batch)."""
+    its batch). A draw whose logits are not numbers is refused (scoring.NonFiniteError), never
+    counted as a vote."""
     inference = registry.inference(model_config)
     on_noisy = inference.on_noisy
     text = jnp.asarray(text_features)
@@ -124,18 +129,26 @@ def make_counts_fn(
         feats = on_noisy(variables, noisy, k_feat, t)
         # (m, k, D): the N-path average
         feats = feats.reshape(m, num_paths, *feats.shape[1:]).mean(axis=1)
-        logits = scoring.cosine_logits(scoring.ensemble(feats, ratio, types), text)  # (m, C)
+        logits, status = scoring.point_logits(feats, ratio, text, types)  # (m, C), (m,)
+        counted = jnp.arange(m) < valid  # (m,)
         hits = jax.nn.one_hot(jnp.argmax(logits, axis=1), num_classes, dtype=jnp.int32)  # (m, C)
-        return jnp.sum(hits * (jnp.arange(m) < valid)[:, None], axis=0)  # (C,)
+        bad = [jnp.sum(counted & (status == code)) for code in BAD_CODES]
+        return jnp.sum(hits * counted[:, None], axis=0), jnp.stack(bad)  # (C,), (2,)
 
-    step = jax.jit(jax.vmap(votes, in_axes=(None, 0, 0, None)))  # shapes vmapped: (B, C)
+    step = jax.jit(jax.vmap(votes, in_axes=(None, 0, 0, None)))  # shapes vmapped: (B, C), (B, 2)
 
     def counts(points, keys, num: int) -> np.ndarray:
         total = np.zeros((len(points), num_classes), np.int64)
+        bad = np.zeros(len(BAD_CODES), np.int64)  # draws whose logits were not numbers, by cause
         points = jnp.asarray(points)
         for i in range(-(-num // m)):
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
-            total += np.asarray(step(variables, points, step_keys, min(m, num - i * m)))
+            hits, bad_i = step(variables, points, step_keys, min(m, num - i * m))
+            total += np.asarray(hits)
+            bad += np.asarray(bad_i).sum(axis=0)
+        scoring.require_finite_counts(
+            *map(int, bad), len(points) * num, ratio=ratio, ratio_key="ratio", clouds="noisy draws"
+        )
         return total
 
     return counts

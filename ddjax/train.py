@@ -21,6 +21,7 @@ block stacks were scanned (`encoder/block00`, ...) is read in its own layout and
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 from typing import Any, Callable
@@ -33,7 +34,7 @@ import orbax.checkpoint as ocp
 from ddjax import checkpoints, distributed, errors, evaluation, optim, scoring
 from ddjax.data import pipelines, prepare
 from ddjax.models import dual_denoising as dd
-from ddjax.teachers import cache, clip, tiny_clip
+from ddjax.teachers import cache, clip, sanity, tiny_clip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,11 +126,12 @@ def _load_clip(config, workdir: pathlib.Path, data: Data) -> clip.Teacher:
                 projection_dim=config.tiny_teacher.projection_dim,
                 steps=config.tiny_teacher.steps,
                 seed=config.seed,
-                tokenizer_dir=config.tiny_teacher.tokenizer_dir or None,
+                tokenizer_dir=os.path.expanduser(config.tiny_teacher.tokenizer_dir) or None,
                 image_pipeline=config.image_pipeline,
             )
 
         distributed.main_first("tiny teacher", train_tiny_teacher, then=lambda: None)
+        tiny_clip.check_report(teacher_dir)
         return clip.load(str(teacher_dir))
     try:
         return clip.load(config.teacher)
@@ -179,7 +181,37 @@ def load_teacher(config, workdir: pathlib.Path, data: Data) -> Targets:
             f"{config.model.teacher_dim}, but the teacher's features have {teacher.dim} dimensions",
             f"set --config.model.teacher_dim={teacher.dim}",
         )
+    check_targets(config, data, teacher)
     return teacher
+
+
+def check_targets(config, data: Data, teacher: Targets) -> None:
+    """TeacherError unless the targets tell the classes and the renders apart
+    (teachers/sanity.py): the class sums of the text bank, and the image features of a few renders
+    (online: the image tower on them; cached: their first view in the bank)."""
+    if teacher.clip is None:
+        source = f"the teacher cache {config.teacher_cache}"
+        todo = "rebuild it with configs/teacher_cache.py from a trained CLIP"
+    elif config.tiny_teacher.enabled:
+        source = f"the tiny teacher {teacher.source}"
+        todo = "train it longer in a new --workdir (--config.tiny_teacher.steps)"
+    else:
+        source, todo = f"config.teacher={config.teacher}", None
+    class_sums = jnp.sum(teacher.text_bank, axis=(1, 2))  # (C, D): every class's 60 prompts
+    if teacher.clip is not None:
+        sanity.check_clip(
+            teacher.clip,
+            data.class_texts,
+            data.source,
+            config.image_pipeline,
+            class_sums=class_sums,
+            source=source,
+            todo=todo,
+        )
+        return
+    sanity.check_class_features(class_sums, data.class_texts, source, todo)
+    rows = sanity.spread(sanity.PROBE_IMAGES, teacher.image_bank.shape[0])
+    sanity.check_image_features(teacher.image_bank[rows, 0], source, todo)  # (n, D): first views
 
 
 def input_pipeline(config, data: Data, teacher: Targets):
@@ -377,6 +409,7 @@ def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:
         )
     classnames = cache.class_texts(builder)
     text_features = scoring.class_text_features(teacher, classnames, ev.template)
+    sanity.check_class_features(text_features, classnames, teacher.source)
     batches = scoring.load_batches(
         builder.as_data_source("test"),
         npoints=ev.npoints,
@@ -397,6 +430,7 @@ def evaluate_zeroshot(config, teacher: clip.Teacher | None, variables) -> dict:
         num_paths=ev.num_paths,
         key=jax.random.key(ev.seed),
         feature_types=inference.feature_types,
+        ratio_key="eval.ratio",
     )
     result.update({"dataset": ev.dataset, "teacher": teacher.source, "class_names": classnames})
     return result

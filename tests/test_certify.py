@@ -1,4 +1,4 @@
-"""Randomized-smoothing certificates (issue 16), against independent answers: scipy's Beta quantiles
+"""Randomized-smoothing certificates, against independent answers: scipy's Beta quantiles
 for the Clopper-Pearson bound, a linear base classifier whose p_A and true radius are known in
 closed form, and an L2 attack on the smoothed smoke model that must not change its prediction within
 0.9 R."""

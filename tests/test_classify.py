@@ -13,9 +13,8 @@ import pytest
 import main
 from ddjax.data import readers
 from ddjax.jobs import classify
-from tests.conftest import SHARED_DATA
+from tests.conftest import reference_path
 
-MESH_DIR = SHARED_DATA / "meshes"
 CUBE_V = np.array(
     [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float
 )
@@ -99,10 +98,9 @@ def _classify(run_dir, path, labels="chair,table,sofa"):
     )
 
 
+@pytest.mark.reference_data
 def test_classify_real_meshes_and_bad_files(run_dir, tmp_path):
-    meshes = sorted(MESH_DIR.glob("*/*/*/*.off")) if MESH_DIR.is_dir() else []
-    if not meshes:
-        pytest.skip(f"real ModelNet meshes not found at {MESH_DIR} (they ship in ../shared/data)")
+    meshes = sorted(reference_path("meshes").glob("*/*/*/*.off"))
     for mesh in meshes:  # all 8 real meshes, raw ModelNet units, 'OFF' quirks included
         vertices, faces = readers.read_points_file(mesh)
         assert faces is not None and len(vertices) > 3 and faces.max() < len(vertices), mesh
@@ -175,7 +173,7 @@ def test_many_files_in_one_call_rank_as_single_calls(run_dir, tmp_path, capsys):
 
 
 def test_a_damaged_label_cache_is_computed_again(run_dir, tmp_path, capsys):
-    """A cached label list of the wrong width (issue 28: a numpy error), of zeros or of the wrong
+    """A cached label list of the wrong width (once a numpy error), of zeros or of the wrong
     count is not used: the teacher computes the features again, the ranking is the fresh one and
     the cache is written whole."""
     import shutil
@@ -225,7 +223,7 @@ def test_which_label_caches_are_used():
 
 
 def test_a_file_name_with_a_comma(run_dir, tmp_path, capsys):
-    """A comma in a file name (issue 28: it could not be passed): the whole text when it names a
+    """A comma in a file name (it once could not be passed): the whole text when it names a
     file, or escaped as '\\,' in a list; both rank the same cloud the same."""
 
     rng = np.random.default_rng(3)

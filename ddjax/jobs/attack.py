@@ -32,6 +32,7 @@ from ddjax import (
     progress,
     robustness,
     run_folder,
+    scoring,
 )
 from ddjax.models import dual_denoising as dd
 
@@ -405,6 +406,20 @@ def attack_unit(
         seed=config.seed,
         examples=examples,
         on_batch=on_batch,
+    )
+    robustness.check_finite(
+        per_seed,
+        unit,
+        lambda: scoring.diagnose(
+            ev.inference,
+            ev.variables,
+            batches,
+            ev.text_features,
+            ratio=config.ratio,
+            t=t,
+            num_paths=n,
+            ratio_key="ratio",
+        ),
     )
     if examples:
         buf = io.BytesIO()

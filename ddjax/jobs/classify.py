@@ -37,7 +37,7 @@ from ddjax import (
 )
 from ddjax.data import pipelines, readers
 from ddjax.models import registry
-from ddjax.teachers import clip, prompts
+from ddjax.teachers import clip, prompts, sanity
 from kernels import fps
 
 KEYS = {
@@ -246,30 +246,28 @@ def run(config, workdir: str | None = None) -> list[dict]:
     model_config = ml_collections.ConfigDict(run_config["model"])
     if config.get("text_features"):
         table, names = evaluation.read_text_features(config.text_features, model_config.teacher_dim)
-        text = jnp.asarray(table[[names.index(label) for label in labels]])  # (L, D)
+        text = table[[names.index(label) for label in labels]]  # (L, D)
+        source = f"config.text_features={config.text_features}"
     else:
-        text = jnp.asarray(
-            label_features(
-                run_dir,
-                recorded["resolved"]["teacher"],
-                labels,
-                config.template,
-                model_config.teacher_dim,
-            )
-        )
+        stored = recorded["resolved"]["teacher"]
+        text = label_features(run_dir, stored, labels, config.template, model_config.teacher_dim)
+        source = f"the run's teacher {run_folder.resolve_path(run_dir, stored)}"
+    sanity.check_class_features(text, labels, source)
+    text = jnp.asarray(text)
     inference = registry.inference(model_config)
     num_paths, t = inference.setting(config.num_paths, config.t)
 
     @jax.jit
     def scores_fn(variables, points, key):  # one compilation per cloud size
         feats = inference.infer(variables, points, key, t=t, num_paths=num_paths)
-        return scoring.cosine_logits(
-            scoring.ensemble(feats, config.ratio, inference.feature_types), text
-        )[0]
+        logits, status = scoring.point_logits(feats, config.ratio, text, inference.feature_types)
+        return logits[0], status
 
     results = []
     for path, points in zip(files, clouds):
-        scores = np.asarray(scores_fn(variables, jnp.asarray(points), jax.random.key(config.seed)))
+        scores, status = scores_fn(variables, jnp.asarray(points), jax.random.key(config.seed))
+        scoring.require_finite(status, ratio=config.ratio, clouds=f"clouds ({path})")
+        scores = np.asarray(scores)
         order = np.argsort(-scores, kind="stable")
         ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
         results.append(

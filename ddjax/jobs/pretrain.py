@@ -35,6 +35,7 @@ from ddjax import (
 from ddjax import metrics as metrics_lib
 from ddjax.data import image_augment, prepare
 from ddjax.models import dual_denoising as dd
+from ddjax.teachers import tiny_clip
 
 # Every key the trainer reads; anything else in a config is reported (style: fail on unused config).
 KEYS = {
@@ -148,6 +149,15 @@ def check_config(config, workdir: str | None = None) -> None:
         )
     if config.teacher_mode == "online" and not config.tiny_teacher.enabled and not config.teacher:
         raise errors.ConfigError("teacher", "empty", "pass a CLIP hub name or a local directory")
+    tokenizer_dir = config.tiny_teacher.tokenizer_dir
+    if tokenizer_dir and tokenizer_dir != tiny_clip.FALLBACK:
+        if not tiny_clip.has_tokenizer(pathlib.Path(tokenizer_dir).expanduser()):
+            raise errors.ConfigError(
+                "tiny_teacher.tokenizer_dir",
+                f"{tokenizer_dir} holds no {' and '.join(tiny_clip.TOKENIZER_FILES)}",
+                f"leave it empty for the package's CLIP tokenizer, '{tiny_clip.FALLBACK}' for the "
+                "character-level one, or pass a folder with CLIP's files",
+            )
     if config.init_from:
         config_checks.check_run_dir(config, "init_from")
     check_schedule_and_evaluation(config)
@@ -316,10 +326,19 @@ def loop(
         echo=bar.write if bar is not None else lambda line: print(line, flush=True),
     )
     last = {}
+    zero_losses = ZeroLosses()
     for step in range(start, total_steps):
-        state, metrics = step_fn(state, global_batch(next(data_iter)), teacher_inputs, loop_key)
+        batch = global_batch(next(data_iter))
+        if step == start:
+            # Compiled in each process, then met at a barrier: the first step's collectives find
+            # every process ready, however long one took to compile (XLA's CPU collectives wait
+            # for a late partner only so long).
+            step_fn = step_fn.lower(state, batch, teacher_inputs, loop_key).compile()
+            distributed.barrier("ddjax:train step compiled")
+        state, metrics = step_fn(state, batch, teacher_inputs, loop_key)
         # one scalar per step: names a non-finite loss's step
         loss = float(distributed.local_copy(metrics["loss"]))
+        zero_losses.update(step, distributed.local_copy(metrics))
         if not np.isfinite(loss):
             raise errors.UserError(
                 workdir,
@@ -347,6 +366,38 @@ def loop(
     manager.wait_until_finished()
     manager.close()
     return state, last
+
+
+class ZeroLosses:
+    """Says once (a note on stderr) when a feature loss has been 0 for ZERO_LOSS_STEPS steps in a
+    row: its targets are constant (a collapsed teacher) and the student has learned them, so the
+    run goes on distilling nothing."""
+
+    def __init__(self):
+        self.since: dict[str, int] = {}  # loss name -> first step of its current run of zeros
+        self.noted: set[str] = set()
+
+    def update(self, step: int, metrics: dict) -> None:
+        for name in FEATURE_LOSSES:
+            if name not in metrics or name in self.noted:
+                continue
+            if float(metrics[name]) > ZERO_LOSS:
+                self.since.pop(name, None)
+                continue
+            first = self.since.setdefault(name, step)
+            if step - first + 1 >= ZERO_LOSS_STEPS:
+                self.noted.add(name)
+                errors.note(
+                    f"the {name[5:]} feature loss has been 0 (at most {ZERO_LOSS:g}) for "
+                    f"{ZERO_LOSS_STEPS} steps, since step {first}: its targets are the same for "
+                    "every sample, so nothing is being distilled; the teacher is collapsed (check "
+                    "its class text features and image features)"
+                )
+
+
+FEATURE_LOSSES = ("loss_image", "loss_text")
+ZERO_LOSS = 1e-6  # Smooth-L1 of any two features that differ is far above it
+ZERO_LOSS_STEPS = 50
 
 
 def evaluate(config, teacher: train.Targets, state: dict, workdir: pathlib.Path) -> dict | None:

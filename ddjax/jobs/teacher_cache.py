@@ -7,8 +7,8 @@ dataset, several augmented views per object and every class prompt, built once i
 from __future__ import annotations
 
 from ddjax import config_checks, errors
-from ddjax.data import image_augment, prepare
-from ddjax.teachers import cache, clip
+from ddjax.data import image_augment, pipelines, prepare
+from ddjax.teachers import cache, clip, sanity
 
 KEYS = {
     "": {
@@ -48,6 +48,8 @@ def run(config, workdir: str | None) -> dict:
     check_config(config, workdir)
     builder = prepare.open_dataset(config.dataset, config.data_dir)
     teacher = clip.load(config.teacher)
+    records = pipelines.IndexedSource([builder.as_data_source(s) for s in config.splits])
+    sanity.check_clip(teacher, cache.class_texts(builder), records, config.image_pipeline)
     print(
         f"teacher cache: {config.dataset} ({', '.join(config.splits)}) x {config.views} views with "
         f"{teacher.source} -> {workdir}"

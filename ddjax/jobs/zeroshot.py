@@ -169,6 +169,7 @@ def run(config, workdir: str | None) -> dict:
         key=key,
         feature_types=ev.inference.feature_types,
         on_batch=bar.update,
+        ratio_keys=("ratio",) + ("ratios",) * len(ratios),
     )
     bar.close()
     if ratios:
