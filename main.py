@@ -285,6 +285,11 @@ def run_job(
         sys.exit(EXIT_USER_ERROR)
     except Exception as e:  # noqa: BLE001 - a bug: the traceback, then where to report it
         sys.stdout.flush()
+        if (lost := distributed.collective_error(e)) is not None:
+            sys.stderr.write(f"error: {lost}\n")
+            sys.stderr.flush()
+            # no clean shutdown: it would wait at a barrier for the partner that is gone
+            os._exit(EXIT_USER_ERROR)
         traceback.print_exc()
         frame = traceback.extract_tb(e.__traceback__)[-1]
         sys.stderr.write(

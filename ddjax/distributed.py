@@ -21,6 +21,7 @@ system all processes see (orbax's checkpoints need that too).
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -206,9 +207,49 @@ def is_writer() -> bool:
 
 
 def barrier(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
-    """Waits until every process reaches the barrier `name` (no-op with one process)."""
+    """Waits until every process reaches the barrier `name` (no-op with one process), for up to
+    `timeout_s`. It meets through JAX's coordination service, not through a collective (orbax's
+    sync_global_processes runs one, which gives up on a partner late by more than XLA's collective
+    timeout, whatever timeout it is passed). Every process passes the same barriers in the same
+    order, so the n-th barrier has the same key everywhere."""
     if jax.process_count() > 1:
-        multihost.sync_global_processes(name, timeout=timeout_s)
+        key = f"{name}#{next(_BARRIER_COUNT)}"
+        multihost.get_barrier_sync_fn()(key=key, timeout_ms=timeout_s * 1000)
+
+
+_BARRIER_COUNT = itertools.count()  # a barrier key is used once
+
+
+class CollectiveError(errors.UserError):
+    what = "the processes lost each other"
+    todo = (
+        "one process stalled, fell behind or died: read its own output; on CPU a collective waits "
+        "for a late partner as long as XLA_FLAGS=--xla_cpu_collective_timeout_seconds=SECONDS "
+        "allows"
+    )
+
+
+# What the runtime says when processes miss each other at a collective or at a barrier.
+_COLLECTIVE_FAULTS = (
+    "Gloo",
+    "GetKeyValue() timed out",
+    "Barrier timed out",
+    "DEADLINE_EXCEEDED",
+    "Connection closed by peer",
+    "Connection reset by peer",
+)
+
+
+def collective_error(error: BaseException) -> CollectiveError | None:
+    """The one-line error for a runtime error of a multi-process job whose processes missed each
+    other (a collective's or a barrier's timeout, a partner gone), else None (a bug)."""
+    text = errors.one_line(error)
+    if jax.process_count() < 2 or not any(fault in text for fault in _COLLECTIVE_FAULTS):
+        return None
+    return CollectiveError(
+        f"process {jax.process_index()} of {jax.process_count()}",
+        f"{type(error).__name__}: {text[:300]}",
+    )
 
 
 def main_first(name: str, fn: Callable[[], object], then: Callable[[], object] | None = None):
@@ -254,6 +295,9 @@ def gather(
     and dtypes; every item's arrays have them."""
     if jax.process_count() == 1:
         return [local[i] for i in range(num_items)]
+    # The collective below waits for a late partner only so long (XLA's CPU collectives): meet at a
+    # barrier first, where a process that computed fewer items may wait for the others for hours.
+    barrier("ddjax:gather")
     counts = [len(assignment(num_items, p)) for p in range(jax.process_count())]
     mine = [i for i, _ in assignment(num_items)]
     # Every process calls the all-gather with the same shapes: its items, padded to the largest

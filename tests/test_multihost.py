@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, python_path
+from tests.conftest import ROOT, TEST_TEACHER, python_path
 
 pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the module's fixture is shared
 
@@ -33,8 +33,8 @@ README_COMMAND = (
 TINY = [
     "--config.dataset=synthetic_shapes/tiny",
     "--config.log_every=1",
-    "--config.tiny_teacher.steps=10",
-    "--config.tiny_teacher.width=32",
+    # process 0 trains the run's tiny teacher (as the tests' own, about 40 s) while process 1 waits
+    *(f"--config.tiny_teacher.{k}={v}" for k, v in TEST_TEACHER.items()),
     "--config.model.width=32",
     "--config.model.depth=2",
     "--config.model.num_heads=2",
@@ -53,13 +53,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env(devices: int) -> dict:
+def env(devices: int, **extra) -> dict:
     return dict(
         os.environ,
         JAX_PLATFORMS="cpu",
         HF_HUB_OFFLINE="1",
         JAX_NUM_CPU_DEVICES=str(devices),
         PYTHONPATH=python_path(),
+        **extra,
     )
 
 
@@ -73,7 +74,7 @@ def readme_argv(i: int, port: int, workdir, extra=()) -> list[str]:
     return [sys.executable, str(ROOT / "main.py"), *words, *extra]
 
 
-def spawn(argv_of, logs) -> list[subprocess.Popen]:
+def spawn(argv_of, logs, **extra_env) -> list[subprocess.Popen]:
     """Starts processes 0 and 1 (`argv_of(i, port)`), each with 2 CPU devices, output to
     a log file."""
     port = free_port()
@@ -83,7 +84,11 @@ def spawn(argv_of, logs) -> list[subprocess.Popen]:
         with open(log, "w") as f:
             procs.append(
                 subprocess.Popen(
-                    argv_of(i, port), cwd=ROOT, env=env(2), stdout=f, stderr=subprocess.STDOUT
+                    argv_of(i, port),
+                    cwd=ROOT,
+                    env=env(2, **extra_env),
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
                 )
             )
         procs[-1].log = log
@@ -367,3 +372,42 @@ def test_a_missing_partner_ends_in_one_line_within_the_startup_timeout(process_i
     ], lines
     assert elapsed < 60, elapsed
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stalled_partner_ends_the_run_in_one_line(synthetic_tiny, teacher_dir, tmp_path):
+    """A process that stops answering in the middle of a run (SIGSTOP: swapped out, hung, a node
+    paused): the other ends with one line naming the setting that waits longer, never a traceback.
+    XLA's CPU collectives are given 5 s here (XLA_FLAGS), instead of their default."""
+    from tests.test_train import data_root
+
+    workdir = tmp_path / "run"
+    extra = [
+        *(a for a in TINY if not a.startswith(("--config.tiny_teacher.", "--config.total_steps"))),
+        "--config.tiny_teacher.enabled=False",
+        f"--config.teacher={teacher_dir}",
+        f"--config.data_dir={data_root(synthetic_tiny)}",
+        "--config.total_steps=1000",
+    ]
+    procs = spawn(
+        lambda i, port: readme_argv(i, port, workdir, extra),
+        tmp_path,
+        XLA_FLAGS="--xla_cpu_collective_timeout_seconds=5",
+    )
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            if (workdir / "metrics.jsonl").is_file() and len(metrics(workdir)) >= 2:
+                break
+            time.sleep(0.2)
+        assert all(p.poll() is None for p in procs), pathlib.Path(procs[0].log).read_text()[-3000:]
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        procs[0].wait(timeout=120)
+    finally:
+        if procs[1].poll() is None:
+            os.kill(procs[1].pid, signal.SIGCONT)
+        kill_all(procs)
+    out0 = pathlib.Path(procs[0].log).read_text()
+    assert procs[0].returncode == 1 and "Traceback" not in out0, out0[-3000:]
+    last = out0.strip().splitlines()[-1]
+    assert last.startswith("error: the processes lost each other (process 0 of 2): "), last
+    assert last.endswith("XLA_FLAGS=--xla_cpu_collective_timeout_seconds=SECONDS allows"), last
