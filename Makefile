@@ -1,5 +1,8 @@
 # The two commands a newcomer types: `make run` (the main job on built-in data) and `make test`; `make lint`.
 # Each creates the virtual environment from requirements.txt on first use (and again when it changes).
+# `make test-reference` runs the tests that read the project's reference data (../shared/data beside the
+# project's own checkout: the peers' reference outputs, the ModelNet40 sample, the meshes); a clone without it
+# skips them and says so in one line.
 # ACCELERATOR=cuda12|cuda13|tpu adds JAX's accelerator plugin at the pinned version (README, "Accelerators").
 #
 # Device work (README, "Accelerators"):
@@ -43,7 +46,7 @@ GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.
 GPU_IMAGE_SKIP := not on_the_smoke_run and not sigkill and not smoke_run_through_main and not combined_ablation \
 	and not attack_sweep
 
-.PHONY: setup run test lint bench clean device-wheels device-check test-gpu-image torch-env
+.PHONY: setup run test test-reference lint bench clean device-wheels device-check test-gpu-image torch-env
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -70,13 +73,21 @@ run: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
+test-reference: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m reference_data
+
 # ruff (pyproject.toml): the formatting (ruff format .  fixes it) and the lint rules, 100 columns.
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
+# The seven CPU benchmarks of the docs' tables, each with --json into benchmarks/results/cpu-<date>/ (the
+# side-by-side one, the classify, attack-noise and device checks have their own commands: docs/development.md).
+BENCH_OUT ?= benchmarks/results/cpu-$(shell date +%F)
 bench: $(STAMP)
-	for b in kernels model data train zeroshot attacks compile; do $(BIN)/python benchmarks/$$b.py; done
+	mkdir -p $(BENCH_OUT)
+	for b in kernels model data train zeroshot attacks compile; do \
+		$(BIN)/python benchmarks/$$b.py --json > $(BENCH_OUT)/$$b.json || exit 1; done
 
 device-wheels: $(WHEELS)/MANIFEST.json
 

@@ -1,5 +1,14 @@
 """Test set-up: offline Hugging Face, CPU JAX, a compilation cache of the session's own, matmul
-precision for the comparison tests, and the shared real data (skipped with a reason if absent)."""
+precision for the comparison tests, and the project's reference data.
+
+Reference data: the files in ../shared/data beside the project's own checkout (the peers' reference
+outputs, the real ModelNet40 sample and meshes, the official label lists), which a user's clone does
+not have. A test that reads them gets them from `reference_path` (which skips it, with one reason,
+where they are absent) and carries the `reference_data` marker (tests using the ModelNet fixtures
+get it here), so `make test-reference` (pytest -m reference_data) runs exactly them from the
+project's checkout. A test that skips for missing reference data without the marker fails: it would
+run nowhere. The session ends with one line counting the skipped tests by reason.
+"""
 
 import os
 import tempfile
@@ -11,12 +20,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # device-check` sets one for all its items, which is kept.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ddjax-test-jax-cache-"))
 
+import collections
 import pathlib
 
 import numpy as np
 import pytest
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+REFERENCE_SKIP = "needs the project's reference data (../shared/data), not beside this checkout"
+# fixtures that read the reference data: their tests get the marker
+REFERENCE_FIXTURES = ("modelnet_clouds", "modelnet_prepared")
 
 
 def pytest_configure(config):
@@ -26,6 +41,57 @@ def pytest_configure(config):
         "vs "
         "unrolled, port vs reference): on an accelerator its float32 matmuls run at full "
         "precision, not TF32",
+    )
+    config.addinivalue_line(
+        "markers",
+        "reference_data: reads ../shared/data (reference_path); `make test-reference` runs these",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & set(REFERENCE_FIXTURES):
+            item.add_marker(pytest.mark.reference_data)
+
+
+def reference_path(*parts: str) -> pathlib.Path:
+    """SHARED_DATA/parts, or a skip of the calling test (REFERENCE_SKIP) where it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{REFERENCE_SKIP}: {'/'.join(parts)}")
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and REFERENCE_SKIP in _skip_reason(report)
+        and not item.get_closest_marker("reference_data")
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} skipped for missing reference data without the reference_data "
+            "marker: `make test-reference` would never run it; mark it"
+        )
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line: how many tests were skipped, and why (grouped by the reason before any ':')."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons = collections.Counter(_skip_reason(r).split(": ")[0] for r in skipped)
+    terminalreporter.write_line(
+        f"{len(skipped)} skipped: " + "; ".join(f"{n} {why}" for why, n in reasons.most_common())
     )
 
 
@@ -61,10 +127,7 @@ MODELNET_DIR = SHARED_DATA / "modelnet40_normal_resampled"
 def load_modelnet_clouds(count: int) -> np.ndarray:
     """The first `count` test shapes of the shared ModelNet40 sample as f32[count, 10000, 3] (xyz
     only)."""
-    if not MODELNET_DIR.is_dir():
-        pytest.skip(
-            f"real ModelNet40 sample not found at {MODELNET_DIR} (it ships in ../shared/data)"
-        )
+    reference_path(MODELNET_DIR.name)
     names = (MODELNET_DIR / "modelnet40_test.txt").read_text().split()[:count]
     clouds = []
     for name in names:
@@ -88,29 +151,26 @@ def synthetic_tiny(tmp_path_factory):
     return prepare.prepare("synthetic_shapes/tiny", tmp_path_factory.mktemp("tfds"))
 
 
-CLIP_TOKENIZER_DIR = SHARED_DATA / "clip_tokenizer"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-
-
 def make_tiny_clip(
     directory: pathlib.Path, *, image_size: int = 32, projection_dim: int = 16
 ) -> pathlib.Path:
-    """A random-weight tiny Flax CLIP saved to `directory`, with the real CLIP tokenizer files
+    """A random-weight tiny Flax CLIP saved to `directory`, with the package's CLIP tokenizer files
     beside it."""
-    from transformers import FlaxCLIPModel
+    from transformers import CLIPTokenizer, FlaxCLIPModel
 
     from ddjax.teachers import tiny_clip
 
-    if not all((CLIP_TOKENIZER_DIR / f).is_file() for f in TOKENIZER_FILES):
-        pytest.skip(
-            f"real CLIP tokenizer files not found at {CLIP_TOKENIZER_DIR} (they ship in "
-            "../shared/data)"
-        )
+    assert tiny_clip.write_tokenizer(directory) == "clip"
+    tokenizer = CLIPTokenizer.from_pretrained(directory)
     config = tiny_clip.tiny_clip_config(
-        image_size=image_size, width=32, layers=2, projection_dim=projection_dim, vocab_size=49408
+        image_size=image_size,
+        width=32,
+        layers=2,
+        projection_dim=projection_dim,
+        vocab_size=len(tokenizer),
+        **tiny_clip.special_token_ids(tokenizer),
     )
     FlaxCLIPModel(config, seed=0).save_pretrained(directory)
-    assert tiny_clip.write_tokenizer(directory, CLIP_TOKENIZER_DIR) == "clip"
     return directory
 
 
@@ -119,13 +179,41 @@ def tiny_clip_dir(tmp_path_factory) -> pathlib.Path:
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
+# The tests' trained teacher (`teacher_dir`): the smoke config's tiny teacher at test sizes, with
+# the character-level tokenizer (so the fallback is shown to learn in every test run).
+TEST_TEACHER = dict(width=32, steps=400, tokenizer_dir="fallback")
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(synthetic_tiny, tmp_path_factory) -> pathlib.Path:
+    """A tiny CLIP trained on synthetic_shapes/tiny's 48 renders (TEST_TEACHER; about 40 s), once
+    per test run and shared by the xdist workers: a teacher that passes every check of
+    ddjax/teachers/sanity.py, for the tests of pretraining's mechanics (--config.teacher=DIR)."""
+    import fcntl
+
+    from ddjax.teachers import cache, tiny_clip
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's own folder
+    out = root / "test_teacher"
+    with open(root / "test_teacher.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker trains it, the others wait for it
+        if not (out / tiny_clip.REPORT).is_file():
+            tiny_clip.train(
+                out,
+                synthetic_tiny.as_data_source("train"),
+                cache.class_texts(synthetic_tiny),
+                image_pipeline="clip",
+                log=None,
+                **TEST_TEACHER,
+            )
+    return out
+
+
 @pytest.fixture(scope="session")
 def modelnet_prepared(tmp_path_factory):
     """ModelNet40 and ModelNet10 built from the real shared sample, once per session."""
-    if not MODELNET_DIR.is_dir():
-        pytest.skip(
-            f"real ModelNet40 sample not found at {MODELNET_DIR} (it ships in ../shared/data)"
-        )
+    reference_path(MODELNET_DIR.name)
     from ddjax.data import prepare
 
     data_dir = tmp_path_factory.mktemp("tfds_modelnet")
@@ -135,12 +223,16 @@ def modelnet_prepared(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def run_dir(synthetic_tiny, tmp_path_factory):
-    """A 2-step pretraining run of the tiny model on the tiny synthetic set (with its own tiny
-    teacher)."""
+def run_dir(synthetic_tiny, teacher_dir, tmp_path_factory):
+    """A 2-step pretraining run of the tiny model on the tiny synthetic set, with a copy of the
+    tests' trained teacher inside it (`./teacher`, as the smoke run keeps its own)."""
+    import shutil
+
     from ddjax.jobs import pretrain
     from tests.test_train import data_root, tiny_run_config
 
     out = tmp_path_factory.mktemp("run")
-    pretrain.run(tiny_run_config(data_root(synthetic_tiny), total_steps=2), str(out))
+    shutil.copytree(teacher_dir, out / "teacher")
+    config = tiny_run_config(data_root(synthetic_tiny), out / "teacher", total_steps=2)
+    pretrain.run(config, str(out))
     return out

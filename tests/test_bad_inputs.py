@@ -1,4 +1,4 @@
-"""The bad-input suite (issue 12): malformed files of every supported format, bad values for every
+"""The bad-input suite: malformed files of every supported format, bad values for every
 job's config, broken dataset folders, checkpoints and run folders, each run through main.py's whole
 command in this process (`main.run_command`). Every case must exit non-zero with exactly one line
 `error: <what> (<where>): <why>; <what to do>` whose <where> names the expected file or key, print
@@ -19,7 +19,7 @@ import pytest
 
 import main
 from ddjax import run_folder
-from tests.conftest import SHARED_DATA
+from tests.conftest import reference_path
 
 ERROR_LINE = re.compile(r"^error: [^()]+ \((?P<where>[^)]*)\): (?P<why>.+); (?P<todo>.+)$")
 
@@ -263,15 +263,15 @@ CERTIFY = [
 ]
 CONFIG_CASES = [
     (ZEROSHOT, ["--config.ratio=1e39"], "config.ratio"),
-    (ZEROSHOT, ["--workdir={run}"], "--workdir"),  # the checkpoint's own run folder (issue 28)
-    # more than any device holds, refused before compiling, with the estimate (issue 28)
+    (ZEROSHOT, ["--workdir={run}"], "--workdir"),  # the checkpoint's own run folder
+    # more than any device holds, refused before compiling, with the estimate
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=500"], "config.num_paths"),
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=0"], "config.num_paths"),
     (CLASSIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
     (ATTACK, ["--config.settings=2000000000:100"], "config.settings"),
     (CERTIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
     (PRETRAIN, ["--config.eval.num_paths=2000000000"], "config.eval.num_paths"),
-    # repeated entries would run twice and report two rows of one result (issue 28)
+    # repeated entries would run twice and report two rows of one result
     (ATTACK, ["--config.settings=8:100,16:500,8:100"], "config.settings"),
     (ATTACK, ["--config.eps=0.04,0.04"], "config.eps"),
     (ATTACK, ["--config.attacks=pgd,ifgm,pgd"], "config.attacks"),
@@ -300,7 +300,7 @@ CONFIG_CASES = [
             ("eval.t", -1),
             ("eval.num_paths", 0),
             ("eval.ratio", -1),
-            ("eval.ratio", 1e39),  # finite in float64, not in float32 (issue 28)
+            ("eval.ratio", 1e39),  # finite in float64, not in float32
             ("seed", -1),
             ("seed", 2**63),
             ("eval.seed", 2**31),
@@ -539,7 +539,7 @@ def test_config_values(capsys, tmp_path, fuzz_run, base, overrides, where):
 def test_a_bad_file_sorted_last_is_refused_before_any_file_is_read(
     capsys, tmp_path, fuzz_run, monkeypatch
 ):
-    """1,500 files with a damaged one sorted last (issue 28: about 9 minutes of reading first):
+    """1,500 files with a damaged one sorted last (once about 9 minutes of reading first):
     refused by the header check, the line names the file and its place, and no file was read."""
     from ddjax.data import readers
 
@@ -579,7 +579,7 @@ def _main_process(argv: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("job", ["zeroshot", "pretrain", "attack", "certify"])
 def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
-    """Issue 28: `--workdir` naming an existing file ended these four jobs in a traceback (exit 70).
+    """`--workdir` naming an existing file once ended these four jobs in a traceback (exit 70).
     Now one line naming the file, exit 1, and the file untouched."""
     (tmp_path / "taken").write_text("mine")
     config = {
@@ -599,8 +599,10 @@ def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
-def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny, capsys):
-    """Issue 28: an empty stray checkpoints/999 blocked the valid checkpoints, and orbax's own error
+def test_stray_and_damaged_checkpoint_folders(
+    tmp_path, fuzz_run, synthetic_tiny, teacher_dir, capsys
+):
+    """An empty stray checkpoints/999 blocked the valid checkpoints, and orbax's own error
     line leaked for a damaged _CHECKPOINT_METADATA. Evaluation (a real process) skips the stray,
     naming it, uses the latest real step and prints no orbax line; pretraining removes an empty
     stray and refuses one with files in it, before any work."""
@@ -627,7 +629,7 @@ def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny
     ], proc.stderr[-3000:]
     assert json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["checkpoint_step"] == step
 
-    config = tiny_run_config(data_root(synthetic_tiny), total_steps=step)
+    config = tiny_run_config(data_root(synthetic_tiny), teacher_dir, total_steps=step)
     (run / "checkpoints" / "998").mkdir()
     (run / "checkpoints" / "998" / "notes.txt").write_text("mine")
     with pytest.raises(errors.CheckpointError, match="998.*with files in it"):
@@ -648,7 +650,7 @@ def _safetensors(header: bytes, body: bytes = b"", length: int | None = None) ->
 
 
 _TENSOR = b'{"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}'
-# name -> (bytes, a part of the one line); each names the file (issue 28: .safetensors tracebacks)
+# name -> (bytes, a part of the one line); each names the file (.safetensors once gave tracebacks)
 CHECKPOINT_FILES = {
     "short.safetensors": (b"\x01\x02", "too short for a .safetensors file"),
     "oversized.safetensors": (_safetensors(b"{}", length=2**62), "its header claims"),
@@ -677,14 +679,13 @@ def test_checkpoint_files(capsys, tmp_path, name):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.reference_data
 def test_a_non_finite_parameter_is_refused_by_the_converter(capsys, tmp_path):
-    """A parameter that is all NaN, one with an inf and one beyond float32 (issue 28: converted
+    """A parameter that is all NaN, one with an inf and one beyond float32 (once converted
     and written as a run folder): one line listing them, in .npz and in .safetensors alike."""
     from safetensors.numpy import save_file
 
-    reference = SHARED_DATA / "peers" / "ulip_pointbert_seedA.npz"
-    if not reference.is_file():
-        pytest.skip(f"peer reference file not found at {reference} (it ships in ../shared/data)")
+    reference = reference_path("peers", "ulip_pointbert_seedA.npz")
     with np.load(reference, allow_pickle=False) as z:
         state = {k[len("param/") :]: z[k] for k in z.files if k.startswith("param/")}
     bad = {

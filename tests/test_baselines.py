@@ -1,4 +1,4 @@
-"""ReCon, ULIP (Point-BERT), ULIP-2 (coloured Point-BERT) and Uni3D ports (issues 14 and 26):
+"""ReCon, ULIP (Point-BERT), ULIP-2 (coloured Point-BERT) and Uni3D ports:
 fidelity to the peers' own PyTorch outputs, the checkpoint converter's formats and refusals, and the
 zero-shot, attack and classify jobs on converted runs.
 
@@ -27,13 +27,12 @@ from ddjax import baselines, errors, peer_checkpoints
 from ddjax.data import synthetic
 from ddjax.jobs import attack, zeroshot
 from ddjax.models import peers
-from tests.conftest import SHARED_DATA
+from tests.conftest import reference_path
 from tests.test_robustness import job_config
 
 # Ports against the peers' own outputs: full float32 matmuls on an accelerator (tests/conftest.py).
 pytestmark = pytest.mark.highest_precision
 
-PEERS = SHARED_DATA / "peers"
 REFERENCES = {  # --config.model -> the peer's reference file
     "recon": "recon_zeroshot_seedA.npz",
     "ulip_pointbert": "ulip_pointbert_seedA.npz",
@@ -50,10 +49,7 @@ LAST_NORM = {
 
 
 def _reference(kind: str):
-    path = PEERS / REFERENCES[kind]
-    if not path.is_file():
-        pytest.skip(f"peer reference file not found at {path} (it ships in ../shared/data/peers)")
-    return path
+    return reference_path("peers", REFERENCES[kind])
 
 
 def _convert(source, workdir, *extra) -> int:
@@ -62,6 +58,7 @@ def _convert(source, workdir, *extra) -> int:
     )
 
 
+@pytest.mark.reference_data
 @pytest.mark.parametrize("kind", sorted(REFERENCES))
 def test_port_matches_the_peers_own_outputs(kind, tmp_path):
     """Converted through the job (npz path), run by `baselines.load(RUN_DIR).features`: every stored
@@ -190,6 +187,7 @@ def _flat(variables) -> dict:
     return {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables).items()}
 
 
+@pytest.mark.reference_data
 def test_checkpoint_formats_convert_identically(tmp_path):
     """The ULIP reference's parameters as the npz reference, as a released-style .pth (`state_dict`,
     `module.` prefixes, text/image towers, an argparse Namespace of args) and as .safetensors:
@@ -227,6 +225,7 @@ def test_checkpoint_formats_convert_identically(tmp_path):
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"{source}: {k}")
 
 
+@pytest.mark.reference_data
 def test_pth_written_by_torch(tmp_path):
     """A file torch.save writes (as ULIP releases it: `state_dict`, `module.`, its `args` Namespace)
     converts to the same parameters; views, half, bfloat16, 0-d tensors and Parameters read back
@@ -268,6 +267,7 @@ def test_pth_written_by_torch(tmp_path):
         )
 
 
+@pytest.mark.reference_data
 def test_reader_refuses_code_and_bad_state_dicts(tmp_path, capsys):
     class Evil:
         def __reduce__(self):

@@ -428,7 +428,7 @@ def test_remat_changes_memory_not_values(variables, batch):
 
 
 def test_feature_types_are_checked_in_the_form_of_use():
-    """A string where a tuple of names belongs (issue 28: it trained a teacher and compiled for a
+    """A string where a tuple of names belongs (it once trained a teacher and compiled for a
     minute, then failed on the missing text loss) is refused at once, naming the field."""
     import ml_collections
 

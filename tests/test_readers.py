@@ -4,16 +4,12 @@ import numpy as np
 import pytest
 
 from ddjax.data import readers
-from tests.conftest import MODELNET_DIR
+from tests.conftest import MODELNET_DIR, reference_path
 
 
+@pytest.mark.reference_data
 def test_reads_real_modelnet_file():
-    candidates = sorted(MODELNET_DIR.glob("airplane/*.txt")) if MODELNET_DIR.is_dir() else []
-    if not candidates:
-        pytest.skip(
-            f"real ModelNet40 sample not found at {MODELNET_DIR} (it ships in ../shared/data)"
-        )
-    path = candidates[0]
+    path = sorted(reference_path(MODELNET_DIR.name).glob("airplane/*.txt"))[0]
     data = readers.read_modelnet_txt(path)
     assert data.shape == (10000, 6) and data.dtype == np.float32
     first = [float(v) for v in path.read_text().splitlines()[0].split(",")]
@@ -238,7 +234,7 @@ def test_valid_files_the_old_reader_refused(tmp_path):
 
 
 def test_off_files_with_colours_normals_and_face_colours(tmp_path):
-    """Per-vertex colours (issue 28: blamed as 'face 0 has 0 vertices'), COFF/NOFF keywords, face
+    """Per-vertex colours (once blamed as 'face 0 has 0 vertices'), COFF/NOFF keywords, face
     colours and comments: the vertices are the first three values of each vertex line."""
     xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
     extra = ["255 0 0 255", "0.1 0.2 0.3", "", "0 0 1 0 255 255 0 255"]
@@ -263,7 +259,7 @@ def test_off_files_with_colours_normals_and_face_colours(tmp_path):
 
 def test_the_cheap_check_reads_only_the_head(tmp_path):
     """`check_header` refuses from a file's first 64 KiB what the whole read would refuse later:
-    a 3 GB sparse .xyz (NUL bytes, issue 28), a first line longer than 64 KiB, not OFF, a
+    a 3 GB sparse .xyz (NUL bytes), a first line longer than 64 KiB, not OFF, a
     truncated PLY header; a valid file passes. The streaming reader refuses a long line in the
     middle as soon as it reaches it."""
     sparse = tmp_path / "sparse.xyz"
