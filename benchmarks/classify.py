@@ -2,17 +2,16 @@
 file.
 
   python benchmarks/classify.py        # runs/smoke (make run's checkpoint), about 2 minutes
-  python benchmarks/classify.py --run=RUN_DIR --files=11 --json
+  python benchmarks/classify.py --run=RUN_DIR --files=11 --meshes=DIR --json
 
-Works on a copy of the run folder (its label cache is the benchmark's own). Three commands, each a
-fresh `python main.py` process as a user runs it, on the real ModelNet meshes of ../shared/data when
-present (else synthetic clouds): `cold` (1 file, no cached label features: the CLIP teacher is
-loaded), `warm` (1 file, the features cached by the first command), `many` (FILES files in one call)
-and, as the same-run baseline, `singles` (the first 3 files as 3 separate warm calls, against
-`many3`: the same 3 files in one call). Per additional file is (many - warm) / (FILES - 1). The
-historical reference, not re-measured (that code is gone), is the old single-file classify: 28.7 s
-per call on the 2-core CPU machine (issue 13). Always exits 0. With --json one line per command as
-soon as it has run, then the summary line.
+Works on a copy of the run folder (its label cache is the benchmark's own). Three commands, each
+a fresh `python main.py` process as a user runs it, on the .off meshes under --meshes (for
+example ModelNet40's, from its official archive) when given, else on procedural clouds: `cold`
+(1 file, no cached label features: the CLIP teacher is loaded), `warm` (1 file, the features
+cached by the first command), `many` (FILES files in one call) and, as the same-run baseline,
+`singles` (the first 3 files as 3 separate warm calls, against `many3`: the same 3 files in one
+call). Per additional file is (many - warm) / (FILES - 1). Always exits 0. With --json one line
+per command as soon as it has run, then the summary line.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BEFORE_S = 28.7  # one classify call before the multi-file job (issue 13's measurement)
+BEFORE_S = 28.7  # one classify call before the multi-file job (measured then, not re-measurable)
 
 
 def _command(run: pathlib.Path, files: list[pathlib.Path]) -> float:
@@ -69,6 +68,9 @@ def main() -> int:
     )
     parser.add_argument("--run", default=str(ROOT / "runs" / "smoke"))
     parser.add_argument("--files", type=int, default=11)
+    parser.add_argument(
+        "--meshes", default="", help="a folder of .off meshes (searched recursively)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = pathlib.Path(args.run)
@@ -79,7 +81,9 @@ def main() -> int:
         tmp = pathlib.Path(tmp)
         run = tmp / "run"
         shutil.copytree(source, run, ignore=shutil.ignore_patterns("classify_text_*.npy"))
-        meshes = sorted((ROOT.parent / "shared" / "data" / "meshes").glob("*/*/*/*.off"))
+        meshes = (
+            sorted(pathlib.Path(args.meshes).expanduser().rglob("*.off")) if args.meshes else []
+        )
         files = [meshes[i % len(meshes)] for i in range(args.files)] if meshes else []
         if not files:
             rng = np.random.default_rng(0)

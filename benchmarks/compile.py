@@ -16,7 +16,7 @@ folder unless --cache-dir names one); then JAX's in-memory caches are cleared an
 are lowered and compiled again (`cache: warm`): what a resumed run or a second evaluation pays
 (ddjax/compilation_cache.py).
 
-Goals (issue 24), as ratios within this one run: base / depth-1 `hlo_ops` <= 1.5 and `compile_s` <=
+Goals, as ratios within this one run: base / depth-1 `hlo_ops` <= 1.5 and `compile_s` <=
 2.0 (the transformer stacks are scanned, so the program does not grow with the depth); warm / cold
 `compile_s` <= 0.2. Always exits 0.
 """

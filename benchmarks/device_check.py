@@ -3,11 +3,11 @@
   python benchmarks/device_check.py --out DIR [--backend gpu|tpu|cpu] [--budget 480]
       [--wheels device_wheels]
 
-Made for a bare, offline accelerator machine with its own Python 3.12 and JAX (the GPU image) and a
-short lease (15 minutes of device time, start-up included): it installs the wheels of `make
-device-wheels` into a temporary site directory (`pip install --no-index --no-deps --target`, then
-PYTHONPATH) and runs, within a wall-clock budget, one item after another, each in its own process
-with its own time limit, in order of value:
+Made for a bare accelerator machine without internet, with its own Python 3.12 and JAX (a GPU
+image) and a short session (a rented GPU by the quarter hour, start-up included): it installs
+the wheels of `make device-wheels` into a temporary site directory (`pip install --no-index
+--no-deps --target`, then PYTHONPATH) and runs, within a wall-clock budget, one item after
+another, each in its own process with its own time limit, in order of value:
 
    1. environment      versions, imports, devices, the kernels picked
    2. bench_train      the paper's setting: base model, batch 128, float32 and bfloat16, cached
@@ -37,7 +37,8 @@ base train step and S one train step at batch 128 (float32, cached teacher). Bef
 run, C and S are the ASSUMED values (deliberately high); after it, what it measured on this device
 (its slowest compilation, its step time), so the later items' limits follow the device. Fixed costs
 are measurements: the kernel tests took 92.6 s and the kernel benchmark 33 s on the first H200 run
-(issue 24). The default budget, 480 s, is the 8 minutes a run must fit in; an item is skipped when
+(benchmarks/results/nvidia-h200-2026-12-04/). The default budget, 480 s, is 8 minutes: a short
+session on a rented GPU; an item is skipped when
 less than its minimum is left, and an item's limit never exceeds what is left.
 
 DIR receives exactly two files, rewritten after every item so that a killed run keeps what finished:

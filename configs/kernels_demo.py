@@ -5,7 +5,7 @@ The default job of `make run` until pretraining lands:
   python main.py --config=configs/kernels_demo.py --workdir=runs/demo   # B=32, N=1024, 64 x 32
   python main.py --config=configs/kernels_demo.py:smoke --workdir=/tmp/demo    # tiny, for tests
   python main.py --config=configs/kernels_demo.py --workdir=runs/demo \
-      --config.data_dir=../shared/data/modelnet40_normal_resampled   # real ModelNet40 shapes
+      --config.data_dir=PATH/modelnet40_normal_resampled   # real ModelNet40 shapes
 
 Prints one line per implementation (median time of the jitted grouping and whether it equals the
 'xla' result exactly) and writes DIR/kernels_demo.json. About 10 s on a 2-core CPU (most of it in
