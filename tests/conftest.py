@@ -10,21 +10,25 @@ project's checkout. A test that skips for missing reference data without the mar
 run nowhere. The session ends with one line counting the skipped tests by reason.
 """
 
-import os
-import tempfile
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The jobs turn JAX's persistent compilation cache on; tests keep theirs in a folder of this session
-# (each xdist worker its own; child processes inherit it), never in the user's ~/.cache. `make
-# device-check` sets one for all its items, which is kept.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ddjax-test-jax-cache-"))
-
 import collections
+import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
+
+# before anything imports jax
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The jobs turn JAX's persistent compilation cache on; tests keep theirs in a folder of this session
+# (xdist workers and child processes inherit it), never in the user's ~/.cache, and the session
+# that made it removes it at its end. `make device-check` sets one for all its items, which is kept.
+_OWN_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="ddjax-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -93,6 +97,11 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"{len(skipped)} skipped: " + "; ".join(f"{n} {why}" for why, n in reasons.most_common())
     )
+
+
+def pytest_unconfigure(config):
+    if _OWN_JAX_CACHE is not None:
+        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

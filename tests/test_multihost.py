@@ -200,6 +200,14 @@ def runs(synthetic_tiny, tmp_path_factory):
     }
 
 
+def test_the_module_runs_on_one_worker(request):
+    """make test's `--dist loadgroup` keeps this module's tests on one worker, so its 8-minute
+    fixture runs once: xdist marks the group in the test's id (it did not under pytest 9.2)."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and request.config.getvalue("loadgroup")):
+        pytest.skip("checks the grouping of pytest-xdist's --dist loadgroup (make test)")
+    assert request.node.nodeid.endswith("@multihost"), request.node.nodeid
+
+
 def test_readme_has_the_command():
     readme = (ROOT / "docs" / "several-hosts.md").read_text()
     for i in range(2):
