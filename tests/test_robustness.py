@@ -74,9 +74,9 @@ def test_input_gradients_flow_through_the_gathers(tiny_model, t):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """`make run`'s smoke pretraining cut to 200 of its 738 steps (about 2.5 minutes with its data
-    and tiny teacher): predictions that depend on the input, unlike the 2-step run's (set by the
-    feature noise)."""
+    """`make run`'s smoke pretraining cut to 200 of its 738 steps (about a third of make run's
+    time, its data and tiny teacher included): predictions that depend on the input, unlike the
+    2-step run's (set by the feature noise)."""
     from configs import pretrain
     from ddjax.jobs import pretrain as pretrain_job
 
