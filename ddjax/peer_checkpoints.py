@@ -3,8 +3,8 @@
 
 FILE is the checkpoint as released (PyTorch `.pth`/`.pt`/`.bin`: ReCon's dict with `base_model`,
 ULIP's and ULIP-2's `state_dict`, Uni3D's `module`; keys may carry `module.`), or a `.safetensors` /
-`.npz` file with the same key names (an `.npz` with `param/*` entries, like ../shared/data/peers'
-reference files, is read from those alone).
+`.npz` file with the same key names (an `.npz` with `param/*` entries, like the peers' reference
+files of tests/test_baselines.py, is read from those alone).
 
 PyTorch files are read without torch and without executing anything from the file: the zip archive's
 `data.pkl` is unpickled by `read_pth`, which accepts only tensor and storage records, plain
