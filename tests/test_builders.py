@@ -143,14 +143,18 @@ def test_modelnet_too_few_points(tiny_modelnet, tmp_path):
         prepare.prepare("modelnet40", tmp_path / "out", tiny_modelnet)
 
 
-def test_modelnet_rebuild_refuse_and_leftovers(tiny_modelnet, tmp_path):
+def test_modelnet_rebuild_refuse_and_leftovers(tiny_modelnet, tmp_path, capsys):
     """A build records its manual folder's files: the same files again do nothing, different files
     are refused (nothing changed) unless rebuild, which replaces the build; a killed build's
     incomplete.* folder goes on the next build; a repeated shape is named by line."""
     import shutil
 
     data_dir = tmp_path / "out"
+    capsys.readouterr()
     builder = prepare.prepare("modelnet40", data_dir, tiny_modelnet)
+    # ddjax's progress lines, not tfds's own ("Dataset ... downloaded and prepared ...")
+    out = capsys.readouterr().out
+    assert "prepare modelnet40 train" in out and "Dataset" not in out, out
     version_dir = builder.data_dir
     record = json.loads(
         (tiny_modelnet.parent / "out/modelnet40/1.0.0" / prepare.SOURCE_RECORD).read_text()

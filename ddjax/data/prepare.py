@@ -173,6 +173,9 @@ def _build(
         os.replace(old, kept)
     try:
         builder = get_builder(name, data_dir)
+        # tfds ends a build with a line of its own on stdout; the console shows ddjax's only (the
+        # build's progress lines, and the prepare job's summary)
+        builder._log_download_done = lambda: None
         builder.download_and_prepare(download_config=config)
         if fingerprint is not None:
             run_folder.write_text(
