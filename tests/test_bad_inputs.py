@@ -599,9 +599,7 @@ def test_a_workdir_that_is_a_file_in_a_real_process(tmp_path, fuzz_run, job):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
-def test_stray_and_damaged_checkpoint_folders(
-    tmp_path, fuzz_run, synthetic_tiny, teacher_dir, capsys
-):
+def test_stray_and_damaged_checkpoint_folders(tmp_path, fuzz_run, synthetic_tiny, capsys):
     """An empty stray checkpoints/999 blocked the valid checkpoints, and orbax's own error
     line leaked for a damaged _CHECKPOINT_METADATA. Evaluation (a real process) skips the stray,
     naming it, uses the latest real step and prints no orbax line; pretraining removes an empty
@@ -629,7 +627,9 @@ def test_stray_and_damaged_checkpoint_folders(
     ], proc.stderr[-3000:]
     assert json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["checkpoint_step"] == step
 
-    config = tiny_run_config(data_root(synthetic_tiny), teacher_dir, total_steps=step)
+    # the teacher the run was made with (run_dir's copy of teacher_dir)
+    teacher = json.loads((run / "config.json").read_text())["teacher"]
+    config = tiny_run_config(data_root(synthetic_tiny), teacher, total_steps=step)
     (run / "checkpoints" / "998").mkdir()
     (run / "checkpoints" / "998" / "notes.txt").write_text("mine")
     with pytest.raises(errors.CheckpointError, match="998.*with files in it"):
