@@ -365,7 +365,11 @@ def e2e_commands(
             "--config=configs/pretrain.py:smoke",
             "--config.batch_size=8",
             "--config.log_every=1",
-            "--config.tiny_teacher.steps=5",
+            # the tests' teacher (tests/conftest.py, TEST_TEACHER; about 40 s on a CPU): jobs refuse
+            # one that learned nothing (ddjax/teachers/sanity.py)
+            "--config.tiny_teacher.width=32",
+            "--config.tiny_teacher.steps=400",
+            "--config.tiny_teacher.tokenizer_dir=fallback",
         ]
         zs = ["--config.batch_size=8"]
     # The trainer's own end-of-run evaluation is off (it would compile and run twice): the zero-shot

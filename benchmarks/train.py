@@ -55,8 +55,16 @@ def clip_tower(kind: str, projection_dim: int):
     else:
         from ddjax.teachers import tiny_clip
 
+        # random weights, no tokenizer: special-token ids at the end of the vocabulary
         config = tiny_clip.tiny_clip_config(
-            image_size=32, width=32, layers=2, projection_dim=projection_dim, vocab_size=1000
+            image_size=32,
+            width=32,
+            layers=2,
+            projection_dim=projection_dim,
+            vocab_size=1000,
+            bos_token_id=998,
+            eos_token_id=999,
+            pad_token_id=999,
         )
     model = FlaxCLIPModel(config, _do_init=False)
     return (
