@@ -14,6 +14,7 @@ import collections
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -29,6 +30,17 @@ _OWN_JAX_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWN_JAX_CACHE = tempfile.mkdtemp(prefix="ddjax-test-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_JAX_CACHE
+
+# benchmarks/test_profile.py: XLA compilations counted per test, in this process and its children
+COMPILE_LOG = pathlib.Path(__file__).resolve().parent / "compile_log"
+if os.environ.get("DDJAX_COMPILE_LOG"):
+    sys.path.insert(0, str(COMPILE_LOG))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(COMPILE_LOG)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    import compile_log
+
+    compile_log.install()
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
