@@ -28,25 +28,36 @@ WHEELS ?= device_wheels
 OUT ?=
 BACKEND ?= gpu
 BUDGET_S ?= 480
+# the device check's compilation cache: empty, its own (a device's cold figures), unless given
+JAX_CACHE ?=
 TORCH_VENV := .venv-torch
 TORCH_STAMP := $(TORCH_VENV)/.installed
 IMAGE_VENV := .venv-gpu-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed
-# What the twin runs: every test of the kernels, model, training, zero-shot and attacks, and of the device tooling
-# (the data readers and builders run on Python 3.11 only; the device check's trainer item prepares data on 3.12).
-GPU_IMAGE_TESTS := tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.py tests/test_backend.py \
-	tests/test_gpu_lowering.py tests/test_validation.py tests/test_pointcloud.py tests/test_model.py \
-	tests/test_losses.py tests/test_optim.py tests/test_train.py tests/test_zeroshot.py tests/test_attacks.py \
-	tests/test_robustness.py tests/test_device_check.py tests/test_memory.py tests/test_requirements.py
-# ... except the two attack tests on a 200-step smoke run (9 minutes of one worker; they exercise the same code
-# as the twin's other attack tests), and four whole-job tests whose code the twin's other tests and the device
-# check's trainer_e2e item (train, resume, zero-shot on jax 0.11.2) already run: the SIGKILL resume, the smoke run
-# through main.py, the combined ablation and the attack sweep (6 minutes of one worker). The 3.11 leg runs them
-# all; CI's two legs must fit in 45 minutes.
-GPU_IMAGE_SKIP := not on_the_smoke_run and not sigkill and not smoke_run_through_main and not combined_ablation \
-	and not attack_sweep
+# What the twin runs: only what differs between its versions and the 3.11 leg's (docs/development.md, "CI"):
+# the imports and requirements, the kernels and their Pallas lowering, compiled-memory analysis, orbax's save and
+# restore under an exact resume, and the device tooling; `make device-check BACKEND=cpu` after it runs the jobs end
+# to end on jax 0.11.2 (train, resume, zero-shot, the attacks, the benchmarks). The model, attack and job tests
+# run once, on the 3.11 leg.
+GPU_IMAGE_TESTS := tests/test_requirements.py tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.py \
+	tests/test_backend.py tests/test_gpu_lowering.py tests/test_memory.py tests/test_device_check.py \
+	tests/test_train.py::test_resume_is_exact
 
-.PHONY: setup run test test-reference lint bench clean device-wheels device-check test-gpu-image torch-env
+# The tests' persistent compilation cache: one folder per jax version, shared by every process of a test run (the
+# xdist workers, the jobs they start, the device check's items) and kept between runs, every program stored, so
+# a second `make test` loads what the first compiled. `make clean-cache` removes it.
+CACHE_HOME := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)
+TEST_JAX_CACHE ?= $(CACHE_HOME)/ddjax/ci-jax-cache
+IMAGE_JAX_VERSION = $(shell sed -n 's/^jax==//p' requirements-gpu-image.txt)
+test_env = HF_HUB_OFFLINE=1 JAX_COMPILATION_CACHE_DIR=$(TEST_JAX_CACHE)/jax-$(1) \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# Line and branch coverage of ddjax/ and kernels/ (pyproject.toml's [tool.coverage.run]), a line per module.
+COVERAGE ?= --cov --cov-report=term
+# SMOKE_RUN=DIR: the smoke-run tests (tests/test_robustness.py) use this finished `make run` instead of training
+SMOKE_RUN ?=
+
+.PHONY: setup run test test-reference lint bench clean clean-cache device-wheels device-check test-gpu-image \
+	torch-env print-test-jax-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -71,10 +82,10 @@ run: $(STAMP)
 	$(BIN)/python main.py --config=configs/pretrain.py:smoke --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(call test_env,$(JAX_VERSION)) $(if $(SMOKE_RUN),DDJAX_TEST_SMOKE_RUN=$(abspath $(SMOKE_RUN))) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(COVERAGE)
 
 test-reference: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m reference_data
+	$(call test_env,$(JAX_VERSION)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m reference_data
 
 # ruff (pyproject.toml): the formatting (ruff format .  fixes it) and the lint rules, 100 columns.
 lint: $(STAMP)
@@ -96,7 +107,8 @@ $(WHEELS)/MANIFEST.json: device-wheels.txt requirements-py312.txt benchmarks/dev
 
 device-check:
 	@test -n "$(OUT)" || { echo "usage: make device-check OUT=DIR [BACKEND=gpu|tpu|cpu] [BUDGET_S=480] [WHEELS=device_wheels]" >&2; exit 2; }
-	$(PYTHON) benchmarks/device_check.py --out "$(OUT)" --backend $(BACKEND) --budget $(BUDGET_S) --wheels "$(WHEELS)"
+	$(PYTHON) benchmarks/device_check.py --out "$(OUT)" --backend $(BACKEND) --budget $(BUDGET_S) --wheels "$(WHEELS)" \
+		$(if $(JAX_CACHE),--jax-cache "$(JAX_CACHE)")
 
 $(IMAGE_STAMP): requirements-gpu-image.txt
 	@test -n "$(PYTHON312)" || { echo "make test-gpu-image needs a CPython 3.12: pass PYTHON312=PATH" >&2; exit 2; }
@@ -109,8 +121,16 @@ $(IMAGE_STAMP): requirements-gpu-image.txt
 test-gpu-image: $(IMAGE_STAMP) device-wheels
 	rm -rf $(IMAGE_VENV)/device-site
 	$(IMAGE_VENV)/bin/pip install --quiet --no-index --no-deps --no-compile --target $(IMAGE_VENV)/device-site $(WHEELS)/*.whl
-	HF_HUB_OFFLINE=1 PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -k "$(GPU_IMAGE_SKIP)" $(GPU_IMAGE_TESTS)
-	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu
+	$(call test_env,$(IMAGE_JAX_VERSION)) PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python \
+		-m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(GPU_IMAGE_TESTS)
+	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu \
+		JAX_CACHE=$(TEST_JAX_CACHE)/jax-$(IMAGE_JAX_VERSION)
+
+clean-cache:
+	rm -rf $(TEST_JAX_CACHE)
+
+print-test-jax-cache:
+	@echo $(TEST_JAX_CACHE)/jax-$(JAX_VERSION)
 
 clean:
 	rm -rf $(VENV) $(IMAGE_VENV) $(TORCH_VENV) $(WHEELS) *.egg-info

@@ -27,9 +27,10 @@ another, each in its own process with its own time limit, in order of value:
    9. model_tests      the model's comparison tests (vmapped vs looped paths, scanned vs unrolled)
 
 Every item shares one persistent compilation cache (JAX_COMPILATION_CACHE_DIR in the scratch
-folder): the resumed run and the zero-shot job load what the first run compiled. Every benchmark
-prints each measurement as one JSON line the moment it exists; an item killed at its limit keeps
-them (`partial: true`, with how far it got), and so does a pytest item (its -v lines).
+folder, or --jax-cache=DIR): the resumed run and the zero-shot job load what the first run
+compiled. Every benchmark prints each measurement as one JSON line the moment it exists; an item
+killed at its limit keeps them (`partial: true`, with how far it got), and so does a pytest item
+(its -v lines).
 
 Time limits (the arithmetic; `plan` in the report lists each item's): an item's limit is 1.5 x its
 expected cost, cost = START_S + compilations x C + steps x S, where C is the seconds to compile the
@@ -940,6 +941,13 @@ def main() -> int:
         help="NAME=SECONDS,...: these items' time limits instead of "
         "the plan's (a rerun of one item; a test of what a killed item leaves)",
     )
+    parser.add_argument(
+        "--jax-cache",
+        default="",
+        help="the items' persistent compilation cache (default: an empty one in the scratch "
+        "folder, so first-step and compile figures are cold; CI's CPU dry run passes the tests' "
+        "cache)",
+    )
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -986,7 +994,7 @@ def main() -> int:
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
         TF_CPP_MIN_LOG_LEVEL="2",
-        JAX_COMPILATION_CACHE_DIR=str(scratch / "jax-compilation-cache"),
+        JAX_COMPILATION_CACHE_DIR=args.jax_cache or str(scratch / "jax-compilation-cache"),
     )
     log.say(
         f"device check: backend {args.backend}, {sizes} sizes, budget {args.budget:.0f} s, log "

@@ -3,9 +3,9 @@
     python benchmarks/test_profile.py --out DIR [--python PY] -- PYTEST_ARGS...
 
 runs `PY -m pytest PYTEST_ARGS --junitxml=DIR/junit.xml` (PY: this Python) with
-$DDJAX_COMPILE_LOG=DIR/compile_log (tests/compile_log: every process of the run counts, per test,
-the
-programs XLA compiled and the persistent-cache hits), then writes DIR/profile.json and prints a
+$DDJAX_COMPILE_LOG=DIR/compile_log (tests/compile_log: every process of the run counts, per
+test, the programs XLA compiled and the persistent-cache hits), then writes DIR/profile.json and
+prints a
 markdown table, a row per test file: tests, seconds (the sum of its tests' setup, call and teardown
 on whichever worker ran them, so the column adds up to more than the wall time under xdist),
 compilations, their seconds, and cache hits. The wall time is the first line. docs/development.md

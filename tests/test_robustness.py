@@ -72,17 +72,35 @@ def test_input_gradients_flow_through_the_gathers(tiny_model, t):
     np.testing.assert_allclose(fd, float(np.sum(grad * v)), rtol=0.05, atol=0.02)
 
 
+# `make test SMOKE_RUN=DIR`: the smoke-run tests use that finished `make run` (CI's user leg passes
+# its own, trained moments before) instead of training one.
+SMOKE_RUN_ENV = "DDJAX_TEST_SMOKE_RUN"
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """`make run`'s smoke pretraining cut to 200 of its 738 steps (about a third of make run's
     time, its data and tiny teacher included): predictions that depend on the input, unlike the
-    2-step run's (set by the feature noise)."""
+    2-step run's (set by the feature noise). Or, where $DDJAX_TEST_SMOKE_RUN names one, a finished
+    `make run` (all 738 steps), with the smoke data prepared here."""
     from configs import pretrain
+    from ddjax.data import prepare
     from ddjax.jobs import pretrain as pretrain_job
 
     root = tmp_path_factory.mktemp("smoke")
     config = pretrain.get_config("smoke")
     config.data_dir = str(root / "tfds")
+    given = os.environ.get(SMOKE_RUN_ENV)
+    if given:
+        made = pathlib.Path(given).resolve()
+        saved = made / "config.json"
+        if not (made / "zeroshot.json").is_file() or not saved.is_file():
+            pytest.fail(f"{SMOKE_RUN_ENV}={given}: not a finished `make run` (no zeroshot.json)")
+        if json.loads(saved.read_text())["model"] != json.loads(config.model.to_json()):
+            pytest.fail(f"{SMOKE_RUN_ENV}={given}: its model is not the smoke config's")
+        (root / "run").symlink_to(made)
+        prepare.prepare(config.dataset, config.data_dir)
+        return root
     config.total_steps, config.epochs, config.warmup_epochs = 200, 14, 1
     config.eval.dataset = ""
     pretrain_job.run(config, str(root / "run"))
