@@ -142,6 +142,12 @@ def python_path() -> str:
     )
 
 
+def env_without_coverage() -> dict:
+    """This process's environment less make test's coverage, for a child whose limits (a time limit
+    on its start-up, a file-size limit) coverage's own start-up or data file would meet."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+
 MODELNET_DIR = SHARED_DATA / "modelnet40_normal_resampled"
 
 

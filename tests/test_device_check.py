@@ -16,6 +16,7 @@ import time
 import pytest
 
 from benchmarks import device_check
+from tests.conftest import env_without_coverage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -86,10 +87,10 @@ def test_an_item_over_its_time_limit_is_killed_with_its_children(tmp_path):
         "time.sleep(60)']); "
         "print('started', flush=True); time.sleep(60)"
     )
-    # without make test's coverage in the child, whose start-up under load can outlast the limit
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     start = time.monotonic()
-    code, stdout, seconds = device_check.run_command([sys.executable, "-c", child], env, 2, log)
+    code, stdout, seconds = device_check.run_command(
+        [sys.executable, "-c", child], env_without_coverage(), 2, log
+    )
     assert code is None and stdout.startswith("started") and 1.5 < seconds < 20
     assert time.monotonic() - start < 20
     assert "killed: over its time limit" in (tmp_path / "log").read_text()

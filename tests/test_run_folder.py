@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from ddjax import errors, run_folder
+from tests.conftest import env_without_coverage
 
 
 def _record(tmp_path, **changes):
@@ -218,8 +219,7 @@ def _demo(workdir, file_size_limit=None):
             "os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
         )
         command = [sys.executable, "-c", limit, *command[1:]]
-        # without make test's coverage in the child: its data file at exit would meet the limit
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+        env = env_without_coverage()
     else:
         env = None
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

@@ -5,8 +5,7 @@ With $DDJAX_COMPILE_LOG=DIR set (benchmarks/test_profile.py sets it), every Pyth
 sitecustomize.py calls `install`) counts, per test ($PYTEST_CURRENT_TEST, which pytest sets and
 child processes inherit), the programs XLA compiled (JAX's backend-compile event: a persistent-cache
 miss or an uncached program), their seconds, and the persistent-cache hits; at exit it writes them
-to
-DIR/<pid>.json. Without the variable nothing is installed.
+to DIR/<pid>.json. Without the variable nothing is installed.
 """
 
 import atexit
