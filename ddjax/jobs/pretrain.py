@@ -327,8 +327,10 @@ def loop(
     )
     last = {}
     zero_losses = ZeroLosses()
+    batch = global_batch(next(data_iter)) if start < total_steps else None
     for step in range(start, total_steps):
-        batch = global_batch(next(data_iter))
+        if batch is None:
+            batch = global_batch(next(data_iter))
         if step == start:
             # Compiled in each process, then met at a barrier: the first step's collectives find
             # every process ready, however long one took to compile (XLA's CPU collectives wait
@@ -336,6 +338,11 @@ def loop(
             step_fn = step_fn.lower(state, batch, teacher_inputs, loop_key).compile()
             distributed.barrier("ddjax:train step compiled")
         state, metrics = step_fn(state, batch, teacher_inputs, loop_key)
+        done = step + 1
+        # The next batch while this step computes (the step is dispatched, not finished), except
+        # before a checkpoint: its data-iterator state must be the one after step `done`'s batch.
+        saves = done % config.checkpoint_every == 0 or done == total_steps
+        batch = None if saves else global_batch(next(data_iter))
         # one scalar per step: names a non-finite loss's step
         loss = float(distributed.local_copy(metrics["loss"]))
         zero_losses.update(step, distributed.local_copy(metrics))
@@ -346,14 +353,13 @@ def loop(
                 f"this process; the last checkpoint is step {manager.latest_step()})",
                 "lower --config.lr or check the data; a new run needs another --workdir",
             )
-        done = step + 1
         if step == start:  # what a user waits for: imports, data, teacher, compilation and one step
             writer.echo(progress.first_step_line())
         if bar is not None:
             bar.update(1)
         if done % config.log_every == 0 or done == total_steps:
             last = writer.write(done, distributed.local_copy(metrics))
-        if done % config.checkpoint_every == 0 or done == total_steps:
+        if saves:
             manager.save(
                 done,
                 args=ocp.args.Composite(
