@@ -327,7 +327,7 @@ def loop(
     )
     last = {}
     zero_losses = ZeroLosses()
-    batch = global_batch(next(data_iter)) if start < total_steps else None
+    batch = None  # read ahead by the previous step, or not yet read
     for step in range(start, total_steps):
         if batch is None:
             batch = global_batch(next(data_iter))
