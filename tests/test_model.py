@@ -294,6 +294,8 @@ def test_parameter_counts_match_the_architecture():
         (dict(target_frame="x"), r"config.model.target_frame\): must be one of"),
         (dict(mask_ratio=1.0), r"config.model.mask_ratio\): must be in \[0, 1\)"),
         (dict(num_heads=3), r"config.model.width\): must be divisible by num_heads=3"),
+        (dict(patch_widths=(32, 64)), r"config.model.patch_widths\): must be three integers"),
+        (dict(patch_widths=(32, 0, 8)), r"config.model.patch_widths\): must be three integers"),
     ],
 )
 def test_bad_config_values_name_the_field(overrides, match):
@@ -326,6 +328,45 @@ def test_concat_dense_equals_dense_on_the_concatenation():
         np.asarray(nn_dense_apply(params, concat)),
         rtol=1e-5,
         atol=1e-6,
+    )
+
+
+@pytest.mark.highest_precision
+def test_mini_pointnet_widths_follow_the_config():
+    # The mini-PointNet with hidden widths (h1, h2, h3) = (4, 6, 8) against numpy: Linear 3->h1,
+    # BatchNorm over every point of the batch (training mode: the batch's mean and biased
+    # variance, eps 1e-5), ReLU, Linear h1->h2 = f; g = max over the group; Linear [g ; f]
+    # 2*h2->h3, BatchNorm, ReLU, Linear h3->C; max over the group. The model's patch embedding
+    # takes the config's widths.
+    from ddjax.models.tokenizer import MiniPointNet
+
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 5, 3)))  # (B, G, K, 3)
+    net = MiniPointNet(7, (4, 6, 8))
+    variables = net.init(jax.random.key(1), x, train=True)
+    params = jax.tree_util.tree_map(lambda v: np.asarray(v) + 0.1, variables["params"])
+    got, _ = net.apply(
+        {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+    )  # (B, G, 7)
+
+    def bn(h, p):
+        mean, var = h.mean(axis=(0, 1, 2)), h.var(axis=(0, 1, 2))
+        return (h - mean) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"]
+
+    lin = lambda h, p: h @ p["kernel"] + p["bias"]
+    f = lin(np.maximum(bn(lin(x, params["conv1a"]), params["bn1"]), 0), params["conv1b"])
+    g = np.broadcast_to(f.max(axis=2, keepdims=True), f.shape)  # (B, G, K, 6)
+    h = lin(np.concatenate([g, f], axis=-1), params["conv2a"])  # (B, G, K, 8)
+    want = lin(np.maximum(bn(h, params["bn2"]), 0), params["conv2b"]).max(axis=2)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+    config = dd.model_config("tiny", patch_widths=(4, 6, 8))
+    shapes = jax.eval_shape(lambda k: dd.init_variables(config, k), jax.random.key(0))["params"]
+    embed = shapes["patch_embed"]
+    assert embed["conv1a"]["kernel"].shape == (3, 4)
+    assert embed["conv2a"]["kernel"].shape == (12, 8)
+    assert embed["conv2b"]["kernel"].shape == (8, CONFIG.width)
+    assert dd.parameter_counts(config)["total"] == sum(
+        x.size for x in jax.tree_util.tree_leaves(shapes)
     )
 
 

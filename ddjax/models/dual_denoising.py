@@ -32,6 +32,9 @@ from ddjax.models.point_dae import PointDAEDecoder, PointDAEEncoder
 from ddjax.models.tokenizer import MiniPointNet, PositionMlp
 
 TARGET_FRAMES = ("clean", "noisy")
+# the mini-PointNet's hidden widths (Point-MAE's, the paper's); the default of records made before
+# the field existed
+PATCH_WIDTHS = (128, 256, 512)
 
 # Model sizes. `base` is the paper's (ReCon's backbone); `tiny` is for tests and smoke runs.
 VARIANTS = {
@@ -80,7 +83,9 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
       clean target relative to the clean or the noisy center), mask_ratio 0
       (masking-versus-denoising ablation), alpha = 1 (weight of the feature loss), drop_path
       0.1, feature_types ('image', 'text'), dtype 'float32', remat False (recompute each block's
-      activations in the backward pass: less memory, more compute; the same values).
+      activations in the backward pass: less memory, more compute; the same values), patch_widths
+      (128, 256, 512) (the mini-PointNet's hidden widths, Point-MAE's and the paper's; the smoke
+      model's are smaller: nine tenths of its step were the mini-PointNet's).
     """
     if variant not in VARIANTS:
         raise ValueError(f"model variant must be one of {sorted(VARIANTS)}, got {variant!r}")
@@ -100,6 +105,7 @@ def model_config(variant: str = "base", **overrides) -> ml_collections.ConfigDic
             alpha=1.0,
             dtype="float32",
             remat=False,
+            patch_widths=PATCH_WIDTHS,
         )
     )
     config.update(overrides)
@@ -159,6 +165,14 @@ def validate_config(config) -> None:
     need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
     need(config.alpha >= 0, "alpha", "must be >= 0")
     need(isinstance(config.get("remat", False), bool), "remat", "must be True or False")
+    widths = config.get("patch_widths", PATCH_WIDTHS)
+    need(
+        isinstance(widths, (tuple, list))
+        and len(widths) == 3
+        and all(isinstance(w, (int, np.integer)) and w >= 1 for w in widths),
+        "patch_widths",
+        "must be three integers >= 1 (the mini-PointNet's hidden widths, e.g. (128, 256, 512))",
+    )
     need(
         set(config.feature_types) <= {"image", "text"}
         and len(set(config.feature_types)) == len(config.feature_types),
@@ -192,11 +206,12 @@ class DualDenoising(nn.Module):
     stop_gradient: bool = True
     dtype: Any = jnp.float32
     remat: bool = False
+    patch_widths: tuple[int, int, int] = PATCH_WIDTHS
 
     def setup(self):
         enc_rates = tuple(float(r) for r in np.linspace(0.0, self.drop_path, self.depth))
         dec_rates = tuple(float(r) for r in np.linspace(0.0, self.drop_path, self.decoder_depth))
-        self.patch_embed = MiniPointNet(self.width, dtype=self.dtype)
+        self.patch_embed = MiniPointNet(self.width, self.patch_widths, dtype=self.dtype)
         self.pos_embed = PositionMlp(self.width, dtype=self.dtype)
         self.timestep_embedder = blocks.TimestepEmbedder(self.width, dtype=self.dtype)
         self.encoder = PointDAEEncoder(
@@ -325,6 +340,7 @@ def build_model(config) -> DualDenoising:
         dtype=jnp.dtype(config.dtype),
         # absent from the records of runs made before it existed
         remat=bool(config.get("remat", False)),
+        patch_widths=tuple(config.get("patch_widths", PATCH_WIDTHS)),
     )
 
 

@@ -39,10 +39,12 @@ class MiniPointNet(nn.Module):
     per point: Linear 3->128, BN, ReLU, Linear 128->256 = f; g = max_K f; [g ; f] (global first) ->
     Linear 512->512, BN, ReLU, Linear 512->C; token = max_K. BatchNorm statistics over all B*G*K
     points (PyTorch BatchNorm1d on (B*G, C, K)), momentum 0.1 (Flax 0.9), eps 1e-5; running stats in
-    eval.
+    eval. `hidden` = (128, 256, 512) are Point-MAE's widths, which every peer and the paper use; a
+    smaller triple (h1, h2, h3) makes Linear 3->h1, h1->h2, 2*h2->h3, h3->C (the smoke model's).
     """
 
     width: int
+    hidden: tuple[int, int, int] = (128, 256, 512)
     kernel_init: blocks.Initializer = blocks.normal_002
     dtype: blocks.Dtype = jnp.float32
 
@@ -55,11 +57,12 @@ class MiniPointNet(nn.Module):
         bn = lambda name: nn.BatchNorm(
             use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=name
         )
-        f = dense(128, "conv1a")(neighborhoods)  # (B, G, K, 128)
-        f = dense(256, "conv1b")(nn.relu(bn("bn1")(f)))  # (B, G, K, 256)
-        g = jnp.max(f, axis=2, keepdims=True)  # (B, G, 1, 256)
-        # Dense([g ; f]): (B, G, K, 512)
-        f = ConcatDense(512, self.kernel_init, self.dtype, name="conv2a")(g, f)
+        h1, h2, h3 = self.hidden
+        f = dense(h1, "conv1a")(neighborhoods)  # (B, G, K, h1)
+        f = dense(h2, "conv1b")(nn.relu(bn("bn1")(f)))  # (B, G, K, h2)
+        g = jnp.max(f, axis=2, keepdims=True)  # (B, G, 1, h2)
+        # Dense([g ; f]): (B, G, K, h3)
+        f = ConcatDense(h3, self.kernel_init, self.dtype, name="conv2a")(g, f)
         f = dense(self.width, "conv2b")(nn.relu(bn("bn2")(f)))  # (B, G, K, C)
         return jnp.max(f, axis=2)  # (B, G, C)
 
