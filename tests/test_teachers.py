@@ -152,6 +152,52 @@ def test_text_features_match_model(teacher):
     assert not np.allclose(norms, 1.0, atol=1e-3)  # raw, not L2-normalised
 
 
+def test_padding_after_the_end_token_changes_nothing(teacher):
+    # The tiny teacher trains on prompts padded to the longest, not to 77
+    # (tiny_clip._training_data): the text tower is causal and pools the first end token, so the
+    # features and every gradient are the same as with 77 positions.
+    import io
+
+    import jax
+    from PIL import Image
+
+    texts = [prompts.recon_prompt(name, j) for name in ("chair", "night stand") for j in (0, 7, 59)]
+    full = jnp.asarray(clip.tokenize(teacher, texts))  # (6, 77)
+    length = int(np.max(np.argmax(np.asarray(full) == 49407, axis=1))) + 1
+    assert 5 < length < 40
+    short = full[:, :length]  # (6, L)
+
+    def loss(params, ids):
+        return jnp.sum(jnp.sin(teacher.model.get_text_features(input_ids=ids, params=params)))
+
+    want_feats = teacher.model.get_text_features(input_ids=full, params=teacher.params)
+    got_feats = teacher.model.get_text_features(input_ids=short, params=teacher.params)
+    np.testing.assert_allclose(np.asarray(got_feats), np.asarray(want_feats), rtol=1e-5, atol=1e-6)
+    want, got = (jax.grad(loss)(teacher.params, ids) for ids in (full, short))
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(want)[0], jax.tree_util.tree_leaves(got)
+    ):
+        np.testing.assert_allclose(
+            np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path)
+        )
+
+    # what the trainer tokenizes: ReCon's 60 prompts of each class, padded to the longest
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    source = [{"image": png.getvalue(), "label": 0}]
+    _, _, ids = tiny_clip._training_data(
+        source, ["chair", "night stand"], teacher.tokenizer, "clip", 32, seed=0
+    )  # (2, 60, L)
+    captions = [
+        prompts.recon_prompt(name, j) for name in ("chair", "night stand") for j in range(60)
+    ]
+    longest = int(np.max(np.argmax(np.asarray(clip.tokenize(teacher, captions)) == 49407, axis=1)))
+    assert ids.shape == (2, 60, longest + 1)
+    np.testing.assert_array_equal(
+        np.asarray(ids).reshape(120, -1), clip.tokenize(teacher, captions)[:, : longest + 1]
+    )
+
+
 def test_text_features_chunks_and_compile_count(teacher):
     texts = prompts.recon_prompts("chair")[:20]
     before = (

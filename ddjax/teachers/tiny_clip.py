@@ -278,8 +278,8 @@ def _save(model, report: dict, tmp: pathlib.Path, out: pathlib.Path) -> None:
 def _training_data(
     train_source, class_texts, tokenizer, image_pipeline: str, image_size: int, seed: int
 ):
-    """(images f32[R, S, S, 3] preprocessed once, labels int[R], token ids int[C, 60, 77]: ReCon's
-    60 prompts of every class)."""
+    """(images f32[R, S, S, 3] preprocessed once, labels int[R], token ids int[C, 60, L]: ReCon's
+    60 prompts of every class, padded to the longest, L <= 77)."""
     rng = np.random.default_rng(seed)
     images = np.stack(
         [
@@ -294,10 +294,13 @@ def _training_data(
     )  # (R, S, S, 3)
     labels = np.array([int(train_source[i]["label"]) for i in range(len(train_source))])
     captions = [prompts.recon_prompt(text, j) for text in class_texts for j in range(60)]
+    # padded to the longest caption, not to 77: the text tower is causal and reads its feature at
+    # the first end token, so the padding after it changes neither the features nor the gradients,
+    # and the step is a fraction of the cost (docs/development.md, "CI time")
     ids = tokenizer(
-        captions, padding="max_length", max_length=77, truncation=True, return_tensors="np"
+        captions, padding="longest", max_length=77, truncation=True, return_tensors="np"
     )["input_ids"]
-    ids = jnp.asarray(ids.reshape(len(class_texts), 60, 77))  # (C, 60, 77)
+    ids = jnp.asarray(ids.reshape(len(class_texts), 60, -1))  # (C, 60, L), L <= 77
     return jnp.asarray(images), jnp.asarray(labels), ids
 
 
