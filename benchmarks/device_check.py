@@ -189,7 +189,7 @@ def plan(sizes: str, python: str) -> list[Item]:
                     "train", "--batches=128", "--dtypes=float32,bfloat16", "--modes=cached,online"
                 ),
             ),
-            # 3 processes; data and tiny teacher (~40 s); first half: C + 20 steps; resume: a cache
+            # 3 processes; data and tiny teacher; first half: C + 20 steps; resume: a cache
             # hit + 20 steps; the zero-shot job: about C / 2 and its batches.
             Item(
                 "trainer_e2e",
@@ -375,7 +375,7 @@ def e2e_commands(
             "--config=configs/pretrain.py:smoke",
             "--config.batch_size=8",
             "--config.log_every=1",
-            # the tests' teacher (tests/conftest.py, TEST_TEACHER; about 40 s on a CPU): jobs refuse
+            # the tests' teacher (tests/conftest.py, TEST_TEACHER): jobs refuse
             # one that learned nothing (ddjax/teachers/sanity.py)
             "--config.tiny_teacher.width=32",
             "--config.tiny_teacher.steps=400",

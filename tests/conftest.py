@@ -213,7 +213,7 @@ TEST_TEACHER = dict(width=32, steps=400, tokenizer_dir="fallback")
 
 @pytest.fixture(scope="session")
 def teacher_dir(synthetic_tiny, tmp_path_factory) -> pathlib.Path:
-    """A tiny CLIP trained on synthetic_shapes/tiny's 48 renders (TEST_TEACHER; about 40 s), once
+    """A tiny CLIP trained on synthetic_shapes/tiny's 48 renders (TEST_TEACHER), once
     per test run and shared by the xdist workers: a teacher that passes every check of
     ddjax/teachers/sanity.py, for the tests of pretraining's mechanics (--config.teacher=DIR)."""
     import fcntl

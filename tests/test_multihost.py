@@ -33,7 +33,7 @@ README_COMMAND = (
 TINY = [
     "--config.dataset=synthetic_shapes/tiny",
     "--config.log_every=1",
-    # process 0 trains the run's tiny teacher (as the tests' own, about 40 s) while process 1 waits
+    # process 0 trains the run's tiny teacher (as the tests' own) while process 1 waits
     *(f"--config.tiny_teacher.{k}={v}" for k, v in TEST_TEACHER.items()),
     "--config.model.width=32",
     "--config.model.depth=2",
@@ -201,7 +201,7 @@ def runs(synthetic_tiny, tmp_path_factory):
 
 
 def test_the_module_runs_on_one_worker(request):
-    """make test's `--dist loadgroup` keeps this module's tests on one worker, so its 8-minute
+    """make test's `--dist loadgroup` keeps this module's tests on one worker, so its minutes-long
     fixture runs once: xdist marks the group in the test's id (it did not under pytest 9.2)."""
     if not (os.environ.get("PYTEST_XDIST_WORKER") and request.config.getvalue("loadgroup")):
         pytest.skip("checks the grouping of pytest-xdist's --dist loadgroup (make test)")
