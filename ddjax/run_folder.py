@@ -56,6 +56,10 @@ FREE = (
     # remat trades memory for compute, same values (and runs made before it lack the key)
     "model.remat",
 )
+# Keys added after runs were recorded, as JSON, with the value a record without them means (the
+# model's default then: dual_denoising.PATCH_WIDTHS); a record lacking one differs only from another
+# value.
+ADDED = {"model.patch_widths": [128, 256, 512]}
 # Keys a run may continue under a new value when the command names them in --config.allow_changes.
 CONTINUABLE = ("total_steps", "epochs")
 RELATIVE = "./"  # prefix of a stored path that lies inside the run folder
@@ -193,10 +197,12 @@ def _matches(key: str, names) -> bool:
 
 def differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
     """(key, recorded value, current value) for every key, nested as 'model.width', whose value
-    differs (a key only one side has counts, with the value '(absent)'); 'resolved' is not config.
+    differs (a key only one side has counts, with the value '(absent)', except a key of ADDED that
+    the record lacks: it has ADDED's value); 'resolved' is not config.
     """
     old = flatten({k: v for k, v in recorded.items() if k != "resolved"})
     new = flatten({k: v for k, v in current.items() if k != "resolved"})
+    old = {k: v for k, v in ADDED.items() if k in new} | old  # what an older record meant
     absent = "(absent)"
     return [
         (k, old.get(k, absent), new.get(k, absent))

@@ -94,6 +94,26 @@ def test_continuing_deliberately_and_free_keys(tmp_path):
     run_folder.check_same_run(tmp_path / "new", _record(tmp_path, lr=1.0))
 
 
+def test_a_record_from_before_a_key_existed_means_its_old_default(tmp_path):
+    # model.patch_widths came after runs were recorded: a record without it is a run of the
+    # default mini-PointNet, which resumes under that default and refuses another width
+    from ddjax.models import dual_denoising as dd
+
+    assert run_folder.ADDED["model.patch_widths"] == list(dd.PATCH_WIDTHS)
+    run_folder.check_same_run(
+        tmp_path, _record(tmp_path, **{"model.patch_widths": [128, 256, 512]})
+    )
+    with pytest.raises(
+        run_folder.RunFolderError, match=r"model.patch_widths: \[128, 256, 512\] -> \[32, 64, 128\]"
+    ):
+        run_folder.check_same_run(
+            tmp_path, _record(tmp_path, **{"model.patch_widths": [32, 64, 128]})
+        )
+    # a key that is not in ADDED and only one side has still counts
+    with pytest.raises(run_folder.RunFolderError, match=r"model.depth: \"\(absent\)\" -> 4"):
+        run_folder.check_same_run(tmp_path, _record(tmp_path, **{"model.depth": 4}))
+
+
 def test_a_damaged_record_is_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"job": "pre')
     with pytest.raises(
