@@ -57,7 +57,7 @@ FREE = (
     "model.remat",
 )
 # Keys added after runs were recorded, as JSON, with the value a record without them means (the
-# model's default then: dual_denoising.PATCH_WIDTHS); a record lacking one differs only from another
+# model's default then: tokenizer.PATCH_WIDTHS); a record lacking one differs only from another
 # value.
 ADDED = {"model.patch_widths": [128, 256, 512]}
 # Keys a run may continue under a new value when the command names them in --config.allow_changes.

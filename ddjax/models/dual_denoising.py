@@ -29,12 +29,9 @@ from ddjax.models import blocks
 from ddjax.models.feature_denoiser import FEATURE_INPUTS, FeatureDenoiser
 from ddjax.models.interface import Inference
 from ddjax.models.point_dae import PointDAEDecoder, PointDAEEncoder
-from ddjax.models.tokenizer import MiniPointNet, PositionMlp
+from ddjax.models.tokenizer import PATCH_WIDTHS, MiniPointNet, PositionMlp
 
 TARGET_FRAMES = ("clean", "noisy")
-# the mini-PointNet's hidden widths (Point-MAE's, the paper's); the default of records made before
-# the field existed
-PATCH_WIDTHS = (128, 256, 512)
 
 # Model sizes. `base` is the paper's (ReCon's backbone); `tiny` is for tests and smoke runs.
 VARIANTS = {

@@ -33,18 +33,22 @@ class ConcatDense(nn.Module):
         return g @ kernel[:dg] + f @ kernel[dg:] + bias.astype(self.dtype)
 
 
+# the mini-PointNet's hidden widths: Point-MAE's, which every peer and the paper use
+PATCH_WIDTHS = (128, 256, 512)
+
+
 class MiniPointNet(nn.Module):
     """Embeds each group of K points into one token, independently of K (max-pools over the points).
 
     per point: Linear 3->128, BN, ReLU, Linear 128->256 = f; g = max_K f; [g ; f] (global first) ->
     Linear 512->512, BN, ReLU, Linear 512->C; token = max_K. BatchNorm statistics over all B*G*K
     points (PyTorch BatchNorm1d on (B*G, C, K)), momentum 0.1 (Flax 0.9), eps 1e-5; running stats in
-    eval. `hidden` = (128, 256, 512) are Point-MAE's widths, which every peer and the paper use; a
-    smaller triple (h1, h2, h3) makes Linear 3->h1, h1->h2, 2*h2->h3, h3->C (the smoke model's).
+    eval. `hidden` = PATCH_WIDTHS = (128, 256, 512); a smaller triple (h1, h2, h3) makes Linear
+    3->h1, h1->h2, 2*h2->h3, h3->C (the smoke model's).
     """
 
     width: int
-    hidden: tuple[int, int, int] = (128, 256, 512)
+    hidden: tuple[int, int, int] = PATCH_WIDTHS
     kernel_init: blocks.Initializer = blocks.normal_002
     dtype: blocks.Dtype = jnp.float32
 
