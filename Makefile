@@ -16,6 +16,12 @@ PYTHON ?= python3
 # first import): a fresh environment of requirements.txt took 61 s instead of 108 s on a 2-core machine
 # (docs/development.md, "CI time")
 PIP_INSTALL := pip install --quiet --no-compile
+# ... so Python must be free to write the bytecode of what it imports, the first time: a shell (or a Docker
+# image) that sets PYTHONDONTWRITEBYTECODE=1 made every process compile jax, flax and the rest from source
+# again, about 8 s of each process's start on 2 cores (a flag error took 14 s instead of 6). Not passed on to
+# any command here; setup writes the bytecode of everything main.py imports, so a later `python main.py` under
+# such a shell reads it too.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -69,6 +75,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/$(PIP_INSTALL) -r requirements.txt $(if $(ACCELERATOR),"jax[$(ACCELERATOR)]==$(JAX_VERSION)")
 	$(BIN)/$(PIP_INSTALL) --no-deps -e .
+	$(BIN)/python -c 'import main'
 	@touch $(STAMP)
 
 setup: $(STAMP)
