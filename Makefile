@@ -63,6 +63,7 @@ test_env = HF_HUB_OFFLINE=1 JAX_COMPILATION_CACHE_DIR=$(TEST_JAX_CACHE)/jax-$(1)
 	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 # Line and branch coverage of ddjax/ and kernels/ (pyproject.toml's [tool.coverage.run]), a line per module.
 COVERAGE ?= --cov --cov-report=term
+# make test ends with its 15 slowest tests (--durations), so a CI log shows where its time goes.
 # SMOKE_RUN=DIR: the smoke-run tests (tests/test_robustness.py) use this finished `make run` instead of training
 SMOKE_RUN ?=
 
@@ -93,7 +94,7 @@ run: $(STAMP)
 	$(BIN)/python main.py --config=configs/pretrain.py:smoke --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(call test_env,$(JAX_VERSION)) $(if $(SMOKE_RUN),DDJAX_TEST_SMOKE_RUN=$(abspath $(SMOKE_RUN))) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(COVERAGE)
+	$(call test_env,$(JAX_VERSION)) $(if $(SMOKE_RUN),DDJAX_TEST_SMOKE_RUN=$(abspath $(SMOKE_RUN))) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(COVERAGE)
 
 test-reference: $(STAMP)
 	$(call test_env,$(JAX_VERSION)) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m reference_data
