@@ -97,9 +97,9 @@ def test_continuing_deliberately_and_free_keys(tmp_path):
 def test_a_record_from_before_a_key_existed_means_its_old_default(tmp_path):
     # model.patch_widths came after runs were recorded: a record without it is a run of the
     # default mini-PointNet, which resumes under that default and refuses another width
-    from ddjax.models import dual_denoising as dd
+    from ddjax.models import tokenizer
 
-    assert run_folder.ADDED["model.patch_widths"] == list(dd.PATCH_WIDTHS)
+    assert run_folder.ADDED["model.patch_widths"] == list(tokenizer.PATCH_WIDTHS)
     run_folder.check_same_run(
         tmp_path, _record(tmp_path, **{"model.patch_widths": [128, 256, 512]})
     )
