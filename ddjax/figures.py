@@ -164,6 +164,56 @@ def sweep_figure(
 
 
 # ------------------------------------------------------------------------------------------------
+# training curves
+LOSSES = (
+    ("loss", "total"),
+    ("loss_rec", "reconstruction"),
+    ("loss_image", "image"),
+    ("loss_text", "text"),
+)
+
+
+def curves_figure(records: list[dict], evaluations: list[dict], *, title: str) -> Figure:
+    """A pretraining's curves from its metrics.jsonl records: the losses against steps (log scale)
+    above, the learning rate below; each evaluation (a dict with `step` and `top1`) a dotted
+    vertical line labelled with its zero-shot top-1."""
+    figure = Figure(figsize=(ONE_COLUMN + 0.6, 3.6), layout="constrained")
+    loss_ax, lr_ax = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    steps = [r["step"] for r in records]
+    for i, (key, label) in enumerate(LOSSES):
+        if any(key in r for r in records):
+            points = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
+            if points:
+                xs, ys = zip(*points)
+                loss_ax.plot(xs, ys, color=f"C{i}", linewidth=0.8, label=label)
+    if any(line.get_xdata().size for line in loss_ax.get_lines()):
+        loss_ax.set_yscale("log")
+        loss_ax.legend(fontsize=FONT - 2, frameon=False, loc="upper right")
+    lr_ax.plot(steps, [r.get("lr", np.nan) for r in records], color="C4", linewidth=0.8)
+    for ev in evaluations:
+        for ax in (loss_ax, lr_ax):
+            ax.axvline(ev["step"], color="0.3", linestyle=":", linewidth=0.8)
+        loss_ax.annotate(
+            f"zero-shot top-1 {100 * ev['top1']:.1f}%",
+            (ev["step"], 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-2, -2),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=FONT - 2,
+        )
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title(title)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("step")
+    for ax in (loss_ax, lr_ax):
+        ax.grid(alpha=0.3, linewidth=0.5)
+        _small(ax)
+    return figure
+
+
+# ------------------------------------------------------------------------------------------------
 # Figure 8
 def robustness_curve_figure(curves: list[dict], *, title: str) -> Figure:
     """Accuracy against attack steps: one line per (N, t, mode), EOT dashed, the spread over

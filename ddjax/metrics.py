@@ -8,7 +8,7 @@ import os
 import time
 from typing import Callable
 
-from ddjax import distributed, errors, run_folder
+from ddjax import distributed, errors, run_folder, tensorboard_events
 
 
 def write_json(path, obj) -> None:
@@ -18,7 +18,9 @@ def write_json(path, obj) -> None:
 
 
 class MetricWriter:
-    """`write(step, metrics)` appends one JSON object per logged step to WORKDIR/metrics.jsonl."""
+    """`write(step, metrics)` appends one JSON object per logged step to WORKDIR/metrics.jsonl, and
+    its scalars to the run's TensorBoard events (ddjax/tensorboard_events.py); `close()` at the
+    end."""
 
     def __init__(self, workdir: str, total_steps: int, start_step: int, echo=print):
         # where the logged line goes (print, or a progress bar's write on a terminal)
@@ -27,15 +29,19 @@ class MetricWriter:
         self.total_steps = total_steps
         self._last_time, self._last_step = time.time(), start_step
         self.enabled = distributed.is_writer()
+        kept = []
         if self.enabled and os.path.exists(self.path):
             # A resumed run replays the steps after its checkpoint: drop their old lines. A damaged
             # line stays as it is (its step is unknown), named once on stderr.
             kept = [
-                raw
+                (raw, record)
                 for raw, record in read_lines(self.path)
                 if record is None or record["step"] <= start_step
             ]
-            run_folder.write_bytes(self.path, b"".join(kept))
+            run_folder.write_bytes(self.path, b"".join(raw for raw, _ in kept))
+        # the records kept and each new step's (the curves' data), and their events
+        self.records = [record for _, record in kept if record is not None]
+        self.events = tensorboard_events.TrainingEvents(workdir, self.records)
 
     def write(self, step: int, metrics: dict) -> dict:
         now = time.time()
@@ -45,10 +51,13 @@ class MetricWriter:
             "step": step,
             **{k: float(v) for k, v in metrics.items()},
             "steps_per_sec": steps_per_sec,
+            "wall_time": now,
         }
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.events.write(record)
+            self.records.append(record)
             eta = (self.total_steps - step) / max(steps_per_sec, 1e-9)
             features = "".join(
                 f"{short} {record[key]:.4f}  "
@@ -61,6 +70,9 @@ class MetricWriter:
                 f"{steps_per_sec:.2f} steps/s  ETA {eta / 60:.1f} min"
             )
         return record
+
+    def close(self) -> None:
+        self.events.close()
 
 
 def read_lines(

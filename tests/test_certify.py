@@ -16,6 +16,7 @@ from scipy import stats
 import main
 from ddjax import evaluation, scoring, smoothing
 from ddjax.jobs import certify
+from tests.test_tensorboard import images_by_tag, scalars_by_tag
 
 
 @pytest.mark.parametrize("n", [1, 10, 100, 10_000])
@@ -157,6 +158,17 @@ def test_certify_job_batches_resumes_and_reports(run_dir, synthetic_tiny, tmp_pa
     )
     assert (radius[[r["predict"] == "-1" for r in rows]] == 0).all()
     assert (tmp_path / "a" / "certify.png").is_file() and (tmp_path / "a" / "certify.pdf").is_file()
+    # TensorBoard: the report's numbers at the checkpoint's step, the figure as an image
+    events = tmp_path / "a" / "events.out.tfevents.certify"
+    got, step = scalars_by_tag(events), report["checkpoint_step"]
+    for r, v in level["certified_accuracy"].items():
+        assert got.pop(f"certify/t900/certified_acc_r{r}") == [(step, float(np.float32(v)))]
+    for key in ("average_certified_radius", "abstention_rate", "clean_accuracy"):
+        assert got.pop(f"certify/t900/{key}") == [(step, float(np.float32(level[key])))]
+    assert not got
+    assert images_by_tag(events) == {
+        "certify/figure": (tmp_path / "a" / "certify.png").read_bytes()
+    }
     capsys.readouterr()
     assert (
         main.run_command(

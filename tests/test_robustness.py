@@ -1,12 +1,16 @@
 """The attacks on real pretraining runs (the tiny 2-step run, and the smoke run cut to 200 steps):
 input gradients through re-tokenisation, and the attack job end to end (attack.json, Table 2, Figure
-8, resume, the sweep, real ModelNet40, sharding)."""
+8, resume, the sweep, real ModelNet40, sharding); TensorBoard's server on the smoke run."""
 
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +19,11 @@ import numpy as np
 import pytest
 
 from configs import attack as attack_config
-from ddjax import attacks, checkpoints, robustness
+from ddjax import attacks, checkpoints, metrics, robustness
 from ddjax.jobs import attack
 from ddjax.models import dual_denoising as dd
 from tests.conftest import python_path
+from tests.test_tensorboard import images_by_tag, scalars_by_tag
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -212,6 +217,21 @@ def test_attack_job_on_the_smoke_run(smoke_run, tmp_path, capsys):
     )
     assert (tmp_path / "figure8.png").stat().st_size > 1000 and (tmp_path / "figure8.pdf").is_file()
     assert (tmp_path / "adversarial_examples.png").stat().st_size > 1000
+    # TensorBoard: each row's accuracies at the checkpoint's step, both figures as images
+    events = tmp_path / "events.out.tfevents.attack"
+    step = saved["checkpoint_step"]
+    got = scalars_by_tag(events)
+    assert got["clean/N1_t0/acc"] == [(step, float(np.float32(clean[0]["acc"])))]
+    for r in rows:
+        name = r["attack"] if r["eps"] is None else f"{r['attack']}_eps{r['eps']:g}"
+        for key in ("robust_acc", "success_rate", "attack_success_rate"):
+            tag = f"{name}/N1_t0/{r['mode']}/{key}"
+            assert got.pop(tag) == [(step, float(np.float32(r[key])))], tag
+    assert list(got) == ["clean/N1_t0/acc"]
+    assert images_by_tag(events) == {
+        f"attack/{n}": (tmp_path / f"{n}.png").read_bytes()
+        for n in ("figure8", "adversarial_examples")
+    }
     # the first PGD unit's clouds, within eps
     with np.load(tmp_path / "adversarial_examples.npz") as ex:
         moved = np.abs(ex["adversarial"] - ex["clean"][None]).max(axis=(2, 3))  # (E, S)
@@ -268,6 +288,58 @@ def test_attack_noise_benchmark_on_the_smoke_run(smoke_run, capsys):
     assert fixed["check_0"]["returned_reaches"] == fixed["check_0"]["reached_last_step"]
     assert fixed["check_8"]["returned_reaches"] == fixed["check_8"]["reached_any_step"] > 0
     assert row["check_s"] > 0 and row["gradient_s"] > 0
+
+
+@pytest.mark.xdist_group("smoke_run")  # one worker trains the module's smoke run
+def test_tensorboard_serves_the_smoke_run(smoke_run):
+    """The README's `tensorboard --logdir runs/` on the smoke run's folder: the real server (this
+    environment's `tensorboard` command) on localhost, each scalar read through its HTTP API equal
+    to metrics.jsonl's, at the same steps and times; the evaluation's accuracy too, where there is
+    one."""
+    run = (smoke_run / "run").resolve()
+    records = metrics.read_metrics(str(run))
+    want = {k for r in records for k in r} - {"step", "wall_time"}
+    if (run / "zeroshot.json").is_file():
+        want |= {"zeroshot/top1", "zeroshot/top5", "zeroshot/mean_class_acc"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/data/plugin/scalars"
+    server = subprocess.Popen(
+        [pathlib.Path(sys.executable).parent / "tensorboard", f"--logdir={run.parent}"]
+        + ["--host=127.0.0.1", f"--port={port}", "--reload_interval=1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline, tags = time.time() + 120, {}
+        while time.time() < deadline and set(tags.get(run.name, ())) != want:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{url}/tags", timeout=10) as r:
+                    tags = json.load(r)
+            except OSError:
+                pass  # not listening yet
+            time.sleep(0.5)
+        assert set(tags.get(run.name, ())) == want, (sorted(tags.get(run.name, ())), sorted(want))
+        for tag in sorted(want):
+            query = urllib.parse.urlencode({"run": run.name, "tag": tag})
+            with urllib.request.urlopen(f"{url}/scalars?{query}", timeout=10) as r:
+                points = json.load(r)  # [[wall_time, step, value], ...]
+            if tag.startswith("zeroshot/"):
+                result = json.loads((run / "zeroshot.json").read_text())
+                expected = [(result["checkpoint_step"], result[tag.split("/")[1]])]
+                assert [(p[1], p[2]) for p in points] == pytest.approx(expected, rel=1e-6), tag
+                continue
+            rows = [r for r in records if tag in r]
+            assert [p[1] for p in points] == [r["step"] for r in rows], tag
+            np.testing.assert_array_equal(
+                np.float32([p[2] for p in points]), np.float32([r[tag] for r in rows]), tag
+            )
+            np.testing.assert_allclose([p[0] for p in points], [r["wall_time"] for r in rows])
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_fixed_noise_makes_the_model_deterministic(tiny_model):

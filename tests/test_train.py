@@ -15,12 +15,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import pretrain
-from ddjax import checkpoints, errors, run_folder
+from ddjax import checkpoints, errors, figures, run_folder
 from ddjax.jobs import pretrain as pretrain_job
 from ddjax.metrics import read_metrics
 from ddjax.models import dual_denoising as dd
 from ddjax.teachers import tiny_clip
 from tests.conftest import TEST_TEACHER, python_path
+from tests.test_tensorboard import scalars_by_tag
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
@@ -106,6 +107,16 @@ def test_smoke_run_through_main_writes_everything(synthetic_tiny, teacher_dir, t
     assert (
         0 <= result["top1"] <= 1 and result["checkpoint_step"] == 4 and result["num_samples"] == 24
     )
+    # TensorBoard: every scalar of metrics.jsonl at its steps, the evaluation at step 4
+    events = scalars_by_tag(tmp_path / "events.out.tfevents.pretrain")
+    assert set(events) == {k for r in rows for k in r} - {"step", "wall_time"}
+    for tag, points in events.items():
+        assert points == [(r["step"], float(np.float32(r[tag]))) for r in rows], tag
+    assert scalars_by_tag(tmp_path / "events.out.tfevents.zeroshot") == {
+        f"zeroshot/{k}": [(4, float(np.float32(result[k])))]
+        for k in ("top1", "top5", "mean_class_acc")
+    }
+    assert all((tmp_path / f"curves.{s}").stat().st_size > 0 for s in ("png", "pdf"))
     # the run directory holds its own teacher, which learned (the fallback tokenizer does): the
     # same teacher as the tests' own, trained by tiny_clip.train directly
     report = json.loads((tmp_path / "teacher" / tiny_clip.REPORT).read_text())
@@ -217,12 +228,27 @@ def test_combined_ablation_variant_runs(synthetic_tiny, teacher_dir, tmp_path):
     assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
 
 
-def test_one_feature_type_trains_and_logs_it(synthetic_tiny, teacher_dir, tmp_path, capsys):
+def test_one_feature_type_trains_and_logs_it(
+    synthetic_tiny, teacher_dir, tmp_path, capsys, monkeypatch
+):
     # The image-only ablation (`--config.model.feature_types=image`, which ml_collections reads as
     # ('image',)): it used to compile, then fail on the missing text loss.
-    config = tiny_run_config(data_root(synthetic_tiny), teacher_dir, total_steps=2)
+    config = tiny_run_config(
+        data_root(synthetic_tiny), teacher_dir, total_steps=2, checkpoint_every=1
+    )
     config.model.feature_types = ("image",)
+    # the curves at every checkpoint when the last drawing is old enough (here: always)
+    drawn = []
+    draw = pretrain_job.write_curves
+    monkeypatch.setattr(pretrain_job, "CURVES_EVERY_S", 0)
+    monkeypatch.setattr(
+        pretrain_job, "write_curves", lambda w, r: (drawn.append(len(r)), draw(w, r))
+    )
     out = pretrain_job.run(config, str(tmp_path))
+    assert drawn == [1, 2] and (tmp_path / "curves.png").is_file()
+    assert "image" in figures.texts(
+        figures.curves_figure(read_metrics(str(tmp_path)), [], title="")
+    )
     assert out["step"] == 2 and np.isfinite(out["metrics"]["loss"])
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("loss_image" in r and "loss_text" not in r for r in records if "loss" in r)
@@ -282,7 +308,12 @@ def test_sigkill_then_the_same_command_finishes(synthetic_tiny, teacher_dir, tmp
     rows = read_metrics(str(tmp_path))
     # replayed steps replace their old lines
     assert [r["step"] for r in rows] == [1, *range(3, 41)]
+    # and their events: TensorBoard's stream holds each step once, with metrics.jsonl's values
+    events = scalars_by_tag(tmp_path / "events.out.tfevents.pretrain")
+    for tag in ("loss", "loss_rec", "lr", "grad_norm"):
+        assert events[tag] == [(r["step"], float(np.float32(r[tag]))) for r in rows], tag
     assert "40" in os.listdir(tmp_path / "checkpoints")
+    assert (tmp_path / "curves.png").is_file()  # drawn at the end (no evaluation follows)
 
 
 MULTI_DEVICE_SCRIPT = """

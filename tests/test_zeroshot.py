@@ -11,6 +11,7 @@ import pytest
 from ddjax import scoring
 from ddjax.data import classnames
 from ddjax.jobs import zeroshot
+from tests.test_tensorboard import images_by_tag, scalars_by_tag
 
 
 def test_accuracy_report_matches_numpy():
@@ -68,6 +69,15 @@ def test_zeroshot_job(run_dir, synthetic_tiny, tmp_path):
     assert saved["num_samples"] == len(synthetic_tiny.as_data_source("test"))  # the test split only
     assert saved["checkpoint_step"] == 2 and saved["num_paths"] == 2 and saved["t"] == 100
     assert (tmp_path / "confusion.png").is_file()
+    # TensorBoard: the accuracies at the checkpoint's step and the confusion matrix as an image
+    events = tmp_path / "events.out.tfevents.zeroshot"
+    assert scalars_by_tag(events) == {
+        f"zeroshot/{k}": [(2, float(np.float32(saved[k])))]
+        for k in ("top1", "top5", "mean_class_acc")
+    }
+    assert images_by_tag(events) == {
+        "zeroshot/confusion": (tmp_path / "confusion.png").read_bytes()
+    }
     # same seed, same numbers (text features from the cache)
     again = zeroshot.run(config, str(tmp_path))
     assert again["top1"] == result["top1"] and again["per_class"] == result["per_class"]
@@ -177,6 +187,10 @@ def test_sweep_and_ratios(run_dir, synthetic_tiny, tmp_path):
     assert (tmp_path / "sweep.md").read_text().count("\n|") >= 6 and (
         tmp_path / "sweep.png"
     ).is_file()
+    events = tmp_path / "events.out.tfevents.zeroshot_sweep"
+    assert scalars_by_tag(events)["sweep/N16_t300/top1"] == [(2, float(np.float32(row["top1"])))]
+    assert len(scalars_by_tag(events)) == 3 * 50
+    assert images_by_tag(events) == {"sweep/top1": (tmp_path / "sweep.png").read_bytes()}
 
 
 def test_zeroshot_job_on_real_modelnet40(run_dir, modelnet_prepared, tmp_path):

@@ -33,6 +33,7 @@ from ddjax import (
     robustness,
     run_folder,
     scoring,
+    tensorboard_events,
 )
 from ddjax.models import dual_denoising as dd
 
@@ -480,8 +481,37 @@ def write_report(
     if (out / "adversarial_examples.npz").is_file():
         write_examples(out / "adversarial_examples.npz", class_names, config.name)
         written.append("adversarial_examples.png/.pdf")
+    images = [
+        (f"attack/{name}", out / f"{name}.png") for name in ("figure8", "adversarial_examples")
+    ]
+    tensorboard_events.write_summary(
+        out,
+        "attack",
+        meta["checkpoint_step"],
+        {**clean_scalars(results), **robust_scalars(results)},
+        [(tag, png) for tag, png in images if png.is_file()],
+    )
     print(f"attack {config.name}: wrote {', '.join(written)} in {out}")
     return report
+
+
+def setting_tag(r: dict) -> str:
+    return f"N{r['num_paths']}_t{r['t']}"
+
+
+def clean_scalars(results: list[dict]) -> dict:
+    """TensorBoard's clean accuracy per (N, t): `clean/N<n>_t<t>/acc`."""
+    return {f"clean/{setting_tag(r)}/acc": r["clean_acc"] for r in results}
+
+
+def robust_scalars(results: list[dict]) -> dict:
+    """TensorBoard's scalars of Table 2's rows: `<attack>[_eps<eps>]/N<n>_t<t>/<mode>/<key>`."""
+    out = {}
+    for r in results:
+        attack = r["attack"] if r["eps"] is None else f"{r['attack']}_eps{r['eps']:g}"
+        for key in ("robust_acc", "success_rate", "attack_success_rate"):
+            out[f"{attack}/{setting_tag(r)}/{r['mode']}/{key}"] = r[key]
+    return out
 
 
 def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, config) -> dict:
@@ -540,6 +570,13 @@ def write_sweep(out: pathlib.Path, results: list[dict], modes, meta: dict, confi
     metrics.write_json(
         out / "sweep.json",
         {"rows": rows, **meta, "steps": config.sweep_steps, "eps": config.sweep_eps},
+    )
+    tensorboard_events.write_summary(
+        out,
+        "attack_sweep",
+        meta["checkpoint_step"],
+        {**clean_scalars(results), **robust_scalars(results)},
+        [("attack/sweep", out / "sweep.png")],
     )
     print(f"attack sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}")
     return {"sweep": rows}

@@ -27,6 +27,7 @@ from ddjax import (
     progress,
     run_folder,
     smoothing,
+    tensorboard_events,
 )
 from ddjax.data import pipelines
 
@@ -278,6 +279,16 @@ def write_outputs(
         f"alpha={config.alpha:g})"
     )
     figures.save(figures.certified_accuracy_figure(per_sigma, title=title), out / "certify.png")
+    scalars = {}
+    for s in per_sigma:
+        scalars.update(
+            {f"certify/t{s['t']}/certified_acc_r{r}": v for r, v in s["certified_accuracy"].items()}
+        )
+        for key in ("average_certified_radius", "abstention_rate", "clean_accuracy"):
+            scalars[f"certify/t{s['t']}/{key}"] = s[key]
+    tensorboard_events.write_summary(
+        out, "certify", ev.step, scalars, [("certify/figure", out / "certify.png")]
+    )
     for s in per_sigma:
         print(
             f"certify {config.name}: t={s['t']} sigma={s['sigma']:.4f}: certified accuracy at r=0 "

@@ -4,9 +4,11 @@ with the trainer of ddjax/train.py.
 The run folder (--workdir) holds config.json (the config and what it resolved to),
 model_summary.json, metrics.jsonl, checkpoints/<step>/ (orbax: the train state and the data
 iterator's position), the smoke run's own teacher/, and zeroshot.json when config.eval.dataset is
-set. Running the same command again resumes; a command that would change what the run means is
-refused (ddjax/run_folder.py). A finished run (its last checkpoint at the final step) only re-runs
-the evaluation if it is missing.
+set; for people, curves.png/.pdf (redrawn at checkpoints, at most once a minute, and at the end) and
+TensorBoard's events.out.tfevents.pretrain and .zeroshot (ddjax/tensorboard_events.py). Running the
+same command again resumes; a command that would change what the run means is refused
+(ddjax/run_folder.py). A finished run (its last checkpoint at the final step) only re-runs the
+evaluation if it is missing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import time
 
 import grain
 import jax
@@ -27,9 +30,11 @@ from ddjax import (
     config_checks,
     distributed,
     errors,
+    figures,
     memory,
     progress,
     run_folder,
+    tensorboard_events,
     train,
 )
 from ddjax import metrics as metrics_lib
@@ -327,6 +332,7 @@ def loop(
     )
     last = {}
     zero_losses = ZeroLosses()
+    drawn = time.monotonic()  # the curves' last drawing (none yet: the first after CURVES_EVERY_S)
     batch = None  # read ahead by the previous step, or not yet read
     for step in range(start, total_steps):
         if batch is None:
@@ -367,8 +373,17 @@ def loop(
                     data=grain.checkpoint.CheckpointSave(data_iter),
                 ),
             )
+            # at most once every CURVES_EVERY_S, and at the end unless the evaluation redraws them
+            if (
+                done == total_steps
+                and not config.eval.dataset
+                or (done < total_steps and time.monotonic() - drawn >= CURVES_EVERY_S)
+            ):
+                write_curves(workdir, writer.records)
+                drawn = time.monotonic()
     if bar is not None:
         bar.close()
+    writer.close()
     manager.wait_until_finished()
     manager.close()
     return state, last
@@ -406,6 +421,28 @@ ZERO_LOSS = 1e-6  # Smooth-L1 of any two features that differ is far above it
 ZERO_LOSS_STEPS = 50
 
 
+EVALUATION_SCALARS = ("top1", "top5", "mean_class_acc")
+# The curves are redrawn at a checkpoint when the last drawing is at least this old: a drawing (PNG
+# at 200 dpi and PDF) took 1.5 s on 2 cores, which a short run's frequent checkpoints would pay each
+# time.
+CURVES_EVERY_S = 60
+
+
+def write_curves(workdir: pathlib.Path, records: list[dict]) -> None:
+    """curves.png and curves.pdf: the losses and learning rate of `records` (metrics.jsonl's)
+    against steps, the run's evaluation (zeroshot.json) marked; process 0 draws them."""
+    if not distributed.is_writer() or not records:
+        return
+    evaluations = []
+    try:
+        result = json.loads((workdir / "zeroshot.json").read_text())
+        evaluations.append({"step": int(result["checkpoint_step"]), "top1": float(result["top1"])})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no evaluation yet (or not one this run wrote): the curves without a mark
+    figure = figures.curves_figure(records, evaluations, title=f"{workdir.name}: pretraining")
+    figures.save(figure, workdir / "curves.png")
+
+
 def evaluate(config, teacher: train.Targets, state: dict, workdir: pathlib.Path) -> dict | None:
     """The zero-shot evaluation after training (config.eval), written to zeroshot.json; None without
     one."""
@@ -415,8 +452,14 @@ def evaluate(config, teacher: train.Targets, state: dict, workdir: pathlib.Path)
         {"params": state["params"], "batch_stats": state["batch_stats"]}
     )
     result = train.evaluate_zeroshot(config, teacher.clip, variables)
-    result["checkpoint_step"] = int(distributed.local_copy(state["step"]))
+    result["checkpoint_step"] = step = int(distributed.local_copy(state["step"]))
     metrics_lib.write_json(workdir / "zeroshot.json", result)
+    tensorboard_events.write_summary(
+        workdir, "zeroshot", step, {f"zeroshot/{k}": result[k] for k in EVALUATION_SCALARS}
+    )
+    if distributed.is_writer() and (workdir / "metrics.jsonl").is_file():
+        records = metrics_lib.read_lines(workdir / "metrics.jsonl", warn=lambda _: None)
+        write_curves(workdir, [r for _, r in records if r is not None])
     print(
         f"zero-shot {config.eval.dataset} (test split, N={result['num_paths']}, t={result['t']}, "
         f"ratio={result['ratio']}): top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "

@@ -23,6 +23,7 @@ from ddjax import (
     progress,
     run_folder,
     scoring,
+    tensorboard_events,
 )
 
 KEYS = {
@@ -150,6 +151,13 @@ def run(config, workdir: str | None) -> dict:
         )
         bar.close()
         write_sweep(out, rows, config.name)
+        tensorboard_events.write_summary(
+            out,
+            "zeroshot_sweep",
+            ev.step,
+            {f"sweep/N{r['num_paths']}_t{r['t']}/{k}": r[k] for r in rows for k in SCALARS},
+            [("sweep/top1", out / "sweep.png")],
+        )
         best = max(rows, key=lambda r: r["top1"])
         print(
             f"zero-shot sweep {config.name}: {len(rows)} settings written to {out / 'sweep.csv'}; "
@@ -175,6 +183,10 @@ def run(config, workdir: str | None) -> dict:
     if ratios:
         write_ratios(out, by_ratio, ratios, labels, len(ev.class_names))
     return write_result(out, config, run_config, ev, by_ratio[config.ratio], labels, num_paths, t)
+
+
+# the accuracies of zeroshot.json (and of each sweep row) that TensorBoard shows
+SCALARS = ("top1", "top5", "mean_class_acc")
 
 
 def write_result(
@@ -211,6 +223,13 @@ def write_result(
     figures.save(
         figures.confusion_figure(labels, logits.argmax(axis=1), names, title=title),
         out / "confusion.png",
+    )
+    tensorboard_events.write_summary(
+        out,
+        "zeroshot",
+        ev.step,
+        {f"zeroshot/{k}": result[k] for k in SCALARS},
+        [("zeroshot/confusion", out / "confusion.png")],
     )
     print(
         f"zero-shot {config.name}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
