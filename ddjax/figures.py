@@ -176,7 +176,7 @@ LOSSES = (
 def curves_figure(records: list[dict], evaluations: list[dict], *, title: str) -> Figure:
     """A pretraining's curves from its metrics.jsonl records: the losses against steps (log scale)
     above, the learning rate below; each evaluation (a dict with `step` and `top1`) a dotted
-    vertical line labelled with its zero-shot top-1."""
+    vertical line, its zero-shot top-1 in the legend."""
     figure = Figure(figsize=(ONE_COLUMN + 0.6, 3.6), layout="constrained")
     loss_ax, lr_ax = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     steps = [r["step"] for r in records]
@@ -188,21 +188,18 @@ def curves_figure(records: list[dict], evaluations: list[dict], *, title: str) -
                 loss_ax.plot(xs, ys, color=f"C{i}", linewidth=0.8, label=label)
     if any(line.get_xdata().size for line in loss_ax.get_lines()):
         loss_ax.set_yscale("log")
-        loss_ax.legend(fontsize=FONT - 2, frameon=False, loc="upper right")
     lr_ax.plot(steps, [r.get("lr", np.nan) for r in records], color="C4", linewidth=0.8)
-    for ev in evaluations:
-        for ax in (loss_ax, lr_ax):
-            ax.axvline(ev["step"], color="0.3", linestyle=":", linewidth=0.8)
-        loss_ax.annotate(
-            f"zero-shot top-1 {100 * ev['top1']:.1f}%",
-            (ev["step"], 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(-2, -2),
-            textcoords="offset points",
-            ha="right",
-            va="top",
-            fontsize=FONT - 2,
+    for ev in evaluations:  # a dotted line, named in the legend
+        loss_ax.axvline(
+            ev["step"],
+            color="0.3",
+            linestyle=":",
+            linewidth=0.8,
+            label=f"zero-shot top-1 {100 * ev['top1']:.1f}%",
         )
+        lr_ax.axvline(ev["step"], color="0.3", linestyle=":", linewidth=0.8)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(fontsize=FONT - 2, frameon=False, loc="upper right")
     loss_ax.set_ylabel("loss")
     loss_ax.set_title(title)
     lr_ax.set_ylabel("learning rate")
