@@ -214,6 +214,9 @@ def quiet_logs(verbose: bool) -> None:
         sys.modules["transformers"].utils.logging.set_verbosity_error()
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
+    # trimesh (ddjax/data/readers.py) logs what it skips in a mesh (a material file not found);
+    # ddjax refuses what matters in one line
+    std_logging.getLogger("trimesh").setLevel(std_logging.ERROR)
 
 
 def drop_orbax_records(record) -> bool:

@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -59,6 +60,38 @@ def run_refused(capsys, argv: list[str], where: str, folder: pathlib.Path | None
 
 # ------------------------------------------------------------------------------------------ point
 # files
+def _stl(corners) -> bytes:
+    """A binary STL of the triangles whose corners are `corners` (3 rows per triangle)."""
+    corners = np.asarray(corners, "<f4").reshape(-1, 3, 3)
+    rows = [np.zeros(3, "<f4").tobytes() + t.tobytes() + b"\0\0" for t in corners]
+    return b"\0" * 80 + struct.pack("<I", len(rows)) + b"".join(rows)
+
+
+def _gltf_missing_buffer() -> str:
+    """A glTF whose one triangle's data is in a buffer file that is not there."""
+    return json.dumps(
+        {
+            "asset": {"version": "2.0"},
+            "scene": 0,
+            "scenes": [{"nodes": [0]}],
+            "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+            "buffers": [{"uri": "missing.bin", "byteLength": 36}],
+            "bufferViews": [{"buffer": 0, "byteLength": 36}],
+            "accessors": [
+                {
+                    "bufferView": 0,
+                    "componentType": 5126,
+                    "count": 3,
+                    "type": "VEC3",
+                    "min": [0, 0, 0],
+                    "max": [1, 1, 0],
+                }
+            ],
+        }
+    )
+
+
 def _npy(array) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=True)
@@ -191,7 +224,23 @@ POINT_FILES = {
         "truncated.ply",
     ),
     "empty.ply": ("", "empty.ply"),
-    "cloud.stl": ("solid x\n", "config.input"),
+    # the formats trimesh reads: refused by ddjax's header check, or with trimesh's reason
+    "cloud.stl": ("solid x\n", "cloud.stl"),
+    "count.stl": (b"\0" * 80 + struct.pack("<I", 5) + b"\0" * 50, "count.stl"),
+    "nan.stl": (_stl([[np.nan, 0, 0], [1, 0, 0], [0, 1, 0]] * 10), "nan.stl"),
+    "flat.stl": (_stl([[0, 0, 0], [1, 0, 0], [2, 0, 0]] * 10), "flat.stl"),
+    "magic.glb": (b"glTX" + struct.pack("<II", 2, 12), "magic.glb"),
+    "version.glb": (b"glTF" + struct.pack("<II", 1, 12), "version.glb"),
+    "cut.glb": (b"glTF" + struct.pack("<II", 2, 400) + b"\0" * 20, "cut.glb"),
+    "garbage.glb": (
+        b"glTF" + struct.pack("<II", 2, 32) + struct.pack("<II", 12, 0x4E4F534A) + b"{garbage!!!}",
+        "garbage.glb",
+    ),
+    "empty.glb": (b"", "empty.glb"),
+    "list.gltf": ("[1, 2]", "list.gltf"),
+    "binary.gltf": (b"{\0\0", "binary.gltf"),
+    "buffer.gltf": (_gltf_missing_buffer(), "buffer.gltf"),
+    "json.gltf": ('{"asset": {"version": "2.0"}, "meshes": [', "json.gltf:1"),
     "cloud.pcd": ("# .PCD v0.7\n", "config.input"),
     "noextension": ("0 0 0\n", "config.input"),
 }

@@ -69,7 +69,7 @@ def _npy_with_header(path, header: dict, body: bytes = b""):
             r"refers to a vertex that does not exist",
         ),
         ("bad.ply", "not a ply", r"bad\.ply\): not a PLY file"),
-        ("bad.stl", "solid", r"unsupported file type '\.stl'"),
+        ("bad.3mf", "PK", r"unsupported file type '\.3mf'"),
         # 6 values: not 2 points
         ("two.txt", "1 2\n3 4\n5 6\n", r"two\.txt:1\): 2 value\(s\) on the first point's line"),
         (

@@ -1,12 +1,25 @@
-"""Readers for point-cloud files on disk, with errors that name the file and the line."""
+"""Readers for point-cloud files on disk, with errors that name the file and the line.
+
+Point files (.npy, .txt/.xyz, point-only PLY) and the text meshes ModelNet and ShapeNet come in
+(OFF, OBJ, PLY) are read here; the binary and scene formats (GLB, glTF with its buffers, STL binary
+and ASCII) through trimesh, behind the same cheap header checks, size limit and one-line errors,
+their scenes flattened with each node's transform. OFF, OBJ and PLY stay on the readers here
+because trimesh 5.2 reads malformed ones without a word (an OBJ face `f 0 1 2` as another triangle,
+a 2-vertex face dropped, an OFF whose records wrap across lines as vertices without faces), which
+these refuse naming the line (tests/test_bad_inputs.py).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
+import warnings
 from array import array
 
 import numpy as np
+import trimesh
 
 from ddjax import errors
 
@@ -56,7 +69,11 @@ class PointFileError(errors.UserError):
     )
 
 
-POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj")
+# read through trimesh (TRIMESH_FORMATS: the format's name in errors)
+TRIMESH_FORMATS = {".glb": "GLB", ".gltf": "glTF", ".stl": "STL"}
+POINT_FILE_SUFFIXES = (".npy", ".txt", ".xyz", ".ply", ".off", ".obj", *TRIMESH_FORMATS)
+# A file trimesh reads whole: larger ones are refused before reading (a mesh of 20M triangles).
+MAX_MESH_BYTES = 1 << 30
 
 
 # Coordinates above this overflow the squares of the unit-ball normalisation (float64), below this
@@ -481,6 +498,9 @@ def check_header(path) -> None:
         raise PointFileError(path, f"cannot read ({e.strerror or e})") from None
     if not head:
         raise PointFileError(path, "no points (empty file)")
+    if suffix in TRIMESH_FORMATS:
+        _check_mesh_head(path, suffix, head, size)
+        return
     if suffix == ".ply":
         if b"end_header" not in head and size > HEAD_BYTES:
             raise PointFileError(path, f"no PLY header within its first {HEAD_BYTES // 1024} KiB")
@@ -502,9 +522,92 @@ def check_header(path) -> None:
             raise PointFileError(path, f"not an OFF file (it starts {text.lstrip()[:12]!r})")
 
 
+def _check_mesh_head(path: str, suffix: str, head: bytes, size: int) -> None:
+    """The cheap check of a file trimesh reads: its size, and a GLB's header (magic, version 2, the
+    length it states), an STL's size against its triangle count (binary) or its 'solid' keyword
+    (ASCII), a glTF's JSON object."""
+    if size > MAX_MESH_BYTES:
+        raise PointFileError(
+            path,
+            f"{size / 2**20:.0f} MiB, more than the {MAX_MESH_BYTES >> 20} MiB a mesh may have",
+            "simplify the mesh or split it",
+        )
+    if suffix == ".glb":
+        if len(head) < 12 or head[:4] != b"glTF":
+            raise PointFileError(path, "not a GLB file (no 'glTF' magic)")
+        version, length = struct.unpack("<II", head[4:12])
+        if version != 2:
+            raise PointFileError(path, f"a GLB of version {version}: only glTF 2.0 is read")
+        if length != size:
+            raise PointFileError(
+                path, f"its GLB header states {length} bytes, the file has {size} (cut or padded)"
+            )
+    elif suffix == ".stl":
+        if size >= 84 and size == 84 + 50 * struct.unpack("<I", head[80:84])[0]:
+            return  # binary: an 80-byte header, the triangle count, 50 bytes per triangle
+        if b"\0" in head or head.lstrip()[:5].lower() != b"solid":
+            raise PointFileError(
+                path,
+                f"neither a binary STL (its {size} bytes are not 84 + 50 per triangle it states) "
+                "nor an ASCII one (no 'solid' keyword)",
+            )
+    else:  # .gltf: a JSON object (its buffers in files beside it, or embedded)
+        nul = head.find(b"\0")
+        if nul >= 0:
+            raise PointFileError(path, f"not a glTF file (a NUL byte at offset {nul})")
+        if not head.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(b"{"):
+            raise PointFileError(path, "not a glTF file (not a JSON object)")
+
+
+def _check_gltf(path: str) -> None:
+    """A glTF's JSON parses, and every buffer it keeps in a file is beside it."""
+    try:
+        with open(path, "rb") as f:
+            gltf = json.loads(_decode(path, f.read()))
+    except json.JSONDecodeError as e:
+        raise PointFileError(f"{path}:{e.lineno}", f"not valid JSON ({e.msg})") from None
+    buffers = gltf.get("buffers", []) if isinstance(gltf, dict) else []
+    for i, buffer in enumerate(buffers if isinstance(buffers, list) else []):
+        uri = buffer.get("uri", "") if isinstance(buffer, dict) else ""
+        if isinstance(uri, str) and uri and not uri.startswith("data:"):
+            beside = os.path.join(os.path.dirname(path), uri)
+            if not os.path.isfile(beside):
+                raise PointFileError(
+                    path,
+                    f"its buffer {i} is the file {uri!r}, which is not beside it",
+                    "copy the .gltf with its .bin files, or export a .glb (one file)",
+                )
+
+
+def _read_trimesh(path: str, suffix: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vertices, triangles or None) of a GLB, glTF or STL file read by trimesh: every mesh of its
+    scene, each moved by its node's transform, as one; a scene of points only as its points."""
+    check_header(path)
+    name = TRIMESH_FORMATS[suffix]
+    if suffix == ".gltf":
+        _check_gltf(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            geometries = trimesh.load_scene(path, file_type=suffix[1:], process=False).dump()
+    except Exception as e:  # what trimesh's parsers meet: KeyError, ValueError, struct.error, ...
+        why = f"{type(e).__name__}: {errors.one_line(e)[:120]}"
+        raise PointFileError(path, f"not a readable {name} file ({why})") from None
+    meshes = [g for g in geometries if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+    if meshes:
+        offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
+        vertices = np.concatenate([np.asarray(m.vertices, np.float64) for m in meshes])
+        faces = np.concatenate([np.asarray(m.faces, np.int64) + o for m, o in zip(meshes, offsets)])
+        return vertices, faces
+    points = [np.asarray(g.vertices, np.float64) for g in geometries if len(g.vertices)]
+    if not points:
+        raise PointFileError(path, f"the {name} file holds no mesh and no points")
+    return np.concatenate(points), None
+
+
 def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off or .obj
-    file.
+    """(vertices f64[N, 3], triangles int[T, 3] or None) of a .npy, .txt/.xyz, .ply, .off, .obj,
+    .glb, .gltf or .stl file.
 
     Either reads the file as its format defines it or raises PointFileError naming the file (and
     the line where there is one): wrong column counts, non-numeric, complex or non-finite
@@ -516,6 +619,8 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
             vertices, faces = _read_npy(path), None
         elif suffix in (".txt", ".xyz"):
             vertices, faces = _read_text_points(path), None
+        elif suffix in TRIMESH_FORMATS:
+            vertices, faces = _read_trimesh(path, suffix)
         else:
             with open(path, "rb") as f:
                 data = f.read()

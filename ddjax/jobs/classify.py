@@ -1,15 +1,15 @@
 """Open-vocabulary classification of a user's own files (the classify job, configs/classify.py).
 
-Reads .npy, .txt/.xyz, .ply, .off or .obj (meshes are surface-sampled), normalises each cloud to the
-unit ball as in training, subsamples it as the zero-shot protocol does (FPS, then a seeded choice),
-runs parallel noise inference with the run's model, and ranks the given labels by cosine score
-against their text features. `--config.input` takes a comma-separated list of files and glob
-patterns: every file is read (and a bad one refused) before the checkpoint is restored; the model is
-restored and its inference compiled once per call (clouds of one size share the compiled function);
-the labels' text features are cached in the run folder (keyed by teacher, template and labels), so a
-later call needs no teacher at all. Each file gets the same noise and subsampling seed, so a file
-ranks the same alone or among others. Prints one line per file (its labels, best first, with
-scores), then one JSON object per file.
+Reads .npy, .txt/.xyz, .ply, .off, .obj, .glb, .gltf or .stl (meshes are surface-sampled),
+normalises each cloud to the unit ball as in training, subsamples it as the zero-shot protocol does
+(FPS, then a seeded choice), runs parallel noise inference with the run's model, and ranks the given
+labels by cosine score against their text features. `--config.input` takes a comma-separated list
+of files and glob patterns: every file is read (and a bad one refused) before the checkpoint is
+restored; the model is restored and its inference compiled once per call (clouds of one size share
+the compiled function); the labels' text features are cached in the run folder (keyed by teacher,
+template and labels), so a later call needs no teacher at all. Each file gets the same noise and
+subsampling seed, so a file ranks the same alone or among others. Prints one line per file (its
+labels, best first, with scores), then one JSON object per file.
 """
 
 from __future__ import annotations
