@@ -1,8 +1,9 @@
-"""GLB, glTF (with its buffers) and STL (binary and ASCII) through trimesh (ddjax/data/readers.py):
+"""GLB, glTF (with its buffers) and STL (binary and ASCII) through trimesh, and OBJ (several
+objects, materials) and PLY (binary and ASCII) through ddjax's own readers (ddjax/data/readers.py):
 files written at test time by trimesh from procedural meshes and, where ../shared/data is present,
 from the real ModelNet meshes, each read as the same triangles as the mesh written as OFF (read by
 ddjax's OFF reader), so sampled from the same distribution; scenes flattened with their transforms;
-classify ranks labels for each format."""
+classify ranks labels for GLB, STL and glTF."""
 
 import json
 
@@ -15,7 +16,8 @@ import main
 from ddjax.data import readers
 from tests.conftest import reference_path
 
-FORMATS = ("glb", "gltf", "stl", "stl_ascii")
+FORMATS = ("glb", "gltf", "stl", "stl_ascii")  # read by trimesh
+OWN_FORMATS = ("obj", "ply", "ply_ascii")  # written by trimesh, read by ddjax's readers
 
 
 def procedural() -> dict:
@@ -39,9 +41,15 @@ def procedural() -> dict:
 def write(scene: trimesh.Scene, folder, name: str, fmt: str):
     """`scene` written by trimesh as `fmt`; a glTF with its buffer in a file beside it."""
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = "stl" if fmt.startswith("stl") else fmt
+    suffix = fmt.split("_")[0]
     if fmt.startswith("stl"):  # STL holds one mesh: the scene flattened
         data = scene.to_mesh().export(file_type=fmt)
+    elif fmt.startswith("ply"):
+        encoding = "ascii" if fmt == "ply_ascii" else "binary"
+        data = scene.to_mesh().export(file_type="ply", encoding=encoding)
+    elif fmt == "obj":  # one `o` object per mesh, with a material library beside it
+        data = "mtllib materials.mtl\nusemtl red\n" + scene.export(file_type="obj")
+        (folder / "materials.mtl").write_text("newmtl red\nKd 1 0 0\n")
     else:
         data = scene.export(file_type=fmt)
     if fmt == "gltf":  # {file name: bytes}: the .gltf JSON and its buffers
@@ -76,7 +84,7 @@ def test_each_format_reads_the_triangles_of_its_off(tmp_path, name):
     want = triangles(want_v, want_f)
     rng = np.random.default_rng(0)
     reference = readers.sample_surface(want_v, want_f, 4000, rng)
-    for fmt in FORMATS:
+    for fmt in FORMATS + OWN_FORMATS:
         path = write(scene, tmp_path / fmt, name, fmt)
         readers.check_header(path)
         vertices, faces = readers.read_points_file(path)
