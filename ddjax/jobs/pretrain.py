@@ -366,18 +366,11 @@ def loop(
         if done % config.log_every == 0 or done == total_steps:
             last = writer.write(done, distributed.local_copy(metrics))
         if saves:
-            manager.save(
-                done,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state),
-                    data=grain.checkpoint.CheckpointSave(data_iter),
-                ),
-            )
+            save_checkpoint(manager, done, state, data_iter)
             # at most once every CURVES_EVERY_S, and at the end unless the evaluation redraws them
-            if (
-                done == total_steps
-                and not config.eval.dataset
-                or (done < total_steps and time.monotonic() - drawn >= CURVES_EVERY_S)
+            last_step = done == total_steps
+            if (last_step and not config.eval.dataset) or (
+                not last_step and time.monotonic() - drawn >= CURVES_EVERY_S
             ):
                 write_curves(workdir, writer.records)
                 drawn = time.monotonic()
@@ -387,6 +380,17 @@ def loop(
     manager.wait_until_finished()
     manager.close()
     return state, last
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: dict, data_iter) -> None:
+    """Checkpoint `step`: the train state and the data iterator's position (orbax, asynchronous)."""
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iter),
+        ),
+    )
 
 
 class ZeroLosses:
