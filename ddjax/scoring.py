@@ -119,6 +119,10 @@ def require_finite_counts(
         )
 
 
+# the accuracies of a report (fractions), as a sweep's rows and TensorBoard's scalars carry them
+ACCURACIES = ("top1", "top5", "mean_class_acc")
+
+
 def accuracy_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """top1, top5, mean_class_acc (fractions) and per_class accuracy (None for classes absent from
     labels)."""
@@ -330,7 +334,7 @@ def sweep(
                 {
                     "num_paths": n,
                     "t": t,
-                    **{k: report[k] for k in ("top1", "top5", "mean_class_acc")},
+                    **{k: report[k] for k in ACCURACIES},
                 }
             )
     return rows

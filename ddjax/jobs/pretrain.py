@@ -34,6 +34,7 @@ from ddjax import (
     memory,
     progress,
     run_folder,
+    scoring,
     tensorboard_events,
     train,
 )
@@ -425,7 +426,6 @@ ZERO_LOSS = 1e-6  # Smooth-L1 of any two features that differ is far above it
 ZERO_LOSS_STEPS = 50
 
 
-EVALUATION_SCALARS = ("top1", "top5", "mean_class_acc")
 # The curves are redrawn at a checkpoint when the last drawing is at least this old: a drawing (PNG
 # at 200 dpi and PDF) took 1.5 s on 2 cores, which a short run's frequent checkpoints would pay each
 # time.
@@ -459,7 +459,7 @@ def evaluate(config, teacher: train.Targets, state: dict, workdir: pathlib.Path)
     result["checkpoint_step"] = step = int(distributed.local_copy(state["step"]))
     metrics_lib.write_json(workdir / "zeroshot.json", result)
     tensorboard_events.write_summary(
-        workdir, "zeroshot", step, {f"zeroshot/{k}": result[k] for k in EVALUATION_SCALARS}
+        workdir, "zeroshot", step, {f"zeroshot/{k}": result[k] for k in scoring.ACCURACIES}
     )
     if distributed.is_writer() and (workdir / "metrics.jsonl").is_file():
         records = metrics_lib.read_lines(workdir / "metrics.jsonl", warn=lambda _: None)

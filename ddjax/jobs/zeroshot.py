@@ -155,7 +155,11 @@ def run(config, workdir: str | None) -> dict:
             out,
             "zeroshot_sweep",
             ev.step,
-            {f"sweep/N{r['num_paths']}_t{r['t']}/{k}": r[k] for r in rows for k in SCALARS},
+            {
+                f"sweep/N{r['num_paths']}_t{r['t']}/{k}": r[k]
+                for r in rows
+                for k in scoring.ACCURACIES
+            },
             [("sweep/top1", out / "sweep.png")],
         )
         best = max(rows, key=lambda r: r["top1"])
@@ -183,10 +187,6 @@ def run(config, workdir: str | None) -> dict:
     if ratios:
         write_ratios(out, by_ratio, ratios, labels, len(ev.class_names))
     return write_result(out, config, run_config, ev, by_ratio[config.ratio], labels, num_paths, t)
-
-
-# the accuracies of zeroshot.json (and of each sweep row) that TensorBoard shows
-SCALARS = ("top1", "top5", "mean_class_acc")
 
 
 def write_result(
@@ -228,7 +228,7 @@ def write_result(
         out,
         "zeroshot",
         ev.step,
-        {f"zeroshot/{k}": result[k] for k in SCALARS},
+        {f"zeroshot/{k}": result[k] for k in scoring.ACCURACIES},
         [("zeroshot/confusion", out / "confusion.png")],
     )
     print(
