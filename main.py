@@ -220,8 +220,11 @@ def quiet_logs(verbose: bool) -> None:
 
 
 def drop_orbax_records(record) -> bool:
-    """A logging filter: False (dropped) for a record logged from orbax's code."""
-    return f"{os.sep}orbax{os.sep}" not in record.pathname
+    """A logging filter: False (dropped) for a record logged from orbax's code, and for tfds's
+    notice that a folder dataset (ddjax/data/folder.py) has a config of its own name."""
+    return f"{os.sep}orbax{os.sep}" not in record.pathname and not str(record.msg).startswith(
+        "Using custom data configuration"
+    )
 
 
 def use_compilation_cache(enabled: bool = True, directory: str | None = None) -> None:

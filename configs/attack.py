@@ -3,7 +3,8 @@ half of Table 5): `configs/attack.py:DATASET`.
 
   python main.py --config=configs/attack.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
       DATASET: modelnet40, modelnet40_10k (all 10,000 points per shape: Table 2 with ULIP-2 and
-      Uni3D), scan_objonly, smoke (the synthetic test split, for `make run`'s checkpoint).
+      Uni3D), scan_objonly, smoke (the synthetic test split, for `make run`'s checkpoint),
+      folder/NAME (your own categories: configs/prepare.py:folder).
       Targeted IFGM and PGD at eps 0.01/0.025/0.05/0.075 (50 steps of eps/10) and C&W, at (N, t) =
       (8, 100), (8, 500), (8, 900), (16, 500), each in the 'paper' and the 'eot' gradient mode,
       over 3 evaluation seeds. Writes DIR/attack.json, DIR/table2.md and
@@ -29,8 +30,10 @@ DATASETS = ("modelnet40", "modelnet40_10k", "scan_objonly", "smoke")
 
 def get_config(arg=None):
     name = arg or "modelnet40"
-    if name not in DATASETS:
-        raise ValueError(f"configs/attack.py: unknown dataset {name!r}; known: {list(DATASETS)}")
+    if name not in DATASETS and not name.startswith(zeroshot.FOLDER[0]):
+        raise ValueError(
+            f"configs/attack.py: unknown dataset {name!r}; known: {list(DATASETS)} and folder/NAME"
+        )
     config = zeroshot.evaluation_fields(name, "configs/attack.py")  # run, test data, ratio, prompts
     config.job = "attack"
     config.max_shapes = 0  # 0: the whole test split; else its first max_shapes shapes

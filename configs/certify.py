@@ -2,7 +2,8 @@
 
   python main.py --config=configs/certify.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
       DATASET: modelnet40, modelnet10, scan_objonly, smoke (the synthetic test split, for make run's
-      run). For each t in t_values (sigma = sigma_t), CERTIFY on every `skip`-th test shape (at most
+      run), folder/NAME (your own categories: configs/prepare.py:folder). For each t in t_values
+      (sigma = sigma_t), CERTIFY on every `skip`-th test shape (at most
       max_shapes): n0 = 100 selection draws, n = 10,000 estimation draws, alpha = 0.001; N = 1 noisy
       path per draw (--config.num_paths=N averages N paths: the radius in x is then divided by
       sqrt(N)). Writes DIR/certify.tsv (t, sigma, idx, label, predict, radius, correct, time;
@@ -22,8 +23,10 @@ DATASETS = ("modelnet40", "modelnet10", "scan_objonly", "smoke")
 
 def get_config(arg=None):
     name = arg or "modelnet40"
-    if name not in DATASETS:
-        raise ValueError(f"configs/certify.py: unknown dataset {name!r}; known: {list(DATASETS)}")
+    if name not in DATASETS and not name.startswith(zeroshot.FOLDER[0]):
+        raise ValueError(
+            f"configs/certify.py: unknown dataset {name!r}; known: {list(DATASETS)} and folder/NAME"
+        )
     config = zeroshot.evaluation_fields(name, "configs/certify.py")
     config.job = "certify"
     config.t_values = "300,600,900"  # noise levels sigma_t (t >= 1)

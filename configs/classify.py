@@ -3,6 +3,9 @@
   python main.py --config=configs/classify.py --config.checkpoint=RUN_DIR --config.input=FILE \
       --config.labels="chair,table,lamp"
   ... --config.input="scans/*.ply,extra/cup.obj"     many files (and glob patterns) in one call
+  ... --config.dataset=folder/NAME      the labels are a prepared dataset's classes (its prompt
+                                        names): folder/NAME (configs/prepare.py:folder),
+                                        modelnet40, ... (in --config.data_dir)
 
 FILE: .npy (N x >=3), .txt/.xyz (x y z per line), .ply, .off or .obj (meshes are surface-sampled).
 Each cloud is normalised to the unit ball and subsampled as in zero-shot evaluation (FPS to 1200,
@@ -24,6 +27,8 @@ def get_config(arg=None):
     config.checkpoint = ""
     config.input = ""
     config.labels = ""
+    config.dataset = ""  # instead of labels: a prepared dataset's classes
+    config.data_dir = "~/tensorflow_datasets"
     config.npoints = 1024
     config.point_all = 1200
     config.mesh_points = 8192

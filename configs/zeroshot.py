@@ -3,7 +3,9 @@
   python main.py --config=configs/zeroshot.py:modelnet40 --config.checkpoint=RUN_DIR --workdir=DIR
       DATASET: modelnet40, modelnet10, scan_objonly, scan_objbg, scan_hardest, modelnet40_10k
       (ModelNet40 with all 10,000 points per shape: ULIP-2's and Uni3D's input), smoke (the
-      synthetic test split, for the smoke run's checkpoint). Test split only. Writes
+      synthetic test split, for the smoke run's checkpoint), folder/NAME (your own categories,
+      prepared by configs/prepare.py:folder: ModelNet's points, text ratio and t, the run's own
+      tokenization). Test split only. Writes
       DIR/zeroshot.json and DIR/confusion.png and prints a one-line summary.
   ... --config.sweep=True        Table 5: sweep.csv (50 rows), sweep.md, sweep.png
   ... --config.ratios=0,0.1,0.25  the ensemble ratio, which the paper does not give: ratios.csv
@@ -28,6 +30,20 @@ DATASETS = {  # name -> (tfds dataset, npoints, point_all, groups, group size, r
     # tokenization as in the smoke run
     "smoke": ("synthetic_shapes", 512, 600, 0, 0, 0.25, 0, True),
 }
+# folder/NAME, a folder of your own categories (configs/prepare.py:folder): ModelNet's points, ratio
+# and t, normalised as ModelNet, and the run's own tokenization (the paper gives none for it)
+FOLDER = ("folder/", 1024, 1200, 0, 0, 0.25, 600, True)
+
+
+def settings(name: str, config_file: str = "configs/zeroshot.py") -> tuple:
+    """DATASETS[name], or FOLDER's with the dataset folder/NAME; ValueError for another name."""
+    if name.startswith(FOLDER[0]) and len(name) > len(FOLDER[0]):
+        return (name, *FOLDER[1:])
+    if name not in DATASETS:
+        raise ValueError(
+            f"{config_file}: unknown dataset {name!r}; known: {sorted(DATASETS)} and folder/NAME"
+        )
+    return DATASETS[name]
 
 
 def evaluation_fields(
@@ -36,9 +52,9 @@ def evaluation_fields(
     """The run, test data and scoring fields that every evaluation job reads
     (`ddjax.zeroshot.load_evaluation` and the test-split loader): checkpoint, dataset, points,
     tokenization, text ratio, prompts."""
-    if name not in DATASETS:
-        raise ValueError(f"{config_file}: unknown dataset {name!r}; known: {sorted(DATASETS)}")
-    dataset, npoints, point_all, groups, group_size, ratio, _, normalize = DATASETS[name]
+    dataset, npoints, point_all, groups, group_size, ratio, _, normalize = settings(
+        name, config_file
+    )
     config = ml_collections.ConfigDict()
     config.name = name
     config.checkpoint = ""  # RUN_DIR of a pretraining run or of a converted baseline (required)
@@ -64,7 +80,7 @@ def get_config(arg=None):
     name = arg or "modelnet40"
     config = evaluation_fields(name)
     config.job = "zeroshot"
-    config.t = DATASETS[name][6]
+    config.t = settings(name)[6]
     config.num_paths = 8 if name != "smoke" else 1
     config.batch_size = 64
     config.seed = 0

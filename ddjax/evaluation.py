@@ -50,7 +50,7 @@ def check_evaluation(config) -> dict:
     (configs/zeroshot.py's `evaluation_fields`) without loading anything heavy; returns the run's
     recorded config (config.json)."""
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
-    config_checks.check_choice(config, "dataset", sorted(prepare.DATASETS))
+    prepare.check_dataset(config)
     config_checks.check_int(config, "npoints", 1)
     if config.point_all:  # 0: the clouds as stored (see input_points)
         config_checks.check_int(config, "point_all", config.npoints)

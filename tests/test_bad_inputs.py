@@ -317,6 +317,13 @@ CONFIG_CASES = [
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=500"], "config.num_paths"),
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=0"], "config.num_paths"),
     (CLASSIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
+    # folder datasets (configs/prepare.py:folder): a bad name, one never prepared
+    (ZEROSHOT, ["--config.dataset=folder/"], "config.dataset"),
+    (ZEROSHOT, ["--config.dataset=folder/../x"], "config.dataset"),
+    (ZEROSHOT, ["--config.dataset=folder/nothing"], "folder/nothing"),
+    (CLASSIFY, ["--config.dataset=modelnet41"], "config.dataset"),
+    (CLASSIFY, ["--config.dataset=folder/nothing"], "config.labels"),  # labels given too
+    (CLASSIFY, ["--config.dataset=folder/nothing", "--config.labels="], "folder/nothing"),
     (ATTACK, ["--config.settings=2000000000:100"], "config.settings"),
     (CERTIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
     (PRETRAIN, ["--config.eval.num_paths=2000000000"], "config.eval.num_paths"),
@@ -1075,6 +1082,78 @@ def test_shapenet_preparation(capsys, tmp_path, name):
     )
 
 
+def _classes(root: pathlib.Path) -> pathlib.Path:
+    """A folder of your own categories: a/ and b/, two point clouds of 300 points each."""
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            np.save(root / c / f"{c}{i}.npy", rng.normal(size=(300, 3)).astype(np.float32))
+    return root
+
+
+def _move_into(root: pathlib.Path, split: str) -> None:
+    (root / split).mkdir()
+    for c in ("a", "b"):
+        (root / c).rename(root / split / c)
+
+
+FOLDER_CASES = {  # name -> (how to break the folder, the <where> expected, extra flags)
+    "one_class": (lambda r: shutil.rmtree(r / "b"), "classes", ()),
+    "splits_beside_classes": (lambda r: (r / "test").mkdir(), "classes", ()),
+    "train_without_test": (lambda r: _move_into(r, "train"), "classes", ()),
+    "classes_unlisted": (lambda r: (r / "classes.txt").write_text("a\n"), "classes.txt", ()),
+    "classes_repeat": (
+        lambda r: (r / "classes.txt").write_text("a\nb\na: x\n"),
+        "classes.txt:3",
+        (),
+    ),
+    "classes_no_folder": (lambda r: (r / "classes.txt").write_text(": x\n"), "classes.txt:1", ()),
+    "classes_missing": (lambda r: (r / "classes.txt").write_text("a\nb\nc\n"), "classes.txt", ()),
+    "classes_binary": (
+        lambda r: (r / "classes.txt").write_bytes(b"\xff\xfe\x00"),
+        "classes.txt",
+        (),
+    ),
+    "stray_file": (lambda r: np.save(r / "c0.npy", np.ones((300, 3))), "c0.npy", ()),
+    "class_without_files": (
+        lambda r: [p.unlink() for p in (r / "b").glob("*.npy")],
+        "classes/b",
+        (),
+    ),
+    "cloud_few": (lambda r: np.save(r / "b" / "b1.npy", np.eye(100, 3)), "b1.npy", ()),
+    "cloud_nan": (lambda r: np.save(r / "b" / "b1.npy", np.full((300, 3), np.nan)), "b1.npy", ()),
+    "glb_garbage": (lambda r: (r / "b" / "z.glb").write_bytes(b"glTF garbage"), "z.glb", ()),
+    "stl_truncated": (
+        lambda r: (r / "b" / "z.stl").write_bytes(bytes(80) + struct.pack("<I", 5) + bytes(50)),
+        "z.stl",
+        (),
+    ),
+    "manual_missing": (lambda r: shutil.rmtree(r), "config.manual_dir", ()),
+    "name": (lambda r: None, "config.name", ("--config.name=../up",)),
+    "points": (lambda r: None, "config.points", ("--config.points=0",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOLDER_CASES))
+def test_folder_preparation(capsys, tmp_path, name):
+    root = _classes(tmp_path / "classes")
+    breaks, where, flags = FOLDER_CASES[name]
+    breaks(root)
+    run_refused(
+        capsys,
+        [
+            "--config=configs/prepare.py:folder",
+            f"--config.manual_dir={root}",
+            f"--config.data_dir={tmp_path / 'tfds'}",
+            "--config.points=256",
+            *flags,
+        ],
+        where,
+    )
+    assert not list((tmp_path / "tfds").rglob("incomplete.*"))
+
+
 def test_changed_manual_folder_is_refused(capsys, tmp_path):
     """Preparing again from a folder holding different files refuses, naming the build, and changes
     nothing."""
@@ -1123,6 +1202,7 @@ CASES = (
     + len(MODELNET_CASES)
     + len(SCANOBJECTNN_CASES)
     + len(SHAPENET_CASES)
+    + len(FOLDER_CASES)
     + 1
 )
 

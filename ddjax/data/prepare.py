@@ -15,8 +15,8 @@ import shutil
 
 import tensorflow_datasets as tfds
 
-from ddjax import errors, run_folder
-from ddjax.data import builders
+from ddjax import config_checks, errors, run_folder
+from ddjax.data import builders, folder
 
 # name -> (builder class, config name or None, whether it reads a manual directory)
 DATASETS = {
@@ -30,18 +30,39 @@ DATASETS = {
     "synthetic_shapes": (builders.SyntheticShapes, "default", False),
     "synthetic_shapes/tiny": (builders.SyntheticShapes, "tiny", False),
 }
+# ... and folder/NAME: a folder of your own categories (ddjax/data/folder.py), any NAME
 
 
 def _entry(name: str):
+    if folder.is_folder_dataset(name):
+        return folder.Folder, name[len(folder.PREFIX) :], True
     if name not in DATASETS:
         raise errors.ConfigError(
-            "dataset", f"unknown dataset {name!r}", f"use one of {sorted(DATASETS)}"
+            "dataset",
+            f"unknown dataset {name!r}",
+            f"use one of {sorted(DATASETS)}, or folder/NAME (a folder of your own categories)",
         )
     return DATASETS[name]
 
 
-def get_builder(name: str, data_dir: str | os.PathLike) -> tfds.core.DatasetBuilder:
+def check_dataset(config, key: str = "dataset") -> str:
+    """config.<key>: a name of DATASETS or folder/NAME; ConfigError otherwise (nothing is read)."""
+    name = config
+    for part in key.split("."):  # a dotted key: eval.dataset
+        name = name[part]
+    if isinstance(name, str) and folder.is_folder_dataset(name):
+        folder.check_name(name[len(folder.PREFIX) :], key)
+        return name
+    return config_checks.check_choice(config, key, sorted(DATASETS))
+
+
+def get_builder(
+    name: str, data_dir: str | os.PathLike, points: int = folder.DEFAULT_POINTS
+) -> tfds.core.DatasetBuilder:
+    """The builder of `name` in `data_dir` (`points`: what a folder dataset's build keeps)."""
     cls, config, _ = _entry(name)
+    if cls is folder.Folder:
+        config = folder.FolderConfig(name=config, points=points)
     kwargs = {"config": config} if config else {}
     return cls(
         data_dir=os.fspath(os.path.expanduser(data_dir)), file_format="array_record", **kwargs
@@ -54,6 +75,8 @@ def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
 
 def prepare_command(name: str, data_dir: str) -> str:
     manual = " --config.manual_dir=DIR" if _entry(name)[2] else ""
+    if folder.is_folder_dataset(name):
+        name = f"folder --config.name={name[len(folder.PREFIX) :]}"
     return f"python main.py --config=configs/prepare.py:{name} --config.data_dir={data_dir}{manual}"
 
 
@@ -95,6 +118,7 @@ def prepare(
     manual_dir: str | os.PathLike | None = None,
     *,
     rebuild: bool = False,
+    points: int = folder.DEFAULT_POINTS,
 ) -> tfds.core.DatasetBuilder:
     """Builds `name` into `data_dir` (array_record) from the official files in `manual_dir`;
     idempotent.
@@ -102,9 +126,10 @@ def prepare(
     An existing build of a manual dataset records its manual folder's fingerprint; given a
     manual folder whose fingerprint differs, prepare refuses (one DataError line) unless
     `rebuild`, which replaces the old build only once the new one is complete. Leftover
-    `incomplete.*` folders of a killed build are removed.
+    `incomplete.*` folders of a killed build are removed. `points`: what each example of a folder
+    dataset keeps (recorded with the fingerprint: another number is another build).
     """
-    builder = get_builder(name, data_dir)
+    builder = get_builder(name, data_dir, points)
     needs_manual = _entry(name)[2]
     manual = pathlib.Path(os.path.expanduser(manual_dir)) if manual_dir else None
     if manual is not None and needs_manual and not manual.is_dir():
@@ -114,6 +139,8 @@ def prepare(
             builder.MANUAL_DOWNLOAD_INSTRUCTIONS,
         )
     fingerprint = manual_fingerprint(manual) if manual is not None and needs_manual else None
+    if fingerprint is not None and folder.is_folder_dataset(name):
+        fingerprint["points"] = points
     if is_prepared(builder) and _up_to_date(builder, manual, fingerprint, rebuild):
         return builder
     _remove_incomplete(builder)
@@ -128,7 +155,7 @@ def prepare(
                 f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}",
             )
         config = tfds.download.DownloadConfig(manual_dir=os.fspath(manual))
-    return _build(name, data_dir, builder, config, fingerprint)
+    return _build(name, data_dir, builder, config, fingerprint, points)
 
 
 def _up_to_date(
@@ -147,13 +174,20 @@ def _up_to_date(
     if recorded is None:
         run_folder.write_text(record, json.dumps(fingerprint, indent=1))
         return True
-    if all(recorded.get(k) == fingerprint[k] for k in ("files", "files_sha1")):
+    if all(recorded.get(k) == v for k, v in fingerprint.items() if k != "manual_dir"):
         return True
     if not rebuild:
+        same_files = all(recorded.get(k) == fingerprint[k] for k in ("files", "files_sha1"))
         raise builders.DataError(
             builder.data_dir,
-            f"already built from {recorded['manual_dir']} ({recorded['files']} files), and "
-            f"{manual} holds different files ({fingerprint['files']}); nothing was changed",
+            (
+                f"already built with {recorded.get('points')} points per example, not "
+                f"{fingerprint.get('points')}"
+                if same_files
+                else f"already built from {recorded['manual_dir']} ({recorded['files']} files), "
+                f"and {manual} holds different files ({fingerprint['files']})"
+            )
+            + "; nothing was changed",
             "pass --config.rebuild=True to replace the build, or another --config.data_dir to "
             "keep both",
         )
@@ -161,7 +195,7 @@ def _up_to_date(
 
 
 def _build(
-    name: str, data_dir, builder, config, fingerprint: dict | None
+    name: str, data_dir, builder, config, fingerprint: dict | None, points: int
 ) -> tfds.core.DatasetBuilder:
     """Builds into a fresh folder; an existing build is kept aside until the new one is complete,
     and restored if it fails (an OSError is one DataError line)."""
@@ -172,10 +206,10 @@ def _build(
         shutil.rmtree(kept, ignore_errors=True)
         os.replace(old, kept)
     try:
-        builder = get_builder(name, data_dir)
-        # tfds ends a build with a line of its own on stdout; the console shows ddjax's only (the
-        # build's progress lines, and the prepare job's summary)
-        builder._log_download_done = lambda: None
+        builder = get_builder(name, data_dir, points)
+        # tfds starts and ends a build with a line of its own on stdout; the console shows ddjax's
+        # only (the build's progress lines, and the prepare job's summary)
+        builder._log_download_done = builder._log_download_bytes = lambda: None
         builder.download_and_prepare(download_config=config)
         if fingerprint is not None:
             run_folder.write_text(

@@ -35,7 +35,7 @@ from ddjax import (
     run_folder,
     scoring,
 )
-from ddjax.data import pipelines, readers
+from ddjax.data import pipelines, prepare, readers
 from ddjax.models import registry
 from ddjax.teachers import clip, prompts, sanity
 from kernels import fps
@@ -46,6 +46,8 @@ KEYS = {
         "checkpoint",
         "input",
         "labels",
+        "dataset",
+        "data_dir",
         "text_features",
         "npoints",
         "point_all",
@@ -149,6 +151,8 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     first."""
     config_checks.check_keys(config, KEYS)
     labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    if config.dataset:
+        labels = dataset_labels(config, labels)
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
     if not config.text_features and not run_config.get("resolved", {}).get("teacher", "x"):
         # a converted peer: its own text-features file that names the labels
@@ -184,6 +188,20 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     config_checks.check_choice(config, "template", prompts.TEMPLATES)
     config_checks.check_seed(config)
     return labels, run_config, files
+
+
+def dataset_labels(config, labels: list[str]) -> list[str]:
+    """The prompt names of config.dataset's classes (a prepared dataset: modelnet40, folder/NAME,
+    ...), the candidate labels; ConfigError when --config.labels is given too."""
+    prepare.check_dataset(config)
+    if labels:
+        raise errors.ConfigError(
+            "labels",
+            f"labels given with --config.dataset={config.dataset}, which names the labels",
+            "pass one of the two",
+        )
+    builder = prepare.open_dataset(config.dataset, config.data_dir)
+    return evaluation.classnames_for(config.dataset, builder, "toilet")  # spelt right
 
 
 def usable_label_cache(features: np.ndarray, num_labels: int, dim: int) -> bool:

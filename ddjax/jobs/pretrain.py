@@ -104,7 +104,7 @@ def check_config(config, workdir: str | None = None) -> None:
     dd.validate_config(config.model)
     config_checks.check_choice(config, "dataset", sorted(prepare.DATASETS))
     if config.eval.dataset:
-        config_checks.check_choice(config, "eval.dataset", sorted(prepare.DATASETS))
+        prepare.check_dataset(config, "eval.dataset")
     if not config.splits or any(s not in ("train", "test") for s in config.splits):
         raise errors.ConfigError(
             "splits", f"must name 'train' and/or 'test', got {tuple(config.splits)}"
