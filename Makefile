@@ -45,13 +45,13 @@ TORCH_STAMP := $(TORCH_VENV)/.installed
 IMAGE_VENV := .venv-gpu-image
 IMAGE_STAMP := $(IMAGE_VENV)/.installed
 # What the twin runs: only what differs between its versions and the 3.11 leg's (docs/development.md, "CI"):
-# the imports and requirements, the kernels and their Pallas lowering, compiled-memory analysis, orbax's save and
-# restore under an exact resume, and the device tooling; `make device-check BACKEND=cpu` after it runs the jobs end
-# to end on jax 0.11.2 (train, resume, zero-shot, the attacks, the benchmarks). The model, attack and job tests
-# run once, on the 3.11 leg.
+# the imports and requirements, the kernels and their Pallas lowering (Triton, Mosaic, jax.export for cpu, cuda and
+# tpu), compiled-memory analysis, orbax's save and restore under an exact resume, and the device tooling; `make
+# device-check BACKEND=cpu` after it runs the jobs end to end on jax 0.11.2 (train, resume, zero-shot, the attacks,
+# the benchmarks, the portability benchmark). The model, attack and job tests run once, on the 3.11 leg.
 GPU_IMAGE_TESTS := tests/test_requirements.py tests/test_fps.py tests/test_knn.py tests/test_kernels_exact.py \
 	tests/test_backend.py tests/test_gpu_lowering.py tests/test_memory.py tests/test_device_check.py \
-	tests/test_train.py::test_resume_is_exact
+	tests/test_portability.py tests/test_train.py::test_resume_is_exact
 
 # The tests' persistent compilation cache: one folder per jax version, shared by every process of a test run (the
 # xdist workers, the jobs they start, the device check's items) and kept between runs, every program stored, so

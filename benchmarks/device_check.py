@@ -22,6 +22,9 @@ another, each in its own process with its own time limit, in order of value:
    6. bench_kernels    FPS/kNN/grouping, every implementation and the default combination
    7. bench_compile    lower/compile seconds and StableHLO size of the train step and zero-shot
                        function, base against depth 1, cold and warm cache (benchmarks/compile.py)
+      portability      the tiny model's train step, zero-shot and attack gradient against the CPU
+                       reference values (benchmarks/portability.py): within the tolerance of the
+                       device's float32 precision
    8. kernel_tests     Pallas kernels against numpy, index for index, at B in {32, 128} x N in
                        {1024, 8192}
    9. model_tests      the model's comparison tests (vmapped vs looped paths, scanned vs unrolled)
@@ -225,6 +228,8 @@ def plan(sizes: str, python: str) -> list[Item]:
             # 8 lowerings and compilations: base and depth 1 (cold, about 2.5 C), then from the
             # cache (warm).
             Item("bench_compile", "c", 30, lambda c, s: START_S + 3 * c, bench("compile")),
+            # the tiny model's programs against the CPU reference: 3 compilations, 20 small steps
+            Item("portability", "c", 15, lambda c, s: START_S + 60, bench("portability")),
             # 92.6 s there
             Item(
                 "kernel_tests",
@@ -328,6 +333,8 @@ def plan(sizes: str, python: str) -> list[Item]:
                 "--num_paths=2",
             ),
         ),
+        # 24 s on a 2-core CPU
+        Item("portability", "c", 10, lambda c, s: 60, bench("portability")),
         Item(
             "kernel_tests",
             "d",
@@ -584,13 +591,18 @@ def run_item(
             "pass": False,
             "note": "printed no JSON (see the log: `benchmark error` names the cause)",
         }
-    ok = code == 0 and (item.kind != "probe" or result.get("ok", False))
-    return {
-        **out,
-        "pass": ok,
-        "result": result,
-        "note": result.get("problem", "") if item.kind == "probe" else "",
-    }
+    # a probe passes when it says ok; a benchmark when it exits 0 and does not say `pass: false`
+    ok = code == 0 and (
+        result.get("ok", False) if item.kind == "probe" else result.get("pass", True)
+    )
+    note = result.get("problem", "") if item.kind == "probe" else ""
+    if "comparison" in result:  # the portability benchmark: how far from the CPU reference
+        note = (
+            "exact"
+            if result["comparison"].get("exact")
+            else f"{result.get('precision')} " + ("tolerance met" if ok else "tolerance NOT met")
+        )
+    return {**out, "pass": bool(ok), "result": result, "note": note}
 
 
 FIRST_STEP = re.compile(r"^first step after ([0-9.]+) s$", re.M)
@@ -746,6 +758,15 @@ def figures(items: dict) -> dict:
             r["lower_s"],
             r["hlo_ops"],
         )
+    portability = (items.get("portability") or {}).get("result") or {}
+    for name, row in (portability.get("comparison") or {}).items():
+        if isinstance(row, dict):
+            for field, value in row.items():
+                if field != "within":
+                    f[f"portability_{name}_{field}"] = value
+    if portability:
+        f["portability_pass"] = portability.get("pass")
+        f["portability_step_s"] = portability["costs"]["step_s"]
     e2e = (items.get("trainer_e2e") or {}).get("result") or {}
     for field in (
         "steps_per_sec_median",

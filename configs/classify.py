@@ -3,6 +3,9 @@
   python main.py --config=configs/classify.py --config.checkpoint=RUN_DIR --config.input=FILE \
       --config.labels="chair,table,lamp"
   ... --config.input="scans/*.ply,extra/cup.obj"     many files (and glob patterns) in one call
+  ... --config.checkpoint=OUT           an exported classifier (configs/export.py): its classes and
+                                        settings; a mesh is sampled at its input_points, a point
+                                        file must hold exactly that many
   ... --config.dataset=folder/NAME      the labels are a prepared dataset's classes (its prompt
                                         names): folder/NAME (configs/prepare.py:folder),
                                         modelnet40, ... (in --config.data_dir)

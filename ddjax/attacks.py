@@ -164,7 +164,7 @@ def _check_pgd(mode, eot_samples, success_draws, steps, curve_every, eval_key, c
         )
 
 
-def _pgd_step(
+def pgd_step(
     logits_fn,
     points,
     target,
@@ -331,7 +331,7 @@ def pgd(
     eps = jnp.asarray(eps, points.dtype)
     step_size = eps / 10 if step_size is None else jnp.asarray(step_size, points.dtype)
     x0 = points + jnp.where(random_start, _uniform_start(points, key, eps), 0.0)
-    step = _pgd_step(
+    step = pgd_step(
         logits_fn,
         points,
         target,

@@ -327,3 +327,99 @@ def class_text_features(config, run_config: dict, names: list[str], out) -> tupl
         text_features = scoring.class_text_features(teacher, names, config.template)
         run_folder.save_npy(cache_file, text_features)
     return text_features, teacher.source
+
+
+def dataset_labels(config, labels: list[str]) -> list[str]:
+    """The prompt names of config.dataset's classes (a prepared dataset: modelnet40, folder/NAME,
+    ...), the candidate labels; ConfigError when --config.labels is given too."""
+    prepare.check_dataset(config)
+    if labels:
+        raise errors.ConfigError(
+            "labels",
+            f"labels given with --config.dataset={config.dataset}, which names the labels",
+            "pass one of the two",
+        )
+    builder = prepare.open_dataset(config.dataset, config.data_dir)
+    return classnames_for(config.dataset, builder, "toilet")  # spelt right
+
+
+def usable_label_cache(features: np.ndarray, num_labels: int, dim: int) -> bool:
+    """A cached f32[L, D] is used only when its shape is (labels, the model's teacher_dim), its
+    values are finite and no row is zero (a zero row scores every cloud 0: a damaged write)."""
+    return (
+        features.dtype.kind == "f"
+        and features.shape == (num_labels, dim)
+        and bool(np.isfinite(features).all())
+        and bool((np.abs(features).max(axis=1) > 0).all())
+    )
+
+
+def label_features(
+    run_dir: pathlib.Path, stored_teacher: str, labels: list[str], template: str, dim: int
+) -> np.ndarray:
+    """f32[L, D] text features of `labels`, cached in the run folder per (teacher, template,
+    labels): the teacher is loaded only when the cache has no usable entry (absent, damaged, of
+    the wrong shape or zeros: `usable_label_cache`), which is then written again."""
+    digest = hashlib.sha1(json.dumps([stored_teacher, template, labels]).encode()).hexdigest()[:16]
+    path = run_dir / f"classify_text_{digest}.npy"
+    try:
+        features = np.load(path, allow_pickle=False)
+        if usable_label_cache(features, len(labels), dim):
+            return features
+    except (OSError, ValueError, EOFError):
+        pass  # absent or damaged: computed again
+    teacher = clip.load(run_folder.resolve_path(run_dir, stored_teacher))
+    features = scoring.class_text_features(teacher, labels, template)
+    try:
+        run_folder.save_npy(path, features)
+    except OSError:  # a read-only run folder: no cache
+        pass
+    return features
+
+
+def check_labels(config) -> tuple[list[str], dict]:
+    """(the candidate labels, the run's recorded config) of a job that scores labels (classify,
+    export): --config.labels, or a prepared dataset's classes (--config.dataset), or the names of
+    --config.text_features (all, or the listed subset) or of a converted run's own file; every
+    value checked, ConfigError otherwise."""
+    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    if config.dataset:
+        labels = dataset_labels(config, labels)
+    run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
+    if not config.text_features and not run_config.get("resolved", {}).get("teacher", "x"):
+        # a converted peer: its own text-features file that names the labels
+        config.text_features = run_text_features_with(config.checkpoint, labels)
+    names = check_text_source(config, run_config)
+    if names is not None:  # the labels are the file's names (or a subset of them)
+        unknown = [label for label in labels if label not in names]
+        if unknown:
+            raise errors.ConfigError(
+                "labels",
+                f"{unknown} are not in the text features' class names",
+                f"choose from {names[:10]}{' ...' if len(names) > 10 else ''}",
+            )
+        labels = labels or names
+    if not labels:
+        raise errors.ConfigError(
+            "labels", "no candidate labels", 'pass them, e.g. --config.labels="chair,table,lamp"'
+        )
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise errors.ConfigError(
+            "labels", f"{repeated} listed more than once", "list each label once"
+        )
+    config_checks.check_choice(config, "template", prompts.TEMPLATES)
+    return labels, run_config
+
+
+def labels_text_features(config, recorded: dict, run_dir, labels: list[str]):
+    """(f32[L, D] text features of `labels`, their source): the rows of --config.text_features, or
+    the run's teacher's (cached in the run folder, `label_features`)."""
+    dim = recorded["model"]["teacher_dim"]
+    if config.get("text_features"):
+        table, names = read_text_features(config.text_features, dim)
+        text = table[[names.index(label) for label in labels]]  # (L, D)
+        return text, f"config.text_features={config.text_features}"
+    stored = recorded["resolved"]["teacher"]
+    text = label_features(pathlib.Path(run_dir), stored, labels, config.template, dim)
+    return text, f"the run's teacher {run_folder.resolve_path(run_dir, stored)}"

@@ -105,8 +105,8 @@ def held(workdir):
     """Holds the run folder `workdir` (created if missing) for one writer while the block runs:
     RunFolderInUse (one line, naming the holder) if another process holds it. A folder this call
     created is removed again if the block fails and left nothing in it. Only process 0 locks; the
-    others write nothing (see `_atomic`). OSErrors (a file in the way, no permission, a read-only
-    disk) propagate for main.py's one line."""
+    others write nothing (see `atomic_write`). OSErrors (a file in the way, no permission, a
+    read-only disk) propagate for main.py's one line."""
     path = pathlib.Path(workdir).expanduser().absolute()
     if not distributed.is_writer():
         yield
@@ -148,7 +148,8 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path, write) -> None:
+def atomic_write(path, write) -> None:
+    """`write(file)` into a temporary file beside `path`, then renamed onto it (process 0 only)."""
     if not distributed.is_writer():  # outputs are written once, by process 0
         return
     path = pathlib.Path(path)
@@ -168,7 +169,7 @@ def _atomic(path, write) -> None:
 
 def write_bytes(path, data: bytes) -> None:
     """Writes `data` to `path` atomically (a temporary file in the same folder, then a rename)."""
-    _atomic(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_text(path, text: str) -> None:
@@ -177,7 +178,7 @@ def write_text(path, text: str) -> None:
 
 def save_npy(path, array) -> None:
     """np.save, atomically; never pickles."""
-    _atomic(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+    atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

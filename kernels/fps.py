@@ -1,4 +1,5 @@
-"""Farthest point sampling (FPS): a pure-jnp reference, a Pallas kernel and the public `fps`.
+"""Farthest point sampling (FPS): a pure-jnp reference, a Pallas kernel for GPU (Triton), one for
+TPU (Mosaic) and the public `fps`.
 
 Semantics (spec decision D3), identical in every implementation:
   * the first sample is always index 0;
@@ -110,6 +111,87 @@ def fps_pallas(points: jax.Array, num_samples: int, *, interpret: bool = False) 
     return idx[:, :num_samples]  # (B, S)
 
 
+TPU_LANES, TPU_TILE = 128, 8 * 128  # a TPU vector register: 8 sublanes x 128 lanes
+
+
+def _fps_tpu_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
+    """One program per cloud, everything in VMEM. x/y/z_ref: (R, 128) f32, point r * 128 + c at
+    [r, c]; idx_ref: (1, S_pad) int32. Indices are carried as float32 (exact below 2^24) so that
+    every reduction is a float max or min, which Mosaic lowers on every TPU generation."""
+    x, y, z = x_ref[...], y_ref[...], z_ref[...]
+    rows, lanes = x.shape
+    iota = (
+        lax.broadcasted_iota(jnp.int32, (rows, lanes), 0) * lanes
+        + lax.broadcasted_iota(jnp.int32, (rows, lanes), 1)
+    ).astype(jnp.float32)  # (R, 128): each point's index
+    s_iota = lax.broadcasted_iota(jnp.int32, idx_ref.shape, 1)  # (1, S_pad)
+    # padding points get -1: below every real running minimum (>= 0), so never the argmax
+    dist = jnp.where(iota < n, jnp.float32(_INIT_DIST), jnp.float32(-1.0))
+    big = jnp.float32(rows * lanes)
+
+    def pick(v, i):  # v[i] as a scalar, by a masked sum (exact: one term is not zero)
+        return jnp.sum(jnp.where(iota == i, v, 0.0))
+
+    def body(s, carry):
+        dist, idx, lx, ly, lz = carry
+        d = (x - lx) * (x - lx) + (y - ly) * (y - ly) + (z - lz) * (z - lz)
+        dist = jnp.minimum(dist, d)
+        best = jnp.max(dist)
+        nxt = jnp.min(jnp.where(dist == best, iota, big))  # the first argmax, as a float
+        idx = jnp.where(s_iota == s, nxt.astype(jnp.int32), idx)
+        return dist, idx, pick(x, nxt), pick(y, nxt), pick(z, nxt)
+
+    idx = jnp.zeros(idx_ref.shape, jnp.int32)
+    carry = (dist, idx, pick(x, 0.0), pick(y, 0.0), pick(z, 0.0))
+    idx_ref[...] = lax.fori_loop(1, num_samples, body, carry)[1]
+
+
+def fps_pallas_tpu(points: jax.Array, num_samples: int, *, interpret: bool = False) -> jax.Array:
+    """FPS as a TPU Pallas (Mosaic) kernel: grid over the batch, each cloud's coordinates as (R,
+    128) tiles in VMEM and the whole loop in one kernel. `interpret`: Pallas's TPU interpreter,
+    which runs the same kernel on any backend.
+
+    points f32[B, N, 3] -> int32[B, num_samples]. N is padded to a multiple of 1024 (whole (8, 128)
+    registers) and num_samples to one of 128; padding is masked out and sliced off.
+    """
+    from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415 - TPU-only, jaxlib-dependent
+
+    b, n, _ = points.shape
+    n_pad = -(-n // TPU_TILE) * TPU_TILE
+    s_pad = -(-num_samples // TPU_LANES) * TPU_LANES
+    coords = jnp.pad(points.astype(jnp.float32), ((0, 0), (0, n_pad - n), (0, 0)))  # (B, N_pad, 3)
+    # (B, R, 128) each: point r * 128 + c at [r, c]
+    x, y, z = (coords[..., c].reshape(b, n_pad // TPU_LANES, TPU_LANES) for c in range(3))
+    cloud_spec = pl.BlockSpec(
+        (pl.Squeezed(), n_pad // TPU_LANES, TPU_LANES),
+        lambda i: (i, 0, 0),
+        memory_space=pltpu.VMEM,
+    )
+    kernel = functools.partial(_fps_tpu_kernel, n=n, num_samples=num_samples)
+    idx = pl.pallas_call(
+        kernel,
+        grid=(b,),
+        in_specs=[cloud_spec, cloud_spec, cloud_spec],
+        out_specs=pl.BlockSpec(
+            (pl.Squeezed(), 1, s_pad), lambda i: (i, 0, 0), memory_space=pltpu.VMEM
+        ),
+        out_shape=jax.ShapeDtypeStruct((b, 1, s_pad), jnp.int32),
+        interpret=pltpu.InterpretParams() if interpret else False,
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)),
+        name="fps_tpu",
+    )(x, y, z)
+    return idx[:, 0, :num_samples]  # (B, S)
+
+
+KERNELS = {  # implementation -> fn(points, num_samples=S)
+    "xla": fps_reference,
+    "pallas": fps_pallas,
+    "pallas_interpret": functools.partial(fps_pallas, interpret=True),
+    "pallas_tpu": fps_pallas_tpu,
+    "pallas_tpu_interpret": functools.partial(fps_pallas_tpu, interpret=True),
+}
+
+
 def fps(
     points: jax.Array,
     num_samples: int,
@@ -122,9 +204,10 @@ def fps(
     Args:
       points: f32[B, N, 3] clouds (any float dtype; computed in float32).
       num_samples: number of samples, 1 <= num_samples <= N (a static Python int).
-      implementation: None (the backend's default, see `kernels/backend.py`), 'xla', 'pallas' (GPU)
-      or
-        'pallas_interpret' (the Pallas kernel in interpret mode; runs anywhere, slowly).
+      implementation: None (each platform's default, chosen inside the program: see
+        `kernels/backend.py`), 'xla', 'pallas' (the platform's kernel: Triton on GPU, Mosaic on
+        TPU), 'pallas_interpret' (the GPU kernel in Pallas's interpreter; runs anywhere, slowly),
+        'pallas_tpu' or 'pallas_tpu_interpret' (the TPU kernel, in Pallas's TPU interpreter).
       check_finite: raise ValueError if `points` holds NaN/inf. Immediate on concrete arrays; under
         `jax.jit` it is a `checkify` check (wrap the jitted function with `checkify.checkify`).
         Without it, non-finite coordinates give unspecified indices.
@@ -139,6 +222,6 @@ def fps(
     if check_finite:
         validation.check_finite("fps", "points", points)
     points = lax.stop_gradient(jnp.asarray(points))
-    if impl == "xla":
-        return fps_reference(points, num_samples)
-    return fps_pallas(points, num_samples, interpret=impl == "pallas_interpret")
+    if implementation is None:  # each platform's default, chosen inside the program
+        return backend.dispatch("fps", KERNELS, points, num_samples=num_samples)
+    return KERNELS[impl](points, num_samples=num_samples)

@@ -178,6 +178,20 @@ def knn_pallas(
     return idx[:, :m, :k]  # (B, M, k)
 
 
+def knn_xla(queries: jax.Array, points: jax.Array, k: int) -> jax.Array:
+    """The 'xla' implementation: `knn_reference` below 4096 points, `knn_blocked` from there."""
+    if points.shape[1] >= _HIERARCHICAL_MIN_POINTS:
+        return knn_blocked(queries, points, k)
+    return knn_reference(queries, points, k)
+
+
+KERNELS = {  # implementation -> fn(queries, points, k=k)
+    "xla": knn_xla,
+    "pallas": knn_pallas,
+    "pallas_interpret": functools.partial(knn_pallas, interpret=True),
+}
+
+
 def knn(
     queries: jax.Array,
     points: jax.Array,
@@ -217,8 +231,6 @@ def knn(
         validation.check_finite("knn", "points", points)
     queries = lax.stop_gradient(jnp.asarray(queries))
     points = lax.stop_gradient(jnp.asarray(points))
-    if impl == "xla":
-        if n >= _HIERARCHICAL_MIN_POINTS:
-            return knn_blocked(queries, points, k)
-        return knn_reference(queries, points, k)
-    return knn_pallas(queries, points, k, interpret=impl == "pallas_interpret")
+    if implementation is None:  # each platform's default, chosen inside the program
+        return backend.dispatch("knn", KERNELS, queries, points, k=k)
+    return KERNELS[impl](queries, points, k=k)

@@ -298,6 +298,11 @@ CLASSIFY = [
     "--config.labels=chair,table",
     "--config.input={tmp}/cloud.xyz",
 ]
+EXPORT = [
+    "--config=configs/export.py",
+    "--config.checkpoint={run}",
+    "--config.labels=chair,table",
+]
 CACHE = [
     "--config=configs/teacher_cache.py:smoke",
     "--config.data_dir={tmp}/no_data",
@@ -317,6 +322,14 @@ CONFIG_CASES = [
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=500"], "config.num_paths"),
     (ZEROSHOT, ["--config.num_paths=2000000000", "--config.t=0"], "config.num_paths"),
     (CLASSIFY, ["--config.num_paths=2000000000"], "config.num_paths"),
+    # the exported classifier (configs/export.py)
+    (EXPORT, ["--config.platforms=gpu"], "config.platforms"),
+    (EXPORT, ["--config.platforms=cpu,cpu"], "config.platforms"),
+    (EXPORT, ["--config.input_points=100"], "config.input_points"),
+    (EXPORT, ["--config.labels="], "config.labels"),
+    (EXPORT, ["--config.checkpoint={tmp}/nowhere"], "config.checkpoint"),
+    (EXPORT, ["--workdir={run}"], "--workdir"),  # a pretraining run's folder
+    (EXPORT[:2], [], "--workdir"),
     # folder datasets (configs/prepare.py:folder): a bad name, one never prepared
     (ZEROSHOT, ["--config.dataset=folder/"], "config.dataset"),
     (ZEROSHOT, ["--config.dataset=folder/../x"], "config.dataset"),

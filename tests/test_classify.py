@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import main
+from ddjax import evaluation
 from ddjax.data import readers
 from ddjax.jobs import classify
 from tests.conftest import reference_path
@@ -206,7 +207,7 @@ def test_a_damaged_label_cache_is_computed_again(run_dir, tmp_path, capsys):
 
 def test_which_label_caches_are_used():
     good = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
-    assert classify.usable_label_cache(good, 3, 8)
+    assert evaluation.usable_label_cache(good, 3, 8)
     zero_row = good.copy()
     zero_row[1] = 0
     nan = good.copy()
@@ -219,7 +220,7 @@ def test_which_label_caches_are_used():
         (good.astype(np.int32), 3, 8),
         (good[None], 3, 8),
     ]:
-        assert not classify.usable_label_cache(bad, labels, dim)
+        assert not evaluation.usable_label_cache(bad, labels, dim)
 
 
 def test_a_file_name_with_a_comma(run_dir, tmp_path, capsys):

@@ -262,6 +262,7 @@ def test_the_plans_follow_the_issue_order(sizes, tmp_path):
         "bench_attacks_uni3d",
         "bench_kernels",
         "bench_compile",
+        "portability",
         "kernel_tests",
         "model_tests",
     ]

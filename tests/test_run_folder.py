@@ -133,7 +133,7 @@ def test_atomic_writes_leave_the_old_or_the_new_file(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_folder._atomic(path, killed)
+        run_folder.atomic_write(path, killed)
     # no temporary file left
     assert path.read_text() == "new\n" and os.listdir(tmp_path) == ["table.md"]
     run_folder.save_npy(tmp_path / "a.npy", np.arange(6.0).reshape(2, 3))

@@ -15,7 +15,6 @@ labels, best first, with scores), then one JSON object per file.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pathlib
@@ -31,13 +30,13 @@ from ddjax import (
     config_checks,
     errors,
     evaluation,
+    exported_classifier,
     progress,
-    run_folder,
     scoring,
 )
-from ddjax.data import pipelines, prepare, readers
+from ddjax.data import pipelines, readers
 from ddjax.models import registry
-from ddjax.teachers import clip, prompts, sanity
+from ddjax.teachers import prompts, sanity
 from kernels import fps
 
 KEYS = {
@@ -150,32 +149,7 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     """The candidate labels, the run's recorded config and the input files, every value checked
     first."""
     config_checks.check_keys(config, KEYS)
-    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
-    if config.dataset:
-        labels = dataset_labels(config, labels)
-    run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))
-    if not config.text_features and not run_config.get("resolved", {}).get("teacher", "x"):
-        # a converted peer: its own text-features file that names the labels
-        config.text_features = evaluation.run_text_features_with(config.checkpoint, labels)
-    names = evaluation.check_text_source(config, run_config)
-    if names is not None:  # the labels are the file's names (or a subset of them)
-        unknown = [label for label in labels if label not in names]
-        if unknown:
-            raise errors.ConfigError(
-                "labels",
-                f"{unknown} are not in the text features' class names",
-                f"choose from {names[:10]}{' ...' if len(names) > 10 else ''}",
-            )
-        labels = labels or names
-    if not labels:
-        raise errors.ConfigError(
-            "labels", "no candidate labels", 'pass them, e.g. --config.labels="chair,table,lamp"'
-        )
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise errors.ConfigError(
-            "labels", f"{repeated} listed more than once", "list each label once"
-        )
+    labels, run_config = evaluation.check_labels(config)
     files = expand_inputs(config.input)
     check_headers(files)
     config_checks.check_int(config, "npoints", 1)
@@ -190,55 +164,9 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     return labels, run_config, files
 
 
-def dataset_labels(config, labels: list[str]) -> list[str]:
-    """The prompt names of config.dataset's classes (a prepared dataset: modelnet40, folder/NAME,
-    ...), the candidate labels; ConfigError when --config.labels is given too."""
-    prepare.check_dataset(config)
-    if labels:
-        raise errors.ConfigError(
-            "labels",
-            f"labels given with --config.dataset={config.dataset}, which names the labels",
-            "pass one of the two",
-        )
-    builder = prepare.open_dataset(config.dataset, config.data_dir)
-    return evaluation.classnames_for(config.dataset, builder, "toilet")  # spelt right
-
-
-def usable_label_cache(features: np.ndarray, num_labels: int, dim: int) -> bool:
-    """A cached f32[L, D] is used only when its shape is (labels, the model's teacher_dim), its
-    values are finite and no row is zero (a zero row scores every cloud 0: a damaged write)."""
-    return (
-        features.dtype.kind == "f"
-        and features.shape == (num_labels, dim)
-        and bool(np.isfinite(features).all())
-        and bool((np.abs(features).max(axis=1) > 0).all())
-    )
-
-
-def label_features(
-    run_dir: pathlib.Path, stored_teacher: str, labels: list[str], template: str, dim: int
-) -> np.ndarray:
-    """f32[L, D] text features of `labels`, cached in the run folder per (teacher, template,
-    labels): the teacher is loaded only when the cache has no usable entry (absent, damaged, of
-    the wrong shape or zeros: `usable_label_cache`), which is then written again."""
-    digest = hashlib.sha1(json.dumps([stored_teacher, template, labels]).encode()).hexdigest()[:16]
-    path = run_dir / f"classify_text_{digest}.npy"
-    try:
-        features = np.load(path, allow_pickle=False)
-        if usable_label_cache(features, len(labels), dim):
-            return features
-    except (OSError, ValueError, EOFError):
-        pass  # absent or damaged: computed again
-    teacher = clip.load(run_folder.resolve_path(run_dir, stored_teacher))
-    features = scoring.class_text_features(teacher, labels, template)
-    try:
-        run_folder.save_npy(path, features)
-    except OSError:  # a read-only run folder: no cache
-        pass
-    return features
-
-
 def run(config, workdir: str | None = None) -> list[dict]:
+    if exported_classifier.is_export(config.checkpoint):
+        return run_exported(config)
     # `recorded`: config.json as stored ('./teacher' inside)
     labels, recorded, files = check_config(config)
     model = recorded["model"]
@@ -262,14 +190,7 @@ def run(config, workdir: str | None = None) -> list[dict]:
     run_dir = pathlib.Path(config.checkpoint).expanduser().resolve()
     run_config, variables, _ = checkpoints.restore_run(run_dir)
     model_config = ml_collections.ConfigDict(run_config["model"])
-    if config.get("text_features"):
-        table, names = evaluation.read_text_features(config.text_features, model_config.teacher_dim)
-        text = table[[names.index(label) for label in labels]]  # (L, D)
-        source = f"config.text_features={config.text_features}"
-    else:
-        stored = recorded["resolved"]["teacher"]
-        text = label_features(run_dir, stored, labels, config.template, model_config.teacher_dim)
-        source = f"the run's teacher {run_folder.resolve_path(run_dir, stored)}"
+    text, source = evaluation.labels_text_features(config, recorded, run_dir, labels)
     sanity.check_class_features(text, labels, source)
     text = jnp.asarray(text)
     inference = registry.inference(model_config)
@@ -285,23 +206,66 @@ def run(config, workdir: str | None = None) -> list[dict]:
     for path, points in zip(files, clouds):
         scores, status = scores_fn(variables, jnp.asarray(points), jax.random.key(config.seed))
         scoring.require_finite(status, ratio=config.ratio, clouds=f"clouds ({path})")
-        scores = np.asarray(scores)
-        order = np.argsort(-scores, kind="stable")
-        ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
-        results.append(
-            {
-                "file": str(path),
-                "ranking": ranking,
-                "num_paths": num_paths,
-                "t": t,
-                "ratio": config.ratio,
-            }
-        )
-        print(
-            f"{path}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in ranking), flush=True
-        )
+        results.append(report(path, np.asarray(scores), labels, num_paths, t, config.ratio))
         if len(results) == 1:
             print(progress.first_step_line(), flush=True)
+    for result in results:
+        print(json.dumps(result))
+    return results
+
+
+def report(path, scores: np.ndarray, labels, num_paths: int, t: int, ratio: float) -> dict:
+    """One file's result (its labels ranked by score), printed as a line."""
+    order = np.argsort(-scores, kind="stable")
+    ranking = [{"label": labels[i], "score": float(scores[i])} for i in order]
+    print(f"{path}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in ranking), flush=True)
+    return {"file": str(path), "ranking": ranking, "num_paths": num_paths, "t": t, "ratio": ratio}
+
+
+def run_exported(config) -> list[dict]:
+    """classify with an exported classifier (configs/export.py) as --config.checkpoint: its classes
+    (or the listed subset of them) and its settings; a mesh is sampled at the export's
+    input_points, a point file must hold exactly that many points."""
+    config_checks.check_keys(config, KEYS)
+    loaded = exported_classifier.Loaded(config.checkpoint)
+    if config.dataset or config.text_features:
+        raise errors.ConfigError(
+            "dataset" if config.dataset else "text_features",
+            "an exported classifier holds its own classes and text features",
+            "pass --config.labels=... to rank a subset of them, or nothing",
+        )
+    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    unknown = [label for label in labels if label not in loaded.classes]
+    if unknown:
+        raise errors.ConfigError(
+            "labels",
+            f"{unknown} are not classes of the exported classifier",
+            f"choose from {loaded.classes[:10]}{' ...' if len(loaded.classes) > 10 else ''}",
+        )
+    labels = labels or loaded.classes
+    files = expand_inputs(config.input)
+    check_headers(files)
+    clouds = []
+    for path in files:
+        vertices, faces = readers.read_points_file(path)
+        if faces is not None:
+            rng = np.random.default_rng(config.seed)
+            vertices = readers.sample_surface(vertices, faces, loaded.input_points, rng, str(path))
+        if len(vertices) != loaded.input_points:
+            raise readers.PointFileError(
+                path,
+                f"{len(vertices)} points; the exported classifier takes clouds of exactly "
+                f"{loaded.input_points}",
+                "export again with --config.input_points, or resample the file",
+            )
+        clouds.append(np.asarray(vertices, np.float32))
+    scores = loaded.scores(np.stack(clouds))  # (files, C)
+    columns = [loaded.classes.index(label) for label in labels]
+    record = loaded.record
+    results = [
+        report(path, row[columns], labels, record["num_paths"], record["t"], record["ratio"])
+        for path, row in zip(files, scores)
+    ]
     for result in results:
         print(json.dumps(result))
     return results
