@@ -81,9 +81,8 @@ def test_unknown_job_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: bad command line (config.job): 'nope' is not a job; use one of "
-        "['attack', 'certify', 'classify', 'convert', 'kernels_demo', 'prepare', 'pretrain', "
-        "'teacher_cache', "
-        "'visualize', 'zeroshot']"
+        "['attack', 'certify', 'classify', 'convert', 'export', 'kernels_demo', 'prepare', "
+        "'pretrain', 'teacher_cache', 'visualize', 'zeroshot']"
     )
 
 

@@ -89,7 +89,7 @@ def record_of(config, labels: list[str], step: int) -> dict:
     return {
         "checkpoint": str(pathlib.Path(config.checkpoint).expanduser().resolve()),
         "step": step,
-        "classes": len(labels),
+        "classes": list(labels),
         "input_points": config.input_points,
         **{k: config[k] for k in SETTINGS},
         "template": config.template,
