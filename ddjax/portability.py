@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import export
 
-from ddjax import attacks, errors, optim, scoring, train
+from ddjax import attacks, errors, optim, robustness, scoring, train
 from ddjax.models import dual_denoising as dd
 from ddjax.models import registry
 from ddjax.teachers import cache
@@ -151,21 +151,12 @@ def pgd_program(
     classes: int = 40,
     ratio: float = 0.25,
 ):
-    """(fn, argument shapes) of one targeted PGD step in the 'paper' mode (`attacks.pgd_step`):
-    (variables, class text features, points, target, key) -> the next iterate f32[B, P, 3]."""
-    inference = registry.inference(model_config)
+    """(fn, argument shapes) of one targeted PGD step in the 'paper' mode (`attacks.pgd_step` on
+    the attack job's logits, `robustness.build_logits`): (variables, class text features, points,
+    target, key) -> the next iterate f32[B, P, 3]."""
 
     def fn(variables, text, cloud, target, key):
-        logits_fn = attacks.zero_shot_logits(
-            inference.infer,
-            variables,
-            text,
-            ratio=ratio,
-            t=t,
-            num_paths=num_paths,
-            feature_types=inference.feature_types,
-            scale=attacks.LOGIT_SCALE,
-        )
+        logits_fn = robustness.build_logits(model_config, variables, text, ratio, num_paths, t)
         step = attacks.pgd_step(
             logits_fn,
             cloud,
@@ -180,14 +171,7 @@ def pgd_program(
         )
         return step(0, (cloud, None, None))[0]
 
-    args = (
-        _variables(model_config),
-        jax.ShapeDtypeStruct((classes, model_config.teacher_dim), jnp.float32),
-        jax.ShapeDtypeStruct((batch, points, 3), jnp.float32),
-        jax.ShapeDtypeStruct((batch,), jnp.int32),
-        _key(),
-    )
-    return fn, args
+    return fn, _attack_args(model_config, batch, points, classes)
 
 
 def attack_gradient_program(
@@ -203,23 +187,21 @@ def attack_gradient_program(
     """(fn, argument shapes) of the gradient a PGD step takes the sign of ('paper' mode: one draw,
     `attacks.gradient` of the targeted cross-entropy): (variables, class text features, points,
     target, key) -> f32[B, P, 3]."""
-    inference = registry.inference(model_config)
 
     def fn(variables, text, cloud, target, key):
-        logits_fn = attacks.zero_shot_logits(
-            inference.infer,
-            variables,
-            text,
-            ratio=ratio,
-            t=t,
-            num_paths=num_paths,
-            feature_types=inference.feature_types,
-            scale=attacks.LOGIT_SCALE,
-        )
+        logits_fn = robustness.build_logits(model_config, variables, text, ratio, num_paths, t)
         loss_fn = lambda x, k: (attacks.targeted_cross_entropy(logits_fn(x, k), target), None)
         return attacks.gradient(loss_fn, cloud, key, mode="paper")[0]
 
-    args = pgd_program(
-        model_config, batch=batch, points=points, num_paths=num_paths, t=t, classes=classes
-    )[1]
-    return fn, args
+    return fn, _attack_args(model_config, batch, points, classes)
+
+
+def _attack_args(model_config, batch: int, points: int, classes: int) -> tuple:
+    """The shapes of (variables, class text features, points, target, key)."""
+    return (
+        _variables(model_config),
+        jax.ShapeDtypeStruct((classes, model_config.teacher_dim), jnp.float32),
+        jax.ShapeDtypeStruct((batch, points, 3), jnp.float32),
+        jax.ShapeDtypeStruct((batch,), jnp.int32),
+        _key(),
+    )

@@ -57,17 +57,16 @@ def fps_reference(points: jax.Array, num_samples: int) -> jax.Array:
     return lax.fori_loop(1, num_samples, body, carry)[1]
 
 
-def _fps_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
-    """One program per cloud. x/y/z_ref: (1, N_pad) f32; idx_ref: (1, S_pad) int32."""
-    x, y, z = x_ref[...], y_ref[...], z_ref[...]
-    n_pad, s_pad = x.shape[1], idx_ref.shape[1]
-    iota = lax.broadcasted_iota(jnp.int32, (1, n_pad), 1)
-    s_iota = lax.broadcasted_iota(jnp.int32, (1, s_pad), 1)
-    # Padding points get -1: below every real running minimum (>= 0), so never the argmax.
+def _fps_loop(x, y, z, iota, n: int, big, idx_shape, num_samples: int):
+    """The FPS loop both Pallas kernels run on one cloud held whole: x/y/z and `iota` (each point's
+    index, int32 or float32) of one shape, `n` real points (padding gets a running minimum of -1,
+    below every real one >= 0, so never the argmax), `big` an index above every point's. Scalars
+    are read by masked sums, exact since one term is not zero: neither Triton nor Mosaic indexes
+    registers dynamically. Returns int32 `idx_shape` with the samples in its first positions."""
+    s_iota = lax.broadcasted_iota(jnp.int32, idx_shape, len(idx_shape) - 1)
     dist = jnp.where(iota < n, jnp.float32(_INIT_DIST), jnp.float32(-1.0))
 
-    # v[0, i] as a scalar, by a masked sum (Triton cannot index registers dynamically)
-    def pick(v, i):
+    def pick(v, i):  # v at index i, as a scalar
         return jnp.sum(jnp.where(iota == i, v, 0.0))
 
     def body(s, carry):
@@ -75,13 +74,20 @@ def _fps_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
         d = (x - lx) * (x - lx) + (y - ly) * (y - ly) + (z - lz) * (z - lz)
         dist = jnp.minimum(dist, d)
         best = jnp.max(dist)
-        nxt = jnp.min(jnp.where(dist == best, iota, n_pad))
-        idx = jnp.where(s_iota == s, nxt, idx)
+        nxt = jnp.min(jnp.where(dist == best, iota, big))  # the first argmax
+        idx = jnp.where(s_iota == s, nxt.astype(jnp.int32), idx)
         return dist, idx, pick(x, nxt), pick(y, nxt), pick(z, nxt)
 
-    idx = jnp.zeros((1, s_pad), jnp.int32)
-    carry = (dist, idx, pick(x, 0), pick(y, 0), pick(z, 0))
-    idx_ref[...] = lax.fori_loop(1, num_samples, body, carry)[1]
+    first = jnp.zeros((), iota.dtype)
+    carry = (dist, jnp.zeros(idx_shape, jnp.int32), pick(x, first), pick(y, first), pick(z, first))
+    return lax.fori_loop(1, num_samples, body, carry)[1]
+
+
+def _fps_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
+    """One program per cloud. x/y/z_ref: (1, N_pad) f32; idx_ref: (1, S_pad) int32."""
+    x, y, z = x_ref[...], y_ref[...], z_ref[...]
+    iota = lax.broadcasted_iota(jnp.int32, x.shape, 1)  # (1, N_pad)
+    idx_ref[...] = _fps_loop(x, y, z, iota, n, x.shape[1], idx_ref.shape, num_samples)
 
 
 def fps_pallas(points: jax.Array, num_samples: int, *, interpret: bool = False) -> jax.Array:
@@ -124,26 +130,8 @@ def _fps_tpu_kernel(x_ref, y_ref, z_ref, idx_ref, *, n: int, num_samples: int):
         lax.broadcasted_iota(jnp.int32, (rows, lanes), 0) * lanes
         + lax.broadcasted_iota(jnp.int32, (rows, lanes), 1)
     ).astype(jnp.float32)  # (R, 128): each point's index
-    s_iota = lax.broadcasted_iota(jnp.int32, idx_ref.shape, 1)  # (1, S_pad)
-    # padding points get -1: below every real running minimum (>= 0), so never the argmax
-    dist = jnp.where(iota < n, jnp.float32(_INIT_DIST), jnp.float32(-1.0))
     big = jnp.float32(rows * lanes)
-
-    def pick(v, i):  # v[i] as a scalar, by a masked sum (exact: one term is not zero)
-        return jnp.sum(jnp.where(iota == i, v, 0.0))
-
-    def body(s, carry):
-        dist, idx, lx, ly, lz = carry
-        d = (x - lx) * (x - lx) + (y - ly) * (y - ly) + (z - lz) * (z - lz)
-        dist = jnp.minimum(dist, d)
-        best = jnp.max(dist)
-        nxt = jnp.min(jnp.where(dist == best, iota, big))  # the first argmax, as a float
-        idx = jnp.where(s_iota == s, nxt.astype(jnp.int32), idx)
-        return dist, idx, pick(x, nxt), pick(y, nxt), pick(z, nxt)
-
-    idx = jnp.zeros(idx_ref.shape, jnp.int32)
-    carry = (dist, idx, pick(x, 0.0), pick(y, 0.0), pick(z, 0.0))
-    idx_ref[...] = lax.fori_loop(1, num_samples, body, carry)[1]
+    idx_ref[...] = _fps_loop(x, y, z, iota, n, big, idx_ref.shape, num_samples)
 
 
 def fps_pallas_tpu(points: jax.Array, num_samples: int, *, interpret: bool = False) -> jax.Array:
