@@ -8,7 +8,8 @@ libraries.
 Sizes: (B=32, N=1024, 64 centers, k=32), the pretraining tokenizer, and (B=32, N=8192, 512 centers,
 k=32). `group` (FPS + kNN + gather, what the model runs) is timed for each implementation used for
 both ops, and for the backend's default combination (kernels/backend.py: on a GPU Pallas FPS with
-XLA kNN), the row marked `default`. With --json every measurement is one line as soon as it is timed
+XLA kNN), the row marked `default`; on a TPU also the TPU FPS kernel (`pallas_tpu`, Mosaic) alone and
+grouping with it and XLA's kNN, the measurement that decides the TPU default. With --json every measurement is one line as soon as it is timed
 (with its compile seconds). Baselines, run in the same process on the same clouds:
 `fpsample.fps_sampling` (a loop over the batch) for FPS, `scipy.spatial.cKDTree` (build + query, a
 loop over the batch) for kNN, and both plus a numpy gather for grouping. Ours are called under
@@ -83,6 +84,10 @@ def bench_size(size: dict, repeats: int, as_json: bool = False) -> list[dict]:
     combos = [(impl, impl) for impl in implementations(n)]  # (fps, knn) of `group`
     if defaults not in combos:
         combos.append(defaults)  # e.g. a GPU's Pallas FPS + XLA kNN
+    if (
+        backend.platform() == "tpu"
+    ):  # the TPU FPS kernel (Mosaic), with XLA's kNN: no TPU kNN kernel
+        combos.append(("pallas_tpu", "xla"))
     rows = []
     for fps_impl, knn_impl in combos:
         reps = 1 if "pallas_interpret" in (fps_impl, knn_impl) else repeats
@@ -93,6 +98,8 @@ def bench_size(size: dict, repeats: int, as_json: bool = False) -> list[dict]:
                 )
             )
         }
+        if fps_impl == "pallas_tpu":  # FPS alone, then grouping with XLA's kNN
+            ops = {"fps": jax.jit(lambda p: fps(p, g, implementation="pallas_tpu")), **ops}
         if fps_impl == knn_impl:  # the ops alone, once per implementation
             ops = {
                 "fps": jax.jit(lambda p, impl=fps_impl: fps(p, g, implementation=impl)),
