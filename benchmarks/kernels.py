@@ -8,13 +8,14 @@ libraries.
 Sizes: (B=32, N=1024, 64 centers, k=32), the pretraining tokenizer, and (B=32, N=8192, 512 centers,
 k=32). `group` (FPS + kNN + gather, what the model runs) is timed for each implementation used for
 both ops, and for the backend's default combination (kernels/backend.py: on a GPU Pallas FPS with
-XLA kNN), the row marked `default`; on a TPU also the TPU FPS kernel (`pallas_tpu`, Mosaic) alone and
-grouping with it and XLA's kNN, the measurement that decides the TPU default. With --json every measurement is one line as soon as it is timed
-(with its compile seconds). Baselines, run in the same process on the same clouds:
-`fpsample.fps_sampling` (a loop over the batch) for FPS, `scipy.spatial.cKDTree` (build + query, a
-loop over the batch) for kNN, and both plus a numpy gather for grouping. Ours are called under
-`jax.jit` on device-resident inputs; the ratio is ours / baseline, so <= 1.0 means no slower. Pallas
-interpret mode is a correctness tool and is timed on CPU at N <= 1024 only. Always exits 0.
+XLA kNN), the row marked `default`; on a TPU also the TPU FPS kernel (`pallas_tpu`, Mosaic) alone
+and grouping with it and XLA's kNN, the measurement that decides the TPU default. With --json every
+measurement is one line as soon as it is timed (with its compile seconds). Baselines, run in the
+same process on the same clouds: `fpsample.fps_sampling` (a loop over the batch) for FPS,
+`scipy.spatial.cKDTree` (build + query, a loop over the batch) for kNN, and both plus a numpy gather
+for grouping. Ours are called under `jax.jit` on device-resident inputs; the ratio is ours /
+baseline, so <= 1.0 means no slower. Pallas interpret mode is a correctness tool and is timed on CPU
+at N <= 1024 only. Always exits 0.
 """
 
 from __future__ import annotations
