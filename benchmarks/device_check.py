@@ -135,6 +135,7 @@ class Item:
     argv: list[str] | None = None  # one command, parsed by `kind`
     kind: str = "json"  # json: a benchmark's --json output; pytest; probe; e2e
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    with_cpu: bool = False  # the CPU backend beside the device's (JAX_PLATFORMS=cuda,cpu)
 
     def cap_s(self, c: float, s: float) -> float:
         """Its time limit: 1.5 x the expected cost."""
@@ -229,7 +230,15 @@ def plan(sizes: str, python: str) -> list[Item]:
             # cache (warm).
             Item("bench_compile", "c", 30, lambda c, s: START_S + 3 * c, bench("compile")),
             # the tiny model's programs against the CPU reference: 3 compilations, 20 small steps
-            Item("portability", "c", 15, lambda c, s: START_S + 60, bench("portability")),
+            # (weights made on the CPU backend, so every device starts from the same bits)
+            Item(
+                "portability",
+                "c",
+                15,
+                lambda c, s: START_S + 60,
+                bench("portability"),
+                with_cpu=True,
+            ),
             # 92.6 s there
             Item(
                 "kernel_tests",
@@ -334,7 +343,7 @@ def plan(sizes: str, python: str) -> list[Item]:
             ),
         ),
         # 24 s on a 2-core CPU
-        Item("portability", "c", 10, lambda c, s: 60, bench("portability")),
+        Item("portability", "c", 10, lambda c, s: 60, bench("portability"), with_cpu=True),
         Item(
             "kernel_tests",
             "d",
@@ -540,6 +549,8 @@ def run_item(
     """Runs one item; returns {pass, seconds, result, measurements, note} (partial: true when it was
     killed at its limit: what it had measured or passed by then)."""
     env = {**env, **item.env}
+    if item.with_cpu and env.get("JAX_PLATFORMS", "cpu") != "cpu":
+        env["JAX_PLATFORMS"] += ",cpu"  # the device stays the default backend
     if item.kind == "e2e":
         return run_e2e(env, timeout, log, sizes, python, scratch)
     argv = list(item.argv)

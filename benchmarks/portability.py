@@ -47,10 +47,22 @@ NUM_PATHS, T = 8, 600
 
 
 def on_cpu(fn, *args):
-    """fn(*args) computed on the CPU device, then placed on the default device."""
-    with jax.default_device(jax.devices("cpu")[0]):
+    """fn(*args) computed on the CPU device, then placed on the default device; on the default
+    device where JAX_PLATFORMS leaves no CPU backend (`weights_made_on` in the summary says so)."""
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:
+        return jax.jit(fn)(*args)
+    with jax.default_device(cpu):
         out = jax.jit(fn)(*args)
     return jax.device_put(out, jax.devices()[0])
+
+
+def weights_made_on() -> str:
+    try:
+        return jax.devices("cpu")[0].platform
+    except RuntimeError:
+        return jax.default_backend()
 
 
 def inputs(config, settings: dict) -> dict:
@@ -202,6 +214,7 @@ def main() -> int:
             "machine": common.machine(),
             "reference_machine": reference["machine"],
             "same_cpu_as_reference": same_cpu,
+            "weights_made_on": weights_made_on(),
             "comparison": comparison,
             "precision": precision,
             "costs": result["costs"],

@@ -301,3 +301,35 @@ def test_the_trainer_item_runs_the_base_model_on_the_smoke_data():
     )
     assert config.num_points == config.eval.npoints == 1024 and config.dataset == "synthetic_shapes"
     assert pretrain.get_config("variant=small").model.width == 256
+
+
+@pytest.mark.parametrize(
+    "platforms, verdict, want",
+    [("cuda", True, "cuda,cpu"), ("tpu", False, "tpu,cpu"), ("cpu", True, "cpu")],
+)
+def test_the_portability_item_gets_the_cpu_beside_the_device(tmp_path, platforms, verdict, want):
+    # A benchmark's summary line decides its item (`pass`), and the portability item runs with the
+    # CPU backend beside the device's, where its weights are made.
+    script = (
+        "import json, os\n"
+        f"print(json.dumps({{'platforms': os.environ['JAX_PLATFORMS'], 'pass': {verdict}, "
+        "'comparison': {'exact': False}, 'precision': 'tf32'}))\n"
+    )
+    item = device_check.Item(
+        "portability", "c", 1, lambda c, s: 60, [sys.executable, "-S", "-c", script], with_cpu=True
+    )
+    result = device_check.run_item(
+        item,
+        dict(os.environ, JAX_PLATFORMS=platforms),
+        30,
+        device_check.Log(tmp_path / "log"),
+        "tiny",
+        sys.executable,
+        tmp_path,
+    )
+    assert result["result"]["platforms"] == want
+    assert result["pass"] is verdict
+    assert result["note"] == ("tf32 tolerance met" if verdict else "tf32 tolerance NOT met")
+    for sizes in ("full", "tiny"):  # the real item, in both plans
+        plan = device_check.plan(sizes, "python3")
+        assert next(i for i in plan if i.name == "portability").with_cpu
