@@ -46,23 +46,20 @@ SETTINGS = dict(variant="tiny", batch=4, points=256, steps=20, zeroshot_batch=8,
 NUM_PATHS, T = 8, 600
 
 
-def on_cpu(fn, *args):
-    """fn(*args) computed on the CPU device, then placed on the default device; on the default
-    device where JAX_PLATFORMS leaves no CPU backend (`weights_made_on` in the summary says so)."""
+def weights_device():
+    """Where the weights are made: the CPU device, or the default one where JAX_PLATFORMS leaves no
+    CPU backend (`weights_made_on` in the summary says which)."""
     try:
-        cpu = jax.devices("cpu")[0]
+        return jax.devices("cpu")[0]
     except RuntimeError:
-        return jax.jit(fn)(*args)
-    with jax.default_device(cpu):
+        return jax.devices()[0]
+
+
+def on_cpu(fn, *args):
+    """fn(*args) computed on `weights_device()`, then placed on the default device."""
+    with jax.default_device(weights_device()):
         out = jax.jit(fn)(*args)
     return jax.device_put(out, jax.devices()[0])
-
-
-def weights_made_on() -> str:
-    try:
-        return jax.devices("cpu")[0].platform
-    except RuntimeError:
-        return jax.default_backend()
 
 
 def inputs(config, settings: dict) -> dict:
@@ -214,7 +211,7 @@ def main() -> int:
             "machine": common.machine(),
             "reference_machine": reference["machine"],
             "same_cpu_as_reference": same_cpu,
-            "weights_made_on": weights_made_on(),
+            "weights_made_on": weights_device().platform,
             "comparison": comparison,
             "precision": precision,
             "costs": result["costs"],

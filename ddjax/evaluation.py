@@ -377,12 +377,17 @@ def label_features(
     return features
 
 
+def parse_labels(config) -> list[str]:
+    """config.labels: its comma-separated names, stripped, empty ones left out."""
+    return [label.strip() for label in str(config.labels).split(",") if label.strip()]
+
+
 def check_labels(config) -> tuple[list[str], dict]:
     """(the candidate labels, the run's recorded config) of a job that scores labels (classify,
     export): --config.labels, or a prepared dataset's classes (--config.dataset), or the names of
     --config.text_features (all, or the listed subset) or of a converted run's own file; every
     value checked, ConfigError otherwise."""
-    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    labels = parse_labels(config)
     if config.dataset:
         labels = dataset_labels(config, labels)
     run_config = checkpoints.read_run_config(config_checks.check_run_dir(config, "checkpoint"))

@@ -30,7 +30,7 @@ from jax import export
 
 from ddjax import errors, portability, run_folder, scoring
 from ddjax.models import registry
-from kernels import fps
+from kernels import backend, fps
 
 FORMAT = "ddjax-exported-classifier/1"
 FILES = ("classifier.jax_exported", "weights.npz", "text_features.npy", "classes.txt")
@@ -53,9 +53,17 @@ def subsample_choice(npoints: int, point_all: int, seed: int) -> np.ndarray:
 
 
 def classifier_fn(
-    model_config, *, npoints: int, point_all: int, num_paths: int, t: int, ratio: float, seed: int
+    model_config,
+    treedef,
+    *,
+    npoints: int,
+    point_all: int,
+    num_paths: int,
+    t: int,
+    ratio: float,
+    seed: int,
 ):
-    """(weights list, treedef) -> fn(weights, text f32[C, D], clouds f32[B, P, 3]) -> f32[B, C]."""
+    """fn(weights: the leaves of `treedef`, text f32[C, D], clouds f32[B, P, 3]) -> f32[B, C]."""
     inference = registry.inference(model_config)
     choice = jnp.asarray(subsample_choice(npoints, point_all, seed))  # (npoints,)
 
@@ -69,15 +77,12 @@ def classifier_fn(
         logits, _ = scoring.point_logits(feats, ratio, text, inference.feature_types)
         return logits[0]
 
-    def make(treedef):
-        def fn(weights, text, clouds):
-            variables = jax.tree_util.tree_unflatten(treedef, weights)
-            # one cloud after another: B is symbolic, and a Pallas kernel's grid must be static
-            return jax.lax.map(lambda cloud: one(variables, text, cloud), clouds)  # (B, C)
+    def fn(weights, text, clouds):
+        variables = jax.tree_util.tree_unflatten(treedef, weights)
+        # one cloud after another: B is symbolic, and a Pallas kernel's grid must be static
+        return jax.lax.map(lambda cloud: one(variables, text, cloud), clouds)  # (B, C)
 
-        return fn
-
-    return make
+    return fn
 
 
 def export_classifier(
@@ -85,7 +90,7 @@ def export_classifier(
 ) -> export.Exported:
     """The classifier lowered for `platforms` (a symbolic batch size, clouds of `input_points`)."""
     leaves, treedef = jax.tree_util.tree_flatten(variables)
-    fn = classifier_fn(model_config, **settings)(treedef)
+    fn = classifier_fn(model_config, treedef, **settings)
     (batch,) = export.symbolic_shape("b")
     args = (
         [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in leaves],
@@ -127,8 +132,7 @@ class Loaded:
         except (OSError, ValueError, KeyError) as e:
             raise ExportError(folder, f"unreadable ({errors.one_line(e)})") from None
         self.input_points = int(self.record["input_points"])
-        platform = jax.default_backend()
-        platform = "cuda" if platform == "gpu" else platform
+        platform = backend.lowering_platform()
         if platform not in self.exported.platforms:
             raise ExportError(
                 folder,

@@ -40,7 +40,7 @@ from jax.interpreters import batching, mlir
 # kernel in Pallas's interpreter; 'pallas_tpu' / 'pallas_tpu_interpret': the TPU kernel compiled,
 # or in Pallas's TPU interpreter (FPS only)
 IMPLEMENTATIONS = ("xla", "pallas", "pallas_interpret", "pallas_tpu", "pallas_tpu_interpret")
-PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # the names jax.export and platform_dependent use
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # the names jax.export uses
 
 _DEFAULTS = {
     "fps": {"cpu": "xla", "cuda": "pallas", "rocm": "pallas", "tpu": "xla"},
@@ -60,8 +60,14 @@ def default(op: str, lowering_platform: str) -> str:
     return _DEFAULTS[op].get(lowering_platform, "xla")
 
 
+def lowering_platform() -> str:
+    """The default backend named as jax.export names platforms: 'cpu', 'cuda' (any GPU) or
+    'tpu'."""
+    return {"gpu": "cuda"}.get(platform(), platform())
+
+
 def _current_default(op: str) -> str:
-    return default(op, {"gpu": "cuda"}.get(platform(), platform()))
+    return default(op, lowering_platform())
 
 
 def resolve(op: str, implementation: str | None) -> str:

@@ -313,11 +313,9 @@ class Folder(tfds.core.GeneratorBasedBuilder):
 
 def read_example(path: pathlib.Path, file_id: str, keep: int) -> np.ndarray:
     """f32[keep, 3]: a mesh's surface samples (seeded by `file_id`), a cloud's FPS subsample."""
+    rng = np.random.default_rng([SEED, zlib.crc32(file_id.encode())])
     try:
-        vertices, faces = readers.read_points_file(path)
-        if faces is not None:
-            rng = np.random.default_rng([SEED, zlib.crc32(file_id.encode())])
-            return readers.sample_surface(vertices, faces, keep, rng, str(path))
+        vertices = readers.read_cloud(path, keep, rng)  # a mesh: `keep` samples
     except readers.PointFileError as e:
         raise DataError(e.where, e.why, e.todo) from None
     if len(vertices) < keep:

@@ -640,6 +640,16 @@ def read_points_file(path) -> tuple[np.ndarray, np.ndarray | None]:
     return vertices, (faces if faces is not None and len(faces) else None)
 
 
+def read_cloud(path, mesh_points: int, rng: np.random.Generator) -> np.ndarray:
+    """The points of a point or mesh file (`read_points_file`): a point file's vertices f64[N, 3],
+    or `mesh_points` area-weighted samples f32[mesh_points, 3] of a mesh's surface drawn from
+    `rng`."""
+    vertices, faces = read_points_file(path)
+    if faces is None:
+        return vertices
+    return sample_surface(vertices, faces, mesh_points, rng, os.fspath(path))
+
+
 def sample_surface(
     vertices: np.ndarray,
     faces: np.ndarray,

@@ -36,7 +36,7 @@ from ddjax import (
 )
 from ddjax.data import pipelines, readers
 from ddjax.models import registry
-from ddjax.teachers import prompts, sanity
+from ddjax.teachers import sanity
 from kernels import fps
 
 KEYS = {
@@ -65,12 +65,7 @@ def load_cloud(
 ) -> np.ndarray:
     """The file as the model sees it: f32[1, n, 3] with n = min(npoints, available points)."""
     rng = np.random.default_rng(seed)
-    vertices, faces = readers.read_points_file(path)
-    points = (
-        readers.sample_surface(vertices, faces, mesh_points, rng, str(path))
-        if faces is not None
-        else vertices
-    )
+    points = readers.read_cloud(path, mesh_points, rng)
     if len(points) < need:
         raise readers.PointFileError(
             path, f"{len(points)} points, fewer than the {need} the tokenizer needs"
@@ -159,7 +154,6 @@ def check_config(config, workdir: str | None = None) -> tuple[list[str], dict, l
     evaluation.check_noise_setting(config, run_config)
     evaluation.check_memory(run_config, 1, config.num_paths, config.t)  # a cloud at a time
     config_checks.check_number(config, "ratio", 0.0)
-    config_checks.check_choice(config, "template", prompts.TEMPLATES)
     config_checks.check_seed(config)
     return labels, run_config, files
 
@@ -234,7 +228,7 @@ def run_exported(config) -> list[dict]:
             "an exported classifier holds its own classes and text features",
             "pass --config.labels=... to rank a subset of them, or nothing",
         )
-    labels = [label.strip() for label in str(config.labels).split(",") if label.strip()]
+    labels = evaluation.parse_labels(config)
     unknown = [label for label in labels if label not in loaded.classes]
     if unknown:
         raise errors.ConfigError(
@@ -247,10 +241,7 @@ def run_exported(config) -> list[dict]:
     check_headers(files)
     clouds = []
     for path in files:
-        vertices, faces = readers.read_points_file(path)
-        if faces is not None:
-            rng = np.random.default_rng(config.seed)
-            vertices = readers.sample_surface(vertices, faces, loaded.input_points, rng, str(path))
+        vertices = readers.read_cloud(path, loaded.input_points, np.random.default_rng(config.seed))
         if len(vertices) != loaded.input_points:
             raise readers.PointFileError(
                 path,

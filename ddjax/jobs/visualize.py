@@ -94,12 +94,7 @@ def load_points(config, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """f32[num_points, 3] in the unit ball, FPS-reduced from the file or the synthetic shape; and
     its name."""
     if config.input:
-        vertices, faces = readers.read_points_file(config.input)
-        points = (
-            readers.sample_surface(vertices, faces, config.mesh_points, rng, str(config.input))
-            if faces is not None
-            else vertices
-        )
+        points = readers.read_cloud(config.input, config.mesh_points, rng)
         name = pathlib.Path(config.input).name
     else:
         points = synthetic.sample_object(
