@@ -11,6 +11,8 @@ run nowhere. The session ends with one line counting the skipped tests by reason
 """
 
 import collections
+import contextlib
+import fcntl
 import os
 import pathlib
 import shutil
@@ -206,6 +208,21 @@ def tiny_clip_dir(tmp_path_factory) -> pathlib.Path:
     return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
+def run_folder(tmp_path_factory) -> pathlib.Path:
+    """The test run's own folder: shared by its xdist workers (each has a basetemp inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def run_lock(tmp_path_factory, name: str):
+    """Holds the test run's lock `name` (across its xdist workers): the first worker to take it
+    builds what it guards, the others wait for it and then find it built."""
+    with open(run_folder(tmp_path_factory) / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 # The tests' trained teacher (`teacher_dir`): the smoke config's tiny teacher at test sizes, with
 # the character-level tokenizer (so the fallback is shown to learn in every test run).
 TEST_TEACHER = dict(width=32, steps=400, tokenizer_dir="fallback")
@@ -216,15 +233,10 @@ def teacher_dir(synthetic_tiny, tmp_path_factory) -> pathlib.Path:
     """A tiny CLIP trained on synthetic_shapes/tiny's 48 renders (TEST_TEACHER), once
     per test run and shared by the xdist workers: a teacher that passes every check of
     ddjax/teachers/sanity.py, for the tests of pretraining's mechanics (--config.teacher=DIR)."""
-    import fcntl
-
     from ddjax.teachers import cache, tiny_clip
 
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's own folder
-    out = root / "test_teacher"
-    with open(root / "test_teacher.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker trains it, the others wait for it
+    out = run_folder(tmp_path_factory) / "test_teacher"
+    with run_lock(tmp_path_factory, "test_teacher"):  # one worker trains it, the others wait
         if not (out / tiny_clip.REPORT).is_file():
             tiny_clip.train(
                 out,
@@ -239,14 +251,17 @@ def teacher_dir(synthetic_tiny, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def modelnet_prepared(tmp_path_factory):
-    """ModelNet40 and ModelNet10 built from the real shared sample, once per session."""
+    """ModelNet40 and ModelNet10 built from the real shared sample, once per test run and shared by
+    the xdist workers (the first builds them, about 30 s of FPS; the others find them prepared)."""
     reference_path(MODELNET_DIR.name)
     from ddjax.data import prepare
 
-    data_dir = tmp_path_factory.mktemp("tfds_modelnet")
-    return {
-        name: prepare.prepare(name, data_dir, MODELNET_DIR) for name in ("modelnet40", "modelnet10")
-    }
+    data_dir = run_folder(tmp_path_factory) / "tfds_modelnet"
+    with run_lock(tmp_path_factory, "tfds_modelnet"):
+        return {
+            name: prepare.prepare(name, data_dir, MODELNET_DIR)
+            for name in ("modelnet40", "modelnet10")
+        }
 
 
 @pytest.fixture(scope="session")
