@@ -68,7 +68,7 @@ COVERAGE ?= --cov --cov-report=term
 SMOKE_RUN ?=
 
 .PHONY: setup run test test-reference lint bench clean clean-cache device-wheels device-check test-gpu-image \
-	torch-env print-test-jax-cache
+	gpu-image-env test-gpu-image-tests test-gpu-image-device-check torch-env print-test-jax-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "ddjax needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -130,13 +130,27 @@ $(IMAGE_STAMP): requirements-gpu-image.txt
 	$(IMAGE_VENV)/bin/$(PIP_INSTALL) -r requirements-gpu-image.txt
 	@touch $(IMAGE_STAMP)
 
-test-gpu-image: $(IMAGE_STAMP) device-wheels
-	rm -rf $(IMAGE_VENV)/device-site
-	$(IMAGE_VENV)/bin/pip install --quiet --no-index --no-deps --no-compile --target $(IMAGE_VENV)/device-site $(WHEELS)/*.whl
-	$(call test_env,$(IMAGE_JAX_VERSION)) PYTHONPATH=$(CURDIR)/$(IMAGE_VENV)/device-site $(IMAGE_VENV)/bin/python \
+# The device wheels installed beside the twin's environment, as the GPU image gets them.
+DEVICE_SITE := $(IMAGE_VENV)/device-site
+$(DEVICE_SITE)/.installed: $(IMAGE_STAMP) $(WHEELS)/MANIFEST.json
+	rm -rf $(DEVICE_SITE)
+	$(IMAGE_VENV)/bin/pip install --quiet --no-index --no-deps --no-compile --target $(DEVICE_SITE) $(WHEELS)/*.whl
+	@touch $@
+
+# the twin's environment with the device wheels (CI builds it beside its first steps)
+gpu-image-env: $(DEVICE_SITE)/.installed
+
+# The twin's two parts, which CI runs side by side; `make test-gpu-image` runs one after the other.
+test-gpu-image-tests: gpu-image-env
+	$(call test_env,$(IMAGE_JAX_VERSION)) PYTHONPATH=$(CURDIR)/$(DEVICE_SITE) $(IMAGE_VENV)/bin/python \
 		-m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(GPU_IMAGE_TESTS)
+
+test-gpu-image-device-check: gpu-image-env
 	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu \
 		JAX_CACHE=$(TEST_JAX_CACHE)/jax-$(IMAGE_JAX_VERSION)
+
+test-gpu-image: test-gpu-image-tests
+	$(MAKE) test-gpu-image-device-check
 
 clean-cache:
 	rm -rf $(TEST_JAX_CACHE)
