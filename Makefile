@@ -140,7 +140,8 @@ $(DEVICE_SITE)/.installed: $(IMAGE_STAMP) $(WHEELS)/MANIFEST.json
 # the twin's environment with the device wheels (CI builds it beside its first steps)
 gpu-image-env: $(DEVICE_SITE)/.installed
 
-# The twin's two parts, which CI runs side by side; `make test-gpu-image` runs one after the other.
+# The twin's two parts, which CI runs side by side; `make test-gpu-image` runs one after the other (its
+# prerequisites, in order).
 test-gpu-image-tests: gpu-image-env
 	$(call test_env,$(IMAGE_JAX_VERSION)) PYTHONPATH=$(CURDIR)/$(DEVICE_SITE) $(IMAGE_VENV)/bin/python \
 		-m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(GPU_IMAGE_TESTS)
@@ -149,8 +150,7 @@ test-gpu-image-device-check: gpu-image-env
 	$(MAKE) device-check PYTHON=$(CURDIR)/$(IMAGE_VENV)/bin/python BACKEND=cpu BUDGET_S=1200 OUT=runs/device-check-cpu \
 		JAX_CACHE=$(TEST_JAX_CACHE)/jax-$(IMAGE_JAX_VERSION)
 
-test-gpu-image: test-gpu-image-tests
-	$(MAKE) test-gpu-image-device-check
+test-gpu-image: test-gpu-image-tests test-gpu-image-device-check
 
 clean-cache:
 	rm -rf $(TEST_JAX_CACHE)

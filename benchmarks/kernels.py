@@ -85,9 +85,8 @@ def bench_size(size: dict, repeats: int, as_json: bool = False) -> list[dict]:
     combos = [(impl, impl) for impl in implementations(n)]  # (fps, knn) of `group`
     if defaults not in combos:
         combos.append(defaults)  # e.g. a GPU's Pallas FPS + XLA kNN
-    if (
-        backend.platform() == "tpu"
-    ):  # the TPU FPS kernel (Mosaic), with XLA's kNN: no TPU kNN kernel
+    # on a TPU also the TPU FPS kernel (Mosaic), with XLA's kNN: there is no TPU kNN kernel
+    if backend.platform() == "tpu":
         combos.append(("pallas_tpu", "xla"))
     rows = []
     for fps_impl, knn_impl in combos:
